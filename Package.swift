@@ -1,0 +1,47 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "nstrace",
+    products: [
+        .executable(name: "nstrace", targets: ["CLI"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // System libraries, found through pkg-config; Debian names the packages that provide them.
+        .systemLibrary(
+            name: "CCapstone",
+            pkgConfig: "capstone",
+            providers: [.apt(["libcapstone-dev"])]
+        ),
+        .systemLibrary(
+            name: "CElfutils",
+            pkgConfig: "libdw",
+            providers: [.apt(["libdw-dev", "libelf-dev"])]
+        ),
+        // What Swift cannot call directly: variadic ptrace, wait-status macros, fork+exec for launch,
+        // libdwfl's callback tables.
+        .target(
+            name: "CShim",
+            linkerSettings: [.linkedLibrary("dw"), .linkedLibrary("elf")]
+        ),
+
+        .target(name: "Symbols", dependencies: ["CElfutils", "CShim"]),
+        .target(name: "Relocator", dependencies: ["CCapstone"]),
+        .target(name: "NonStop", dependencies: ["Symbols", "Relocator", "CShim"]),
+        .executableTarget(
+            name: "CLI",
+            dependencies: [
+                "Symbols", "Relocator", "NonStop",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
+        .testTarget(name: "SymbolsTests", dependencies: ["Symbols", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["CLI", "TestSupport"]),
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+    ],
+    swiftLanguageModes: [.v5]
+)

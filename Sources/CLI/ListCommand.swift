@@ -1,0 +1,48 @@
+import ArgumentParser
+import Foundation
+import Symbols
+
+struct ListCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "list",
+        abstract: "List the functions a pattern matches, in a binary or a running process.",
+        discussion: """
+            Examples:
+              nstrace list ./server 'handle_'
+              nstrace list -p 1234 '^(read|write)$'
+              nstrace list --json /lib/x86_64-linux-gnu/libc.so.6 .
+            """
+    )
+
+    @Flag(help: "One JSON object per line.")
+    var json = false
+
+    @Option(name: .short, help: "A running process.")
+    var pid: Int32?
+
+    @Argument(help: "BINARY, then REGEX (with -p PID: only REGEX).")
+    var arguments: [String]
+
+    func validate() throws {
+        let expected = pid == nil ? 2 : 1
+        guard arguments.count == expected else {
+            throw ValidationError(pid == nil ? "expected BINARY and REGEX" : "expected REGEX (with -p PID, no BINARY)")
+        }
+    }
+
+    func run() throws {
+        let pattern = try NamePattern(arguments.last ?? "")
+        let image = try pid.map { try ProcessImage(pid: $0) } ?? ProcessImage(file: arguments[0])
+        let functions = image.functions(matching: pattern)
+        guard !functions.isEmpty else { throw NoFunctionMatches(pattern: pattern.source) }
+        for function in functions {
+            let signature = image.signature(of: function)
+            print(json ? FunctionListing.json(function, signature) : FunctionListing.text(function, signature))
+        }
+    }
+}
+
+struct NoFunctionMatches: Error, CustomStringConvertible {
+    let pattern: String
+    var description: String { "no function matches \"\(pattern)\"" }
+}

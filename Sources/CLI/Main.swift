@@ -1,0 +1,37 @@
+import ArgumentParser
+import Foundation
+
+@main
+struct NSTrace: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "nstrace",
+        abstract: "Non-stop function tracer for Linux x86-64.",
+        subcommands: [ListCommand.self]
+    )
+
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            exitReporting(error)
+        }
+    }
+
+    /// Bad input gets one line on stderr and a non-zero exit; help and --version print as usual.
+    static func exitReporting(_ error: Error) -> Never {
+        if exitCode(for: error) == .success { exit(withError: error) }
+        let message: String
+        if !(error is ValidationError), !isArgumentParserError(error) {
+            message = String(describing: error)
+        } else {
+            message = NSTrace.message(for: error).split(separator: "\n").first.map(String.init) ?? "invalid arguments"
+        }
+        FileHandle.standardError.write(Data("nstrace: \(message)\n".utf8))
+        Foundation.exit(exitCode(for: error) == .validationFailure ? 2 : 1)
+    }
+
+    private static func isArgumentParserError(_ error: Error) -> Bool {
+        String(reflecting: type(of: error)).hasPrefix("ArgumentParser.")
+    }
+}

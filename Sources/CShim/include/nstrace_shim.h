@@ -1,0 +1,50 @@
+#ifndef NSTRACE_SHIM_H
+#define NSTRACE_SHIM_H
+
+#include <stdint.h>
+#include <stdbool.h>
+#include <sys/types.h>
+#include <sys/user.h>
+#include <sys/wait.h>
+#include <signal.h>
+
+// glibc's ptrace(2) is variadic, which Swift cannot call. Returns what ptrace returns; errno is set.
+long nst_ptrace(int request, pid_t pid, uintptr_t addr, uintptr_t data);
+
+// Wait-status macros are macros; Swift sees these instead.
+static inline bool nst_wifexited(int s) { return WIFEXITED(s); }
+static inline int nst_wexitstatus(int s) { return WEXITSTATUS(s); }
+static inline bool nst_wifsignaled(int s) { return WIFSIGNALED(s); }
+static inline int nst_wtermsig(int s) { return WTERMSIG(s); }
+static inline bool nst_wifstopped(int s) { return WIFSTOPPED(s); }
+static inline int nst_wstopsig(int s) { return WSTOPSIG(s); }
+static inline bool nst_wcoredump(int s) { return WCOREDUMP(s); }
+
+// The errno of the calling thread, and a way to clear it (glibc's errno is a macro over a TLS slot).
+int nst_errno(void);
+void nst_set_errno(int value);
+
+// Fields of siginfo_t that live inside unions Swift cannot name.
+int nst_siginfo_code(const siginfo_t *info);
+uintptr_t nst_siginfo_addr(const siginfo_t *info);
+pid_t nst_siginfo_pid(const siginfo_t *info);
+
+// fork() is unavailable to Swift. The child stops itself with SIGSTOP before execvp so the parent can
+// PTRACE_SEIZE it with no race; if execvp fails the child exits with 127 after writing errno to
+// `error_fd` (close-on-exec, so a successful exec just closes it).
+pid_t nst_spawn_stopped(const char *file, char *const argv[], int error_fd);
+
+// The thread id of the calling thread.
+pid_t nst_gettid(void);
+int nst_tgkill(pid_t tgid, pid_t tid, int sig);
+
+// libdwfl keeps a pointer to its callback table, and the table to the debuginfo search path, for the
+// session's lifetime; a session owns both. `debuginfo_path` follows elfutils' convention
+// (":.debug:/usr/lib/debug" when NULL). `live` chooses /proc/PID reporting over files on disk.
+struct Dwfl;
+struct nst_dwfl_session;
+struct nst_dwfl_session *nst_dwfl_session_begin(bool live, const char *debuginfo_path);
+struct Dwfl *nst_dwfl_session_dwfl(struct nst_dwfl_session *session);
+void nst_dwfl_session_end(struct nst_dwfl_session *session);
+
+#endif

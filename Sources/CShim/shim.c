@@ -1,0 +1,73 @@
+#define _GNU_SOURCE
+#include "nstrace_shim.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <elfutils/libdwfl.h>
+
+long nst_ptrace(int request, pid_t pid, uintptr_t addr, uintptr_t data) {
+    return ptrace((enum __ptrace_request)request, pid, (void *)addr, (void *)data);
+}
+
+int nst_errno(void) { return errno; }
+void nst_set_errno(int value) { errno = value; }
+
+int nst_siginfo_code(const siginfo_t *info) { return info->si_code; }
+uintptr_t nst_siginfo_addr(const siginfo_t *info) { return (uintptr_t)info->si_addr; }
+pid_t nst_siginfo_pid(const siginfo_t *info) { return info->si_pid; }
+
+pid_t nst_spawn_stopped(const char *file, char *const argv[], int error_fd) {
+    pid_t pid = fork();
+    if (pid != 0) return pid;
+    // Child: only async-signal-safe calls from here on; the parent may be multi-threaded.
+    raise(SIGSTOP);
+    execvp(file, argv);
+    int e = errno;
+    ssize_t ignored = write(error_fd, &e, sizeof e);
+    (void)ignored;
+    _exit(127);
+}
+
+pid_t nst_gettid(void) { return (pid_t)syscall(SYS_gettid); }
+int nst_tgkill(pid_t tgid, pid_t tid, int sig) { return (int)syscall(SYS_tgkill, tgid, tid, sig); }
+
+struct nst_dwfl_session {
+    Dwfl *dwfl;
+    Dwfl_Callbacks callbacks;
+    char *debuginfo_path;
+};
+
+struct nst_dwfl_session *nst_dwfl_session_begin(bool live, const char *debuginfo_path) {
+    struct nst_dwfl_session *s = calloc(1, sizeof *s);
+    if (s == NULL) return NULL;
+    if (debuginfo_path != NULL) s->debuginfo_path = strdup(debuginfo_path);
+    s->callbacks.find_debuginfo = dwfl_standard_find_debuginfo;
+    s->callbacks.debuginfo_path = &s->debuginfo_path;
+    if (live) {
+        s->callbacks.find_elf = dwfl_linux_proc_find_elf;
+    } else {
+        s->callbacks.find_elf = dwfl_build_id_find_elf;
+        s->callbacks.section_address = dwfl_offline_section_address;
+    }
+    s->dwfl = dwfl_begin(&s->callbacks);
+    if (s->dwfl == NULL) {
+        free(s->debuginfo_path);
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+struct Dwfl *nst_dwfl_session_dwfl(struct nst_dwfl_session *s) { return s->dwfl; }
+
+void nst_dwfl_session_end(struct nst_dwfl_session *s) {
+    if (s == NULL) return;
+    dwfl_end(s->dwfl);
+    free(s->debuginfo_path);
+    free(s);
+}

@@ -1,0 +1,1 @@
+// NonStop: the engine, the only module that touches a tracee. See design.md.

@@ -1,0 +1,1 @@
+// Relocator: what to run instead of an instruction under a breakpoint. See design.md.

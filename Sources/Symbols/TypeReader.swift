@@ -1,0 +1,113 @@
+import CElfutils
+
+/// Names and classifies DWARF types the way a C or Go programmer writes them.
+enum TypeReader {
+    static let unknown = ValueType(name: "?", kind: .other, byteSize: 0)
+
+    static func describe(_ die: Dwarf_Die) -> ValueType {
+        var die = die
+        return ValueType(name: name(&die, depth: 0), kind: kind(&die, depth: 0), byteSize: size(&die))
+    }
+
+    static func size(_ die: inout Dwarf_Die) -> Int {
+        var size: Dwarf_Word = 0
+        return dwarf_aggregate_size(&die, &size) == 0 ? Int(size) : 0
+    }
+
+    /// The type with typedefs and qualifiers removed.
+    static func peeled(_ die: Dwarf_Die) -> Dwarf_Die {
+        var die = die
+        var result = Dwarf_Die()
+        return dwarf_peel_type(&die, &result) == 0 ? result : die
+    }
+
+    private static func ownName(_ die: inout Dwarf_Die) -> String? {
+        dwarf_diename(&die).map { String(cString: $0) }
+    }
+
+    static func name(_ die: inout Dwarf_Die, depth: Int) -> String {
+        guard depth < 16 else { return "…" }
+        let tag = Int(dwarf_tag(&die))
+        // Go names every type, pointers and slices included ("*main.T", "[]int"); so do C typedefs.
+        if tag != DW_TAG_const_type, tag != DW_TAG_volatile_type, let own = ownName(&die) {
+            switch tag {
+            case DW_TAG_structure_type where !isGoUnit(&die): return "struct \(own)"
+            case DW_TAG_union_type: return "union \(own)"
+            case DW_TAG_enumeration_type where !isGoUnit(&die): return "enum \(own)"
+            default: return own
+            }
+        }
+        let target = SignatureReader.typeOf(&die)
+        func inner() -> String {
+            guard var t = target else { return "void" }
+            return name(&t, depth: depth + 1)
+        }
+        switch tag {
+        case DW_TAG_pointer_type:
+            if var t = target, dwarf_tag(&t) == DW_TAG_subroutine_type { return "\(name(&t, depth: depth + 1))" }
+            return pointerName(inner())
+        case DW_TAG_reference_type: return inner() + " &"
+        case DW_TAG_rvalue_reference_type: return inner() + " &&"
+        case DW_TAG_const_type: return qualified("const", inner())
+        case DW_TAG_volatile_type: return qualified("volatile", inner())
+        case DW_TAG_restrict_type, DW_TAG_atomic_type: return inner()
+        case DW_TAG_array_type: return inner() + "[]"
+        case DW_TAG_subroutine_type: return inner() + " (*)(…)"
+        case DW_TAG_structure_type: return "struct {…}"
+        case DW_TAG_union_type: return "union {…}"
+        case DW_TAG_enumeration_type: return "enum {…}"
+        default: return "?"
+        }
+    }
+
+    private static func pointerName(_ pointee: String) -> String {
+        pointee.hasSuffix("*") ? pointee + "*" : pointee + " *"
+    }
+
+    /// `const char` rather than `char const`, but `char *const` for a const pointer.
+    private static func qualified(_ qualifier: String, _ inner: String) -> String {
+        inner.hasSuffix("*") ? "\(inner)\(qualifier)" : "\(qualifier) \(inner)"
+    }
+
+    static func kind(_ die: inout Dwarf_Die, depth: Int) -> ValueType.Kind {
+        var base = peeled(die)
+        switch Int(dwarf_tag(&base)) {
+        case DW_TAG_base_type:
+            let encoding = SignatureReader.unsignedAttribute(&base, DW_AT_encoding).map(Int.init) ?? 0
+            switch encoding {
+            case DW_ATE_signed: return .signed
+            case DW_ATE_unsigned: return .unsigned
+            case DW_ATE_signed_char, DW_ATE_unsigned_char: return .char
+            case DW_ATE_float: return .float
+            case DW_ATE_boolean: return .bool
+            case DW_ATE_UTF: return .char
+            default: return .other
+            }
+        case DW_TAG_pointer_type, DW_TAG_reference_type, DW_TAG_rvalue_reference_type:
+            guard var pointee = SignatureReader.typeOf(&base) else { return .pointer }
+            var peeledPointee = peeled(pointee)
+            if dwarf_tag(&peeledPointee) == DW_TAG_base_type,
+               let enc = SignatureReader.unsignedAttribute(&peeledPointee, DW_AT_encoding).map(Int.init),
+               enc == DW_ATE_signed_char || enc == DW_ATE_unsigned_char, size(&peeledPointee) == 1,
+               !isGoUnit(&pointee) {
+                return .cString
+            }
+            return .pointer
+        case DW_TAG_enumeration_type: return .enumeration
+        case DW_TAG_structure_type, DW_TAG_union_type, DW_TAG_class_type, DW_TAG_array_type:
+            if isGoUnit(&base), let own = ownName(&base) {
+                if own == "string" { return .goString }
+                if own.hasPrefix("[]") { return .goSlice }
+            }
+            return .aggregate
+        case DW_TAG_subroutine_type: return .pointer
+        default: return .other
+        }
+    }
+
+    static func isGoUnit(_ die: inout Dwarf_Die) -> Bool {
+        var cu = Dwarf_Die()
+        guard dwarf_diecu(&die, &cu, nil, nil) != nil else { return false }
+        return Int(dwarf_srclang(&cu)) == DW_LANG_Go
+    }
+}
