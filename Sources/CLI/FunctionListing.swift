@@ -1,13 +1,15 @@
 import Foundation
+import Relocator
 import Symbols
 
 /// How `nstrace list` shows one function.
 enum FunctionListing {
-    static func text(_ f: Function, _ signature: Signature?) -> String {
+    static func text(_ f: Function, _ signature: Signature?, _ refusal: Refusal?) -> String {
         var line = "\(hex(f.address)) \(String(f.size).leftPadded(to: 6)) \(f.module.name)  \(f.name)"
         if let signature { line += prototype(signature) }
         if f.isIndirect { line += "  [ifunc]" }
         if !f.aliases.isEmpty { line += "  (aliases: \(f.aliases.joined(separator: ", ")))" }
+        if let refusal { line += "  [untraceable: \(refusal.reason)]" }
         return line
     }
 
@@ -17,7 +19,7 @@ enum FunctionListing {
         return "(\(params.joined(separator: ", "))) -> \(s.returnType?.name ?? "void")"
     }
 
-    static func json(_ f: Function, _ signature: Signature?) -> String {
+    static func json(_ f: Function, _ signature: Signature?, _ refusal: Refusal?) -> String {
         var object: [String: Any] = [
             "function": f.name,
             "module": f.module.name,
@@ -27,6 +29,8 @@ enum FunctionListing {
             "aliases": f.aliases,
         ]
         if f.isIndirect { object["ifunc"] = true }
+        object["traceable"] = refusal == nil
+        if let refusal { object["reason"] = refusal.reason }
         if let signature {
             object["params"] = signature.parameters.map { p in
                 ["name": p.name, "type": p.type.name, "size": p.type.byteSize, "location": p.location.description] as [String: Any]

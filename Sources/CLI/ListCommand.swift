@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Relocator
 import Symbols
 
 struct ListCommand: ParsableCommand {
@@ -35,9 +36,12 @@ struct ListCommand: ParsableCommand {
         let image = try pid.map { try ProcessImage(pid: $0) } ?? ProcessImage(file: arguments[0])
         let functions = image.functions(matching: pattern)
         guard !functions.isEmpty else { throw NoFunctionMatches(pattern: pattern.source) }
+        let decoder = try Decoder()
         for function in functions {
             let signature = image.signature(of: function)
-            print(json ? FunctionListing.json(function, signature) : FunctionListing.text(function, signature))
+            let refusal = EntryCheck.refusal(for: function, in: image, decoder: decoder)
+            print(json ? FunctionListing.json(function, signature, refusal)
+                       : FunctionListing.text(function, signature, refusal))
         }
     }
 }
