@@ -6,7 +6,8 @@ struct NSTrace: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "nstrace",
         abstract: "Non-stop function tracer for Linux x86-64.",
-        subcommands: [ListCommand.self]
+        subcommands: [TraceCommand.self, ListCommand.self],
+        defaultSubcommand: TraceCommand.self
     )
 
     static func main() {
@@ -20,7 +21,7 @@ struct NSTrace: ParsableCommand {
 
     /// Bad input gets one line on stderr and a non-zero exit; help and --version print as usual.
     static func exitReporting(_ error: Error) -> Never {
-        if exitCode(for: error) == .success { exit(withError: error) }
+        if exitCode(for: error) == .success || error is ExitCode { exit(withError: error) }
         let message: String
         if !(error is ValidationError), !isArgumentParserError(error) {
             message = String(describing: error)

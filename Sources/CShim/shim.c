@@ -71,3 +71,27 @@ void nst_dwfl_session_end(struct nst_dwfl_session *s) {
     free(s->debuginfo_path);
     free(s);
 }
+
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int sig) { stop_signal = sig; }
+static void on_kick(int sig) { (void)sig; }
+
+void nst_install_stop_handlers(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    // No SA_RESTART: a waitpid blocked in the engine thread returns EINTR.
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    sa.sa_handler = on_kick;
+    sigaction(SIGUSR2, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+int nst_stop_signal(void) { return stop_signal; }
+void nst_request_stop(int sig) { if (stop_signal == 0) stop_signal = sig; }
+
+void nst_siginfo_set_addr(siginfo_t *info, uintptr_t addr) { info->si_addr = (void *)addr; }

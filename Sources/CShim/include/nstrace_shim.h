@@ -29,6 +29,14 @@ int nst_siginfo_code(const siginfo_t *info);
 uintptr_t nst_siginfo_addr(const siginfo_t *info);
 pid_t nst_siginfo_pid(const siginfo_t *info);
 
+void nst_siginfo_set_addr(siginfo_t *info, uintptr_t addr);
+
+// Stop requests: SIGINT/SIGTERM/SIGHUP set a flag (and SIGPIPE is ignored); SIGUSR2 only interrupts
+// a blocking system call in the thread it is sent to.
+void nst_install_stop_handlers(void);
+int nst_stop_signal(void);
+void nst_request_stop(int sig);
+
 // fork() is unavailable to Swift. The child stops itself with SIGSTOP before execvp so the parent can
 // PTRACE_SEIZE it with no race; if execvp fails the child exits with 127 after writing errno to
 // `error_fd` (close-on-exec, so a successful exec just closes it).

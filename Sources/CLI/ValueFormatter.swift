@@ -1,0 +1,72 @@
+import Foundation
+import NonStop
+import Symbols
+
+/// How a value reads in text output: C strings quoted and escaped, pointers in hex, chars quoted.
+enum ValueFormatter {
+    static func text(_ value: ArgumentValue, type: ValueType? = nil) -> String {
+        switch value {
+        case .signed(let v): return String(v)
+        case .unsigned(let v): return String(v)
+        case .bool(let b): return b ? "true" : "false"
+        case .char(let c): return "'\(escape([c], quote: "'"))'"
+        case .float(let d): return formatDouble(d)
+        case .pointer(let p): return p == 0 ? "NULL" : hex(p)
+        case .string(let bytes, let truncated, _): return "\"\(escape(bytes, quote: "\""))\"" + (truncated ? "..." : "")
+        case .badString(let address): return hex(address)
+        case .goString(let bytes, let truncated, _): return "\"\(escape(bytes, quote: "\""))\"" + (truncated ? "..." : "")
+        case .goSlice(let address, let length, let capacity):
+            return "[]{\(address == 0 ? "nil" : hex(address)), len \(length), cap \(capacity)}"
+        case .aggregate(let bytes): return "{" + bytes.map { hex2($0) }.joined() + "}"
+        case .unavailable: return "?"
+        }
+    }
+
+    static func formatDouble(_ d: Double) -> String {
+        if d == d.rounded(), abs(d) < 1e15 { return String(format: "%.1f", d) }
+        return "\(d)"
+    }
+
+    /// strace's escaping: \n, \t, \", \\ and \ooo for the rest of the non-printable bytes.
+    static func escape(_ bytes: [UInt8], quote: Character) -> String {
+        var out = ""
+        for b in bytes {
+            switch b {
+            case 0x0a: out += "\\n"
+            case 0x09: out += "\\t"
+            case 0x0d: out += "\\r"
+            case 0x5c: out += "\\\\"
+            case UInt8(ascii: "\""), UInt8(ascii: "'"):
+                if Character(UnicodeScalar(b)) == quote { out += "\\" }
+                out.append(Character(UnicodeScalar(b)))
+            case 0x20..<0x7f: out.append(Character(UnicodeScalar(b)))
+            default: out += "\\" + String(b, radix: 8)
+            }
+        }
+        return out
+    }
+
+    /// The same value for JSON: numbers as numbers, strings as strings, pointers as hex strings.
+    static func json(_ value: ArgumentValue) -> Any {
+        switch value {
+        case .signed(let v): return v
+        case .unsigned(let v): return v
+        case .bool(let b): return b
+        case .char(let c): return String(decoding: [c], as: UTF8.self)
+        case .float(let d): return d.isFinite ? d as Any : String(d)
+        case .pointer(let p): return hex(p)
+        case .string(let bytes, let truncated, _): return String(decoding: bytes, as: UTF8.self) + (truncated ? "..." : "")
+        case .badString(let address): return hex(address)
+        case .goString(let bytes, let truncated, _): return String(decoding: bytes, as: UTF8.self) + (truncated ? "..." : "")
+        case .goSlice(let address, let length, let capacity):
+            return ["address": hex(address), "len": length, "cap": capacity] as [String: Any]
+        case .aggregate(let bytes): return bytes.map { hex2($0) }.joined()
+        case .unavailable: return NSNull()
+        }
+    }
+}
+
+func hex2(_ byte: UInt8) -> String {
+    let digits = Array("0123456789abcdef")
+    return String([digits[Int(byte >> 4)], digits[Int(byte & 0xf)]])
+}

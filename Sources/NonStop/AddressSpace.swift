@@ -1,0 +1,142 @@
+import Glibc
+import Relocator
+
+/// One address space's breakpoints and scratch memory. Threads of a process share it, and so does a
+/// vfork child until it execs.
+final class AddressSpace {
+    let memory: TraceeMemory
+    private(set) var sites: [UInt64: Site] = [:]
+    private(set) var regions: [ScratchRegion] = []
+    /// Step slots handed out to threads, by tid.
+    var slots: [pid_t: UInt64] = [:]
+    private var freeSlots: [UInt64] = []
+
+    static let regionSize: UInt64 = 256 * 1024
+    static let slotSize = 32
+
+    init(memory: TraceeMemory) {
+        self.memory = memory
+    }
+
+    /// The bookkeeping of a forked child: the same sites and regions at the same addresses (fork
+    /// copied the memory), reached through the child's own /proc/PID/mem.
+    func copy(for memory: TraceeMemory) -> AddressSpace {
+        let space = AddressSpace(memory: memory)
+        space.sites = sites
+        space.regions = regions
+        space.freeSlots = freeSlots + slots.values
+        return space
+    }
+
+    func site(at address: UInt64) -> Site? { sites[address] }
+
+    /// Code bytes as the program has them: any int3 of ours in the range replaced by its original byte.
+    func originalCode(at address: UInt64, count: Int) throws(TraceError) -> [UInt8] {
+        var bytes = try memory.read(address, count: count)
+        for i in bytes.indices where bytes[i] == 0xcc {
+            if let site = sites[address &+ UInt64(i)] { bytes[i] = site.originalByte }
+        }
+        return bytes
+    }
+
+    /// Arms a site: its trampoline (if any) first, then the int3.
+    func arm(_ site: Site) throws(TraceError) {
+        if let plan = site.jumpPlan, plan.kind == .trampoline {
+            try memory.write(plan.code, at: plan.runAt)
+        }
+        try memory.write([0xcc], at: site.address)
+        sites[site.address] = site
+    }
+
+    /// Puts back every original byte. Sites in memory that is gone (a dlclose'd library) are skipped.
+    func disarmAll() -> Int {
+        var restored = 0
+        for site in sites.values {
+            if (try? memory.write([site.originalByte], at: site.address)) != nil { restored += 1 }
+        }
+        sites.removeAll()
+        return restored
+    }
+
+    /// Forgets sites whose memory is no longer mapped (after dlclose); their bytes went with it.
+    func forgetSites(outside ranges: [(UInt64, UInt64)]) {
+        sites = sites.filter { address, _ in ranges.contains { address >= $0.0 && address < $0.1 } }
+    }
+
+    // MARK: Scratch memory
+
+    func region(near address: UInt64) -> ScratchRegion? {
+        regions.first { $0.isNear(address) }
+    }
+
+    /// `count` bytes within disp32 reach of `address`, if a region there has room.
+    func allocate(_ count: Int, near address: UInt64) -> UInt64? {
+        for region in regions where region.isNear(address) {
+            if let chunk = region.allocate(count) { return chunk }
+        }
+        return nil
+    }
+
+    func allocateAnywhere(_ count: Int) -> UInt64? {
+        for region in regions {
+            if let chunk = region.allocate(count) { return chunk }
+        }
+        return nil
+    }
+
+    var syscallGadget: UInt64? { regions.first?.syscallAddress }
+
+    func isScratch(_ address: UInt64) -> Bool { regions.contains { $0.contains(address) } }
+
+    /// Maps a new region inside the tracee, through `thread` (stopped), as close to `near` as
+    /// MAP_FIXED_NOREPLACE allows: below the module first (above it the heap grows), then above.
+    func mapRegion(near: UInt64, using injection: inout SyscallInjection) throws(TraceError) -> ScratchRegion? {
+        let size = AddressSpace.regionSize
+        let base = near & ~0xffff
+        var hints: [UInt64] = []
+        for k in 1...24 {
+            let gap = UInt64(k) * 0x40_0000  // 4 MiB steps
+            if base > gap + size + 0x10000 { hints.append(base - gap - size) }
+        }
+        for k in 1...24 { hints.append(base + 0x1000_0000 + UInt64(k) * 0x40_0000) }
+        let protRX: UInt64 = UInt64(PROT_READ | PROT_EXEC)
+        let flags: UInt64 = UInt64(MAP_PRIVATE | MAP_ANONYMOUS) | 0x100000  // MAP_FIXED_NOREPLACE
+        for hint in hints {
+            let rc = try injection.call(SystemCall.mmap, [hint, size, protRX, flags, UInt64.max, 0], gadget: syscallGadget)
+            if rc == Int64(-EEXIST) || rc == Int64(-ENOMEM) { continue }
+            guard rc > 0, UInt64(rc) == hint else {
+                if rc > 0 { _ = try injection.call(SystemCall.munmap, [UInt64(rc), size], gadget: syscallGadget) }
+                continue
+            }
+            let region = ScratchRegion(start: hint, size: size)
+            try memory.write(ScratchRegion.gadget, at: region.start)
+            try memory.write(Array("nstrace".utf8) + [0], at: region.start + ScratchRegion.nameOffset)
+            regions.append(region)
+            // PR_SET_VMA / PR_SET_VMA_ANON_NAME: `[anon:nstrace]` in /proc/PID/maps for whoever looks.
+            // Kernels without CONFIG_ANON_VMA_NAME refuse; the region works the same unnamed.
+            _ = try injection.call(SystemCall.prctl, [0x5356_4d41, 0, hint, size, hint + ScratchRegion.nameOffset],
+                                   gadget: region.syscallAddress)
+            return region
+        }
+        return nil
+    }
+
+    /// The thread's step slot, allocated on first use.
+    func slot(for tid: pid_t) -> UInt64? {
+        if let slot = slots[tid] { return slot }
+        let slot = freeSlots.popLast() ?? allocateAnywhere(AddressSpace.slotSize)
+        if let slot { slots[tid] = slot }
+        return slot
+    }
+
+    func releaseSlot(of tid: pid_t) {
+        if let slot = slots.removeValue(forKey: tid) { freeSlots.append(slot) }
+    }
+}
+
+/// x86-64 system call numbers nstrace injects.
+enum SystemCall {
+    static let mmap = 9
+    static let munmap = 11
+    static let prctl = 157
+}

@@ -1,0 +1,200 @@
+import CShim
+import Glibc
+import Relocator
+
+extension Engine {
+    /// A SIGTRAP stop: one of nstrace's int3s (SI_KERNEL, RIP just past a site), or a trap of the
+    /// program's own, which is passed on (returns false).
+    func breakpointHit(_ thread: TraceeThread) throws(TraceError) -> Bool {
+        var regs = try Ptrace.getRegs(thread.tid)
+        let address = regs.rip &- 1
+        guard let site = thread.process.space.site(at: address) else { return false }
+        let info = try Ptrace.getSigInfo(thread.tid)
+        guard info.si_code == 0x80 else { return false }  // SI_KERNEL: an int3, not a kill(SIGTRAP)
+        regs.rip = address
+        statistics.breakpointHits += 1
+
+        if let suppressed = thread.suppressedHit, suppressed.site == address, suppressed.sp == regs.rsp {
+            // The handler of a fault in the relocated instruction returned to the site: not a new call.
+            thread.suppressedHit = nil
+        } else {
+            if site.isReturnSite { returned(thread, at: site, regs: regs) }
+            if let function = site.entryOf { try entered(function, thread, regs: regs) }
+            if let role = site.internalRole { try internalHit(role, thread) }
+        }
+        try resumePast(site, thread, regs: &regs)
+        return true
+    }
+
+    /// A traced function's entry: the call event, a frame on the shadow stack, and a breakpoint on the
+    /// return address.
+    private func entered(_ function: TracedFunction, _ thread: TraceeThread, regs: user_regs_struct) throws(TraceError) {
+        let process = thread.process
+        closeFrames(thread, at: nil, sp: regs.rsp, regs: regs)
+        var reader = ArgumentReader(tid: thread.tid, regs: regs, memory: process.space.memory,
+                                    maxString: configuration.maxStringLength)
+        let arguments = reader.arguments(function.signature)
+        emit(process, thread.tid, .call(function: function, depth: thread.shadowStack.depth, arguments: arguments))
+        guard let returnAddress = try? process.space.memory.readWord(at: regs.rsp) else { return }
+        thread.shadowStack.push(.init(function: function, entrySP: regs.rsp, returnAddress: returnAddress,
+                                      start: monotonicNow()))
+        _ = try ensureReturnSite(at: returnAddress, in: process, using: thread)
+    }
+
+    /// A return site: every frame the thread has left (its entry stack pointer is below the current
+    /// one) is closed, innermost first.
+    private func returned(_ thread: TraceeThread, at site: Site, regs: user_regs_struct) {
+        closeFrames(thread, at: site.address, sp: regs.rsp, regs: regs)
+    }
+
+    func closeFrames(_ thread: TraceeThread, at site: UInt64?, sp: UInt64, regs: user_regs_struct) {
+        let closed = thread.shadowStack.popFrames(at: site, sp: sp)
+        guard !closed.isEmpty else { return }
+        let end = monotonicNow()
+        var reader = ArgumentReader(tid: thread.tid, regs: regs, memory: thread.process.space.memory,
+                                    maxString: configuration.maxStringLength)
+        for (frame, depth, returnedHere) in closed {
+            let duration = end &- frame.start
+            if returnedHere {
+                let value = reader.returnValue(frame.function.signature)
+                emit(thread.process, thread.tid, .ret(function: frame.function, depth: depth, value: value, duration: duration))
+            } else {
+                emit(thread.process, thread.tid, .unwound(function: frame.function, depth: depth, duration: duration))
+            }
+        }
+    }
+
+    private func internalHit(_ role: Site.InternalRole, _ thread: TraceeThread) throws(TraceError) {
+        let process = thread.process
+        switch role {
+        case .programEntry:
+            guard !process.installed else { return }
+            try install(process, using: thread)
+        case .dynamicLinker(let rDebug):
+            // r_state at offset 24: RT_CONSISTENT (0) once a dlopen or dlclose has finished.
+            guard let state = try? process.space.memory.read(rDebug + 24, count: 4), state == [0, 0, 0, 0],
+                  process.installed
+            else { return }
+            try install(process, using: thread)
+            if let image = process.image {
+                // A dlclose'd library took its breakpoints with it.
+                process.space.forgetSites(outside: image.modules.map { ($0.start, $0.end) })
+            }
+        }
+    }
+
+    /// Gets the thread past the site without lifting the breakpoint: emulate, enter the trampoline, or
+    /// single-step the relocated copy in the thread's slot.
+    func resumePast(_ site: Site, _ thread: TraceeThread, regs: inout user_regs_struct) throws(TraceError) {
+        let process = thread.process
+        let plan: RelocationPlan
+        let slot: UInt64
+        switch configuration.strategy {
+        case .jump:
+            guard let jumpPlan = site.jumpPlan else { throw TraceError("no plan for site \(hex(site.address))", tid: thread.tid, errno: EINVAL) }
+            plan = jumpPlan
+            slot = 0
+        case .step:
+            guard let threadSlot = try stepSlot(thread) else {
+                throw TraceError("no scratch memory for a step slot", tid: thread.tid, errno: ENOMEM)
+            }
+            slot = threadSlot
+            plan = site.stepPlan(slot: slot)
+        }
+        switch plan.kind {
+        case .emulate:
+            guard let emulation = plan.emulation else { break }
+            do {
+                try emulation.apply(to: &regs, memory: process.space.memory)
+            } catch {
+                throw TraceError("emulate \(emulation) at \(hex(site.address))", tid: thread.tid, errno: EFAULT)
+            }
+            statistics.emulations += 1
+            try Ptrace.setRegs(thread.tid, regs)
+            try resume(thread)
+        case .trampoline:
+            regs.rip = plan.runAt
+            statistics.trampolineEntries += 1
+            try Ptrace.setRegs(thread.tid, regs)
+            try resume(thread)
+        case .copy, .retarget, .scratchRegister:
+            if thread.slotHolds != site.address {
+                try process.space.memory.write(plan.code, at: slot)
+                thread.slotHolds = site.address
+            }
+            var saved: UInt64?
+            if let scratch = plan.scratch {
+                saved = regs[scratch.register]
+                regs[scratch.register] = scratch.value
+            }
+            let sp = regs.rsp
+            regs.rip = slot
+            try Ptrace.setRegs(thread.tid, regs)
+            thread.state = .stepping(StepInFlight(site: site, plan: plan, slot: slot, savedScratch: saved, stackPointer: sp))
+            statistics.singleSteps += 1
+            try Ptrace.singleStep(thread.tid)
+        case .refuse:
+            throw TraceError("refused site \(hex(site.address)) is armed", tid: thread.tid, errno: EINVAL)
+        }
+    }
+
+    private func stepSlot(_ thread: TraceeThread) throws(TraceError) -> UInt64? {
+        let space = thread.process.space
+        if let slot = space.slot(for: thread.tid) { return slot }
+        guard try scratch(AddressSpace.slotSize, near: space.regions.first?.start ?? 0, in: thread.process, using: thread) != nil
+        else { return nil }
+        return space.slot(for: thread.tid)
+    }
+
+    /// The stepping thread stopped: the step is done (fix up and go on), or a signal came first (hold
+    /// it and step again), or the relocated instruction faulted (undo, and deliver the fault at the
+    /// original instruction, as if it had faulted there).
+    func stepStopped(_ thread: TraceeThread, _ step: StepInFlight, signal: Int32) throws(TraceError) {
+        var info = try Ptrace.getSigInfo(thread.tid)
+        var regs = try Ptrace.getRegs(thread.tid)
+        let memory = thread.process.space.memory
+        if signal == SIGTRAP, info.si_code > 0, info.si_code != 0x80 {
+            if regs.rip == step.slot {
+                // Not done yet: a rep-prefixed string instruction traps after each iteration.
+                try Ptrace.singleStep(thread.tid)
+                return
+            }
+            finishStep(step, &regs, memory: memory)
+            DebugLog.log("\(thread.tid): step of \(hex(step.site.address)) done → \(hex(regs.rip))")
+            try Ptrace.setRegs(thread.tid, regs)
+            try resume(thread)
+            return
+        }
+        let inSlot = regs.rip >= step.slot && regs.rip < step.slot + UInt64(step.plan.instruction.length)
+        if info.si_code > 0, inSlot, [SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP].contains(signal) {
+            regs.rip = step.site.address
+            if let scratch = step.plan.scratch, let saved = step.savedScratch { regs[scratch.register] = saved }
+            if signal == SIGILL || signal == SIGFPE || signal == SIGTRAP {
+                // These carry the faulting instruction's address: the original's, not the slot's.
+                nst_siginfo_set_addr(&info, UInt(step.site.address))
+            }
+            thread.suppressedHit = (step.site.address, step.stackPointer)
+            try Ptrace.setRegs(thread.tid, regs)
+            try Ptrace.setSigInfo(thread.tid, info)
+            DebugLog.log("\(thread.tid): relocated \(step.plan.instruction) faulted with \(signalName(signal))")
+            try passSignal(thread, signal)
+            return
+        }
+        // A handler must never run on a half-stepped instruction: hold the signal until the fixup.
+        DebugLog.log("\(thread.tid): hold \(signalName(signal)) until the step is done")
+        thread.heldSignals.append(info)
+        try Ptrace.singleStep(thread.tid)
+    }
+
+    /// After the relocated instruction ran in the slot: back to the original instruction stream, with
+    /// the borrowed register restored.
+    func finishStep(_ step: StepInFlight, _ regs: inout user_regs_struct, memory: TraceeMemory) {
+        if regs.rip == step.slot + UInt64(step.plan.instruction.length) { regs.rip = step.plan.resumeAt }
+        if let scratch = step.plan.scratch, let saved = step.savedScratch { regs[scratch.register] = saved }
+        // pushf single-stepped pushed RFLAGS with TF set.
+        if step.plan.clearsTrapFlagOnStack, let word = try? memory.readWord(at: regs.rsp) {
+            try? memory.writeWord(word & ~0x100, at: regs.rsp)
+        }
+    }
+
+}

@@ -1,0 +1,168 @@
+import Glibc
+import Relocator
+import Symbols
+
+extension Engine {
+    /// Puts breakpoints on every matching function of the process (and on the dynamic linker's
+    /// r_brk, to follow dlopen), using `thread` (stopped) to map scratch memory.
+    func install(_ process: TracedProcess, using thread: TraceeThread) throws(TraceError) {
+        let image: ProcessImage
+        do {
+            if let existing = process.image {
+                try existing.refresh()
+                image = existing
+            } else {
+                image = try ProcessImage(pid: process.pid)
+                process.image = image
+            }
+        } catch {
+            notice(process, "cannot read symbols: \(error)")
+            process.installed = true
+            return
+        }
+        var armed = 0
+        for function in image.functions(matching: configuration.pattern) {
+            if let existing = process.space.site(at: function.address) {
+                if existing.entryOf == nil { existing.entryOf = traced(function, image) }
+                continue
+            }
+            if try makeSite(at: function.address, in: process, using: thread, entryOf: traced(function, image)) != nil {
+                armed += 1
+            }
+        }
+        if !process.installed { try watchDynamicLinker(process, image, using: thread) }
+        process.installed = true
+        DebugLog.log("\(process.pid): \(armed) entry breakpoints armed")
+    }
+
+    func traced(_ function: Function, _ image: ProcessImage) -> TracedFunction {
+        TracedFunction(name: function.name, module: function.module.name, address: function.address,
+                       signature: image.signature(of: function))
+    }
+
+    /// Decodes the instruction at `address`, plans how to run it elsewhere under the engine's
+    /// strategy, and arms a breakpoint there. nil (said once, as a notice) when it cannot.
+    @discardableResult
+    func makeSite(at address: UInt64, in process: TracedProcess, using thread: TraceeThread,
+                  entryOf function: TracedFunction? = nil) throws(TraceError) -> Site? {
+        let space = process.space
+        let bytes = try space.originalCode(at: address, count: 16)
+        guard let insn = decoder.decode(bytes, at: address) else {
+            refuse(process, address, function, "the bytes there do not decode as an instruction")
+            return nil
+        }
+        var jumpPlan: RelocationPlan?
+        switch configuration.strategy {
+        case .jump:
+            var plan = Relocator.trampolinePlan(insn, at: address)  // emulated or refused: no trampoline
+            if plan.kind == .trampoline || isPush(plan) {
+                guard let chunk = try scratch(32, near: address, in: process, using: thread) else {
+                    refuse(process, address, function, "no scratch memory within ±2 GiB")
+                    return nil
+                }
+                plan = Relocator.trampolinePlan(insn, at: chunk)
+            }
+            if let refusal = plan.refusal {
+                refuse(process, address, function, refusal.reason)
+                return nil
+            }
+            jumpPlan = plan
+        case .step:
+            if let refusal = Relocator.stepPlan(insn, slot: address).refusal {
+                refuse(process, address, function, refusal.reason)
+                return nil
+            }
+        }
+        let site = Site(address: address, originalByte: bytes[0], instruction: insn, jumpPlan: jumpPlan)
+        site.entryOf = function
+        try space.arm(site)
+        statistics.sitesArmed += 1
+        DebugLog.log("site \(hex(address)) \(insn) → \(jumpPlan?.description ?? "step")")
+        return site
+    }
+
+    private func isPush(_ plan: RelocationPlan) -> Bool {
+        if case .push? = plan.emulation { return true }
+        return false
+    }
+
+    private func refuse(_ process: TracedProcess, _ address: UInt64, _ function: TracedFunction?, _ reason: String) {
+        guard refusedSites.insert(address).inserted else { return }
+        let what = function.map { "\($0.name) is untraceable" } ?? "return site \(hex(address)) is untraceable"
+        notice(process, "\(what): \(reason)")
+    }
+
+    /// `count` bytes of scratch within reach of `address`, mapping a new region (through `thread`)
+    /// when none near has room.
+    func scratch(_ count: Int, near address: UInt64, in process: TracedProcess,
+                 using thread: TraceeThread) throws(TraceError) -> UInt64? {
+        if let chunk = process.space.allocate(count, near: address) { return chunk }
+        var injection = SyscallInjection(tid: thread.tid, memory: process.space.memory)
+        defer { thread.heldSignals += injection.held }
+        guard process.space.syscallGadget != nil || allStopped(process) else { return nil }
+        guard try process.space.mapRegion(near: address, using: &injection) != nil else { return nil }
+        DebugLog.log("\(process.pid): mapped scratch near \(hex(address))")
+        return process.space.allocate(count, near: address)
+    }
+
+    /// Whether no thread of the process can run (borrowing bytes at a thread's RIP is safe then).
+    func allStopped(_ process: TracedProcess) -> Bool {
+        process.threads.values.allSatisfy {
+            if case .running = $0.state { return false }
+            return true
+        }
+    }
+
+    /// A breakpoint on the return address of a traced call, so its return is seen.
+    func ensureReturnSite(at address: UInt64, in process: TracedProcess, using thread: TraceeThread) throws(TraceError) -> Bool {
+        if let site = process.space.site(at: address) {
+            site.isReturnSite = true
+            return true
+        }
+        guard let site = try makeSite(at: address, in: process, using: thread) else { return false }
+        site.isReturnSite = true
+        return true
+    }
+
+    /// The dynamic linker calls r_brk (_dl_debug_state) around every dlopen and dlclose; a breakpoint
+    /// there lets nstrace trace libraries loaded later.
+    func watchDynamicLinker(_ process: TracedProcess, _ image: ProcessImage, using thread: TraceeThread) throws(TraceError) {
+        guard let linker = image.modules.first(where: { $0.name.hasPrefix("ld-linux") || $0.name.hasPrefix("ld64") }),
+              let rDebug = image.address(ofSymbol: "_r_debug", in: linker)
+        else { return }
+        guard let rBrk = try? process.space.memory.readWord(at: rDebug + 16), rBrk != 0 else { return }
+        var site = process.space.site(at: rBrk)
+        if site == nil { site = try makeSite(at: rBrk, in: process, using: thread) }
+        site?.internalRole = .dynamicLinker(rDebug: rDebug)
+    }
+
+    /// The first scratch region of an address space, which also holds the `syscall` instruction later
+    /// injections use. Only while no other thread of the address space can run.
+    func mapFirstRegion(_ process: TracedProcess, near address: UInt64, using thread: TraceeThread) throws(TraceError) {
+        guard process.space.regions.isEmpty else { return }
+        var injection = SyscallInjection(tid: thread.tid, memory: process.space.memory)
+        defer { thread.heldSignals += injection.held }
+        guard try process.space.mapRegion(near: address, using: &injection) != nil else {
+            throw TraceError("map scratch memory", tid: thread.tid, errno: ENOMEM)
+        }
+    }
+
+    /// After exec: a breakpoint on the program's entry point, where the libraries it was linked with
+    /// are loaded and its functions can be found. Only this thread exists now.
+    func prepareEntry(_ process: TracedProcess, using thread: TraceeThread) throws(TraceError) {
+        let entryPoint = ProcFS.entryPoint(of: process.pid)
+        let regs = try Ptrace.getRegs(thread.tid)
+        try mapFirstRegion(process, near: entryPoint ?? regs.rip, using: thread)
+        guard let entry = entryPoint else {
+            try install(process, using: thread)
+            return
+        }
+        var site = process.space.site(at: entry)
+        if site == nil { site = try makeSite(at: entry, in: process, using: thread) }
+        guard let site else {
+            try install(process, using: thread)
+            return
+        }
+        site.internalRole = .programEntry
+    }
+}

@@ -1,0 +1,185 @@
+import CShim
+import Foundation
+import Glibc
+
+extension Engine {
+    static let options: Ptrace.Options = [.traceClone, .traceFork, .traceVFork, .traceExec, .traceSysGood]
+
+    /// Attaches to every thread of a running process, stops them all, puts the breakpoints in, and lets
+    /// them go. PTRACE_SEIZE (no stray SIGSTOP); the task list is re-read until no new thread appears,
+    /// since a thread created by a not-yet-seized thread is not reported by TRACECLONE.
+    public func attach(_ pid: pid_t) throws(StartError) {
+        guard pid != getpid() else { throw .tracingItself }
+        guard kill(pid, 0) == 0 || errno != ESRCH, !ProcFS.tasks(of: pid).isEmpty else { throw .noSuchProcess(pid) }
+        if let tracer = ProcFS.tracer(of: pid), tracer != 0 { throw .alreadyTraced(pid, by: tracer) }
+        if ProcFS.usesShadowStack(pid) { throw .shadowStack(pid) }
+        let memory: TraceeMemory
+        do { memory = try TraceeMemory(pid: pid) } catch {
+            throw .permissionDenied(pid, detail: String(cString: strerror(error.errno)))
+        }
+        let process = TracedProcess(pid: pid, space: AddressSpace(memory: memory), reportsEvents: true, launched: false)
+        processes[pid] = process
+
+        var seized = Set<pid_t>()
+        while true {
+            let fresh = ProcFS.tasks(of: pid).filter { !seized.contains($0) && threads[$0] == nil }
+            if fresh.isEmpty { break }
+            for tid in fresh {
+                seized.insert(tid)
+                do {
+                    try Ptrace.seize(tid, options: Engine.options)
+                    try Ptrace.interrupt(tid)
+                } catch {
+                    if error.threadGone { continue }
+                    processes[pid] = nil
+                    for t in process.threads.keys { try? Ptrace.detach(t); threads[t] = nil }
+                    if error.errno == EPERM { throw .permissionDenied(pid, detail: "ptrace: \(String(cString: strerror(EPERM)))") }
+                    throw .launchFailed(String(describing: error))
+                }
+                let thread = TraceeThread(tid: tid, process: process)
+                thread.interruptPending = true
+                process.threads[tid] = thread
+                threads[tid] = thread
+            }
+        }
+        guard !process.threads.isEmpty else {
+            processes[pid] = nil
+            throw .noSuchProcess(pid)
+        }
+        do {
+            try collectStops(of: process)
+            emit(process, pid, .attach)
+            if let runnable = process.threads.values.first(where: { if case .stopped = $0.state { return true }; return false }) {
+                let regs = try Ptrace.getRegs(runnable.tid)
+                try mapFirstRegion(process, near: regs.rip, using: runnable)
+                try install(process, using: runnable)
+            } else {
+                notice(process, "process \(pid) is stopped; breakpoints go in when it continues")
+            }
+            for thread in process.threads.values {
+                if case .groupStopped = thread.state { try Ptrace.listen(thread.tid) } else { try resume(thread) }
+            }
+        } catch {
+            fail("attach: \(error)")
+            detachAll()
+            throw .launchFailed(String(describing: error))
+        }
+    }
+
+    /// Waits until every thread of the process has reported a stop after PTRACE_INTERRUPT (or died),
+    /// holding any signal that arrives first and adopting threads born meanwhile.
+    func collectStops(of process: TracedProcess) throws(TraceError) {
+        while process.threads.values.contains(where: { $0.interruptPending }) {
+            guard let result = try Wait.next() else { continue }
+            guard let thread = threads[result.tid], thread.process === process else {
+                early[result.tid, default: []].append(result)
+                continue
+            }
+            switch result {
+            case .exited(let tid, let status): threadEnded(tid, .exited(status))
+            case .killed(let tid, let signal, let core): threadEnded(tid, .killed(signal: signal, coreDumped: core))
+            case .eventStop(let tid, .stop, let signal):
+                thread.interruptPending = false
+                thread.state = [SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU].contains(signal) ? .groupStopped : .stopped
+                _ = tid
+            case .eventStop(_, .clone, _):
+                let child = pid_t(truncatingIfNeeded: try Ptrace.eventMessage(thread.tid))
+                let newThread = TraceeThread(tid: child, process: process)
+                newThread.interruptPending = true  // its first stop is still to come
+                process.threads[child] = newThread
+                threads[child] = newThread
+                try Ptrace.cont(thread.tid)
+            case .eventStop:
+                try Ptrace.cont(thread.tid)
+            case .signalStop(let tid, _):
+                thread.heldSignals.append(try Ptrace.getSigInfo(tid))
+                try Ptrace.cont(tid)
+            }
+        }
+        if processes[process.pid] == nil { throw TraceError("attach", tid: process.pid, errno: ESRCH) }
+    }
+
+    /// Starts a program under the tracer: fork, the child stops itself, PTRACE_SEIZE (with EXITKILL:
+    /// a launched program does not outlive nstrace), then exec; the breakpoints go in at its entry.
+    public func launch(_ arguments: [String]) throws(StartError) -> pid_t {
+        guard let program = arguments.first else { throw .launchFailed("no program") }
+        let path = try Engine.resolve(program)
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw .launchFailed(String(cString: strerror(errno))) }
+        _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
+        _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
+        let cArgs = arguments.map { strdup($0) } + [nil]
+        defer { cArgs.forEach { free($0) } }
+        let pid = nst_spawn_stopped(path, cArgs, fds[1])
+        close(fds[1])
+        defer { close(fds[0]) }
+        guard pid > 0 else { throw .launchFailed(String(cString: strerror(errno))) }
+
+        var status: Int32 = 0
+        guard waitpid(pid, &status, WUNTRACED) == pid, nst_wifstopped(status) else {
+            throw .launchFailed("the child did not stop before exec")
+        }
+        do {
+            try Ptrace.seize(pid, options: Engine.options.union(.exitKill))
+        } catch {
+            kill(pid, SIGKILL)
+            throw .launchFailed(String(describing: error))
+        }
+        kill(pid, SIGCONT)
+        while true {
+            let result: WaitResult
+            do {
+                guard let r = try Wait.next(pid) else { continue }
+                result = r
+            } catch {
+                throw .launchFailed(String(describing: error))
+            }
+            switch result {
+            case .eventStop(_, .exec, _):
+                let memory: TraceeMemory
+                do { memory = try TraceeMemory(pid: pid) } catch { throw .launchFailed(String(describing: error)) }
+                let process = TracedProcess(pid: pid, space: AddressSpace(memory: memory), reportsEvents: true, launched: true)
+                processes[pid] = process
+                let thread = TraceeThread(tid: pid, process: process)
+                thread.state = .stopped
+                process.threads[pid] = thread
+                threads[pid] = thread
+                do {
+                    try prepareEntry(process, using: thread)
+                    try resume(thread)
+                } catch {
+                    kill(pid, SIGKILL)
+                    throw .launchFailed(String(describing: error))
+                }
+                return pid
+            case .exited, .killed:
+                var code: Int32 = 0
+                if read(fds[0], &code, 4) == 4 {
+                    if code == ENOENT { throw .programNotFound(program) }
+                    if code == EACCES { throw .programNotExecutable(program) }
+                    throw .launchFailed(String(cString: strerror(code)))
+                }
+                throw .launchFailed("\(program) exited before it started")
+            case .eventStop(_, _, _), .signalStop(_, SIGCONT), .signalStop(_, SIGSTOP):
+                try? Ptrace.cont(pid)
+            case .signalStop(_, let signal):
+                try? Ptrace.cont(pid, signal: signal)
+            }
+        }
+    }
+
+    /// The program as execvp would find it, so a missing one is a clear error before anything runs.
+    static func resolve(_ program: String) throws(StartError) -> String {
+        if program.contains("/") {
+            guard access(program, F_OK) == 0 else { throw .programNotFound(program) }
+            guard access(program, X_OK) == 0 else { throw .programNotExecutable(program) }
+            return program
+        }
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
+        for dir in path.split(separator: ":") {
+            let candidate = "\(dir)/\(program)"
+            if access(candidate, X_OK) == 0 { return candidate }
+        }
+        throw .programNotFound(program)
+    }
+}

@@ -1,0 +1,114 @@
+import Glibc
+import Symbols
+
+extension Engine {
+    /// Registers a thread the engine now traces and handles any stop it made before.
+    @discardableResult
+    func adopt(_ tid: pid_t, into process: TracedProcess, announce: Bool) throws(TraceError) -> TraceeThread {
+        let thread = TraceeThread(tid: tid, process: process)
+        process.threads[tid] = thread
+        threads[tid] = thread
+        if announce { emit(process, tid, .threadStart) }
+        try replayEarlyStops(of: tid)
+        return thread
+    }
+
+    /// A thread is gone. The leader's end (reported after every other thread's) is the process's.
+    func threadEnded(_ tid: pid_t, _ status: ExitStatus) {
+        guard let thread = threads.removeValue(forKey: tid) else { return }
+        let process = thread.process
+        process.threads[tid] = nil
+        process.space.releaseSlot(of: tid)
+        let end = monotonicNow()
+        for (frame, depth) in thread.shadowStack.removeAll() {
+            emit(process, tid, .unwound(function: frame.function, depth: depth, duration: end &- frame.start))
+        }
+        if tid != process.pid {
+            if case .exited(let code) = status { emit(process, tid, .threadExit(status: code)) }
+            else { emit(process, tid, .threadExit(status: -1)) }
+            return
+        }
+        DebugLog.log("\(process.pid): \(status)")
+        emit(process, tid, .exit(status))
+        if process.launched { launchedExit = status }
+        for other in process.threads.values { threads[other.tid] = nil }
+        processes[process.pid] = nil
+    }
+
+    /// PTRACE_EVENT_CLONE / FORK / VFORK: the new task is already traced and stopped.
+    func newTask(from parent: TraceeThread, event: Ptrace.Event) throws(TraceError) {
+        let child = pid_t(truncatingIfNeeded: try Ptrace.eventMessage(parent.tid))
+        let process = parent.process
+        if event == .clone, ProcFS.threadGroup(of: child) ?? process.pid == process.pid {
+            DebugLog.log("\(process.pid): new thread \(child)")
+            let thread = try adopt(child, into: process, announce: true)
+            _ = thread
+            try resume(parent)
+            return
+        }
+        let sharesMemory = event == .vfork
+        let follow = configuration.followForks && process.reportsEvents
+        let space: AddressSpace
+        if sharesMemory {
+            space = process.space
+        } else {
+            space = process.space.copy(for: try TraceeMemory(pid: child))
+        }
+        let childProcess = TracedProcess(pid: child, space: space, reportsEvents: follow, launched: false)
+        childProcess.installed = process.installed
+        childProcess.image = nil
+        // A fork child not followed is cleaned of every int3 and let go at its first stop. A vfork
+        // child shares the parent's memory, so it keeps the breakpoints (its hits are stepped past
+        // silently) until its exec or exit.
+        childProcess.cleanUpAndDetach = !follow && !sharesMemory
+        processes[child] = childProcess
+        emit(process, parent.tid, .fork(child: child))
+        DebugLog.log("\(process.pid): \(event) child \(child) \(follow ? "followed" : "not followed")")
+        let thread = TraceeThread(tid: child, process: childProcess)
+        if follow { thread.shadowStack = parent.shadowStack }
+        childProcess.threads[child] = thread
+        threads[child] = thread
+        try resume(parent)
+        try replayEarlyStops(of: child)
+    }
+
+    /// A fork child nstrace does not follow, at its first stop: every original byte back, then detach.
+    func releaseChild(_ thread: TraceeThread) {
+        let process = thread.process
+        let restored = process.space.disarmAll()
+        DebugLog.log("\(process.pid): restored \(restored) bytes, detaching")
+        try? Ptrace.detach(thread.tid)
+        threads[thread.tid] = nil
+        processes[process.pid] = nil
+    }
+
+    /// PTRACE_EVENT_EXEC: a new program image. Every other thread is gone, the breakpoints with the old
+    /// address space; the exec'ing thread now has the leader's tid.
+    func executed(_ thread: TraceeThread) throws(TraceError) {
+        let process = thread.process
+        let formerTid = pid_t(truncatingIfNeeded: (try? Ptrace.eventMessage(thread.tid)) ?? UInt(thread.tid))
+        for other in process.threads.values where other.tid != thread.tid {
+            threads[other.tid] = nil
+        }
+        threads[formerTid] = nil
+        process.threads = [:]
+        let leader = TraceeThread(tid: process.pid, process: process)
+        process.threads[process.pid] = leader
+        threads[process.pid] = leader
+        leader.state = .stopped
+
+        guard process.reportsEvents else {
+            // An unfollowed vfork child: its new image has none of nstrace's breakpoints.
+            try? Ptrace.detach(leader.tid)
+            threads[leader.tid] = nil
+            processes[process.pid] = nil
+            return
+        }
+        process.space = AddressSpace(memory: try TraceeMemory(pid: process.pid))
+        process.image = nil
+        process.installed = false
+        emit(process, leader.tid, .exec(path: ProcFS.executable(of: process.pid)))
+        try prepareEntry(process, using: leader)
+        try resume(leader)
+    }
+}

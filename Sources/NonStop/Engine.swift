@@ -1,0 +1,195 @@
+import CShim
+import Glibc
+import Relocator
+import Symbols
+
+/// How a thread gets past a breakpoint without the breakpoint being lifted.
+public enum Strategy: String, Sendable, CaseIterable {
+    /// The relocated instruction is single-stepped in the thread's own scratch slot, then fixed up.
+    case step
+    /// The thread jumps to a shared per-site trampoline (relocated instruction + jump back): one stop.
+    case jump
+}
+
+public struct EngineConfiguration: Sendable {
+    public var pattern: NamePattern
+    public var strategy: Strategy
+    /// Follow fork and vfork children (`-f`); otherwise they are cleaned of breakpoints and let go.
+    public var followForks: Bool
+    public var maxStringLength: Int
+
+    public init(pattern: NamePattern, strategy: Strategy = .jump, followForks: Bool = false, maxStringLength: Int = 64) {
+        self.pattern = pattern
+        self.strategy = strategy
+        self.followForks = followForks
+        self.maxStringLength = maxStringLength
+    }
+}
+
+/// What the engine did, for the summary line and the benchmarks.
+public struct EngineStatistics: Sendable {
+    public var stops = 0
+    public var breakpointHits = 0
+    public var singleSteps = 0
+    public var emulations = 0
+    public var trampolineEntries = 0
+    public var signalsDelivered = 0
+    public var sitesArmed = 0
+}
+
+/// The non-stop tracing engine. Every method must be called on the one thread that attached or
+/// launched the tracees: the kernel accepts ptrace requests only from the tracing thread.
+public final class Engine {
+    let configuration: EngineConfiguration
+    let events: EventQueue
+    let decoder: Decoder
+    var processes: [pid_t: TracedProcess] = [:]
+    var threads: [pid_t: TraceeThread] = [:]
+    /// Stops of threads the engine has not been told about yet (a new thread's first stop can come
+    /// before its parent's clone event).
+    var early: [pid_t: [WaitResult]] = [:]
+    /// Sites nstrace could not make, reported once each.
+    var refusedSites: Set<UInt64> = []
+    public internal(set) var statistics = EngineStatistics()
+    /// The launched program's end, which nstrace exits with.
+    public internal(set) var launchedExit: ExitStatus?
+    /// Set when the engine stops because of a failure of its own (tracees are detached first).
+    public internal(set) var failure: String?
+
+    public init(configuration: EngineConfiguration, events: EventQueue) throws {
+        self.configuration = configuration
+        self.events = events
+        decoder = try Decoder()
+        StopRequest.registerEngineThread()
+    }
+
+    // MARK: The loop
+
+    /// Runs until every tracee is gone or a stop is requested, then detaches from what is left.
+    public func run() {
+        while !processes.isEmpty {
+            if StopRequest.pending != nil { break }
+            let result: WaitResult
+            do {
+                guard let next = try Wait.next() else { continue }
+                result = next
+            } catch {
+                if error.errno == ECHILD { break }
+                fail("waitpid: \(error)")
+                break
+            }
+            statistics.stops += 1
+            do {
+                try handle(result)
+            } catch {
+                if error.threadGone { continue }  // its exit is reported next
+                fail(String(describing: error))
+                break
+            }
+        }
+        StopRequest.acknowledge()
+        detachAll()
+    }
+
+    func fail(_ message: String) {
+        if failure == nil { failure = message }
+        DebugLog.log("failure: \(message)")
+    }
+
+    func handle(_ result: WaitResult) throws(TraceError) {
+        guard let thread = threads[result.tid] else {
+            if case .exited = result { return }
+            if case .killed = result { return }
+            early[result.tid, default: []].append(result)
+            return
+        }
+        if thread.process.cleanUpAndDetach, !(result.isEnd) {
+            releaseChild(thread)
+            return
+        }
+        switch result {
+        case .exited(let tid, let status):
+            threadEnded(tid, .exited(status))
+        case .killed(let tid, let signal, let core):
+            threadEnded(tid, .killed(signal: signal, coreDumped: core))
+        case .eventStop(_, let event, let signal):
+            DebugLog.log("\(thread.tid): event \(event) sig \(signal)")
+            switch event {
+            case .clone, .fork, .vfork: try newTask(from: thread, event: event)
+            case .exec: try executed(thread)
+            case .stop: try eventStop(thread, signal: signal)
+            case .vforkDone, .exit: try resume(thread)
+            }
+        case .signalStop(_, let signal):
+            if case .stepping(let step) = thread.state {
+                try stepStopped(thread, step, signal: signal)
+            } else if signal == SIGTRAP, try breakpointHit(thread) {
+                return
+            } else {
+                try passSignal(thread, signal)
+            }
+        }
+    }
+
+    /// Handles the stops a thread made before the engine knew it.
+    func replayEarlyStops(of tid: pid_t) throws(TraceError) {
+        guard let stops = early.removeValue(forKey: tid) else { return }
+        for stop in stops { try handle(stop) }
+    }
+
+    // MARK: Events
+
+    func emit(_ process: TracedProcess, _ tid: pid_t, _ kind: TraceEvent.Kind) {
+        guard process.reportsEvents else { return }
+        events.push(TraceEvent(timestamp: now(), pid: process.pid, tid: tid, kind: kind))
+    }
+
+    func notice(_ process: TracedProcess, _ message: String) {
+        emit(process, process.pid, .notice(message))
+    }
+
+    // MARK: Resuming
+
+    /// Lets a stopped thread run on, delivering the first signal held for it (with its original
+    /// siginfo) and re-raising any others.
+    func resume(_ thread: TraceeThread) throws(TraceError) {
+        thread.state = .running
+        guard !thread.heldSignals.isEmpty else {
+            try Ptrace.cont(thread.tid)
+            return
+        }
+        let first = thread.heldSignals.removeFirst()
+        let rest = thread.heldSignals
+        thread.heldSignals = []
+        try Ptrace.setSigInfo(thread.tid, first)
+        emit(thread.process, thread.tid, .signal(first.si_signo))
+        statistics.signalsDelivered += 1
+        try Ptrace.cont(thread.tid, signal: first.si_signo)
+        // Only one signal rides on a resume; the others are sent again (as SI_TKILL).
+        for info in rest { _ = nst_tgkill(thread.process.pid, thread.tid, info.si_signo) }
+    }
+
+    func passSignal(_ thread: TraceeThread, _ signal: Int32) throws(TraceError) {
+        DebugLog.log("\(thread.tid): pass \(signalName(signal))")
+        emit(thread.process, thread.tid, .signal(signal))
+        statistics.signalsDelivered += 1
+        thread.state = .running
+        try Ptrace.cont(thread.tid, signal: signal)
+    }
+
+    /// A PTRACE_EVENT_STOP: a group-stop (SIGSTOP and friends: stay stopped, but keep listening), or
+    /// the first stop of a new thread, or the end of a group-stop.
+    func eventStop(_ thread: TraceeThread, signal: Int32) throws(TraceError) {
+        if [SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU].contains(signal) {
+            thread.state = .groupStopped
+            try Ptrace.listen(thread.tid)
+            return
+        }
+        if !thread.process.installed, thread.process.reportsEvents {
+            // Attached while the process was stopped: breakpoints go in now that it runs again.
+            try install(thread.process, using: thread)
+        }
+        try resume(thread)
+    }
+}
+

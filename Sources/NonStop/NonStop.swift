@@ -1,1 +1,0 @@
-// NonStop: the engine, the only module that touches a tracee. See design.md.

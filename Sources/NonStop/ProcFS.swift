@@ -1,0 +1,47 @@
+import Foundation
+import Glibc
+
+/// What /proc says about a process.
+enum ProcFS {
+    /// Thread ids of a process now; empty when it is gone.
+    static func tasks(of pid: pid_t) -> [pid_t] {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task") else { return [] }
+        return names.compactMap { pid_t($0) }.sorted()
+    }
+
+    static func statusField(_ name: String, of tid: pid_t) -> String? {
+        guard let text = try? String(contentsOfFile: "/proc/\(tid)/status", encoding: .utf8) else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix(name + ":") {
+            return line.dropFirst(name.count + 1).trimmingCharacters(in: .whitespaces)
+        }
+        return nil
+    }
+
+    static func threadGroup(of tid: pid_t) -> pid_t? { statusField("Tgid", of: tid).flatMap { pid_t($0) } }
+
+    static func tracer(of pid: pid_t) -> pid_t? { statusField("TracerPid", of: pid).flatMap { pid_t($0) } }
+
+    /// A CET user shadow stack in use (kernel 6.6+: "x86_Thread_features: shstk").
+    static func usesShadowStack(_ pid: pid_t) -> Bool {
+        statusField("x86_Thread_features", of: pid)?.split(separator: " ").contains("shstk") ?? false
+    }
+
+    /// AT_ENTRY from /proc/PID/auxv: the program's entry point.
+    static func entryPoint(of pid: pid_t) -> UInt64? {
+        guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/auxv") else { return nil }
+        let words = data.withUnsafeBytes { raw in
+            (0..<(raw.count / 8)).map { raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self) }
+        }
+        var i = 0
+        while i + 1 < words.count {
+            if words[i] == 9 { return words[i + 1] }  // AT_ENTRY
+            if words[i] == 0 { break }
+            i += 2
+        }
+        return nil
+    }
+
+    static func executable(of pid: pid_t) -> String {
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")) ?? "?"
+    }
+}

@@ -1,0 +1,179 @@
+import CShim
+import Glibc
+
+/// The ptrace requests nstrace makes, one wrapper each. Every wrapper retries EINTR and throws a
+/// `TraceError` carrying the errno and the thread; ESRCH (thread gone) is for the caller to handle.
+enum Ptrace {
+    static let seizeRequest: Int32 = 0x4206
+    static let interruptRequest: Int32 = 0x4207
+    static let listenRequest: Int32 = 0x4208
+    static let contRequest: Int32 = 7
+    static let singleStepRequest: Int32 = 9
+    static let detachRequest: Int32 = 17
+    static let getRegsRequest: Int32 = 12
+    static let setRegsRequest: Int32 = 13
+    static let getFPRegsRequest: Int32 = 14
+    static let setOptionsRequest: Int32 = 0x4200
+    static let getEventMsgRequest: Int32 = 0x4201
+    static let getSigInfoRequest: Int32 = 0x4202
+    static let setSigInfoRequest: Int32 = 0x4203
+
+    struct Options: OptionSet {
+        let rawValue: UInt
+        static let traceSysGood = Options(rawValue: 0x01)
+        static let traceFork = Options(rawValue: 0x02)
+        static let traceVFork = Options(rawValue: 0x04)
+        static let traceClone = Options(rawValue: 0x08)
+        static let traceExec = Options(rawValue: 0x10)
+        static let traceVForkDone = Options(rawValue: 0x20)
+        static let traceExit = Options(rawValue: 0x40)
+        static let exitKill = Options(rawValue: 0x100000)
+    }
+
+    enum Event: Int32 {
+        case fork = 1, vfork = 2, clone = 3, exec = 4, vforkDone = 5, exit = 6, stop = 128
+    }
+
+    @discardableResult
+    private static func call(_ name: String, _ request: Int32, _ tid: pid_t, _ addr: UInt = 0, _ data: UInt = 0)
+        throws(TraceError) -> Int
+    {
+        while true {
+            let rc = nst_ptrace(request, tid, addr, data)
+            if rc != -1 { return rc }
+            let e = nst_errno()
+            if e == EINTR { continue }
+            throw TraceError(name, tid: tid, errno: e)
+        }
+    }
+
+    static func seize(_ tid: pid_t, options: Options) throws(TraceError) {
+        try call("PTRACE_SEIZE", seizeRequest, tid, 0, options.rawValue)
+    }
+
+    static func interrupt(_ tid: pid_t) throws(TraceError) {
+        try call("PTRACE_INTERRUPT", interruptRequest, tid)
+    }
+
+    /// Keeps a tracee in group-stop while still letting it report (SIGCONT, new events).
+    static func listen(_ tid: pid_t) throws(TraceError) {
+        try call("PTRACE_LISTEN", listenRequest, tid)
+    }
+
+    static func cont(_ tid: pid_t, signal: Int32 = 0) throws(TraceError) {
+        try call("PTRACE_CONT", contRequest, tid, 0, UInt(signal))
+    }
+
+    static func singleStep(_ tid: pid_t, signal: Int32 = 0) throws(TraceError) {
+        try call("PTRACE_SINGLESTEP", singleStepRequest, tid, 0, UInt(signal))
+    }
+
+    static func detach(_ tid: pid_t, signal: Int32 = 0) throws(TraceError) {
+        try call("PTRACE_DETACH", detachRequest, tid, 0, UInt(signal))
+    }
+
+    static func setOptions(_ tid: pid_t, _ options: Options) throws(TraceError) {
+        try call("PTRACE_SETOPTIONS", setOptionsRequest, tid, 0, options.rawValue)
+    }
+
+    static func getRegs(_ tid: pid_t) throws(TraceError) -> user_regs_struct {
+        var regs = user_regs_struct()
+        try withUnsafeMutablePointer(to: &regs) { (p) throws(TraceError) in
+            try call("PTRACE_GETREGS", getRegsRequest, tid, 0, UInt(bitPattern: p))
+        }
+        return regs
+    }
+
+    static func setRegs(_ tid: pid_t, _ regs: user_regs_struct) throws(TraceError) {
+        var copy = regs
+        try withUnsafeMutablePointer(to: &copy) { (p) throws(TraceError) in
+            try call("PTRACE_SETREGS", setRegsRequest, tid, 0, UInt(bitPattern: p))
+        }
+    }
+
+    static func getFPRegs(_ tid: pid_t) throws(TraceError) -> user_fpregs_struct {
+        var regs = user_fpregs_struct()
+        try withUnsafeMutablePointer(to: &regs) { (p) throws(TraceError) in
+            try call("PTRACE_GETFPREGS", getFPRegsRequest, tid, 0, UInt(bitPattern: p))
+        }
+        return regs
+    }
+
+    static func getSigInfo(_ tid: pid_t) throws(TraceError) -> siginfo_t {
+        var info = siginfo_t()
+        try withUnsafeMutablePointer(to: &info) { (p) throws(TraceError) in
+            try call("PTRACE_GETSIGINFO", getSigInfoRequest, tid, 0, UInt(bitPattern: p))
+        }
+        return info
+    }
+
+    static func setSigInfo(_ tid: pid_t, _ info: siginfo_t) throws(TraceError) {
+        var copy = info
+        try withUnsafeMutablePointer(to: &copy) { (p) throws(TraceError) in
+            try call("PTRACE_SETSIGINFO", setSigInfoRequest, tid, 0, UInt(bitPattern: p))
+        }
+    }
+
+    static func eventMessage(_ tid: pid_t) throws(TraceError) -> UInt {
+        var message: UInt = 0
+        try withUnsafeMutablePointer(to: &message) { (p) throws(TraceError) in
+            try call("PTRACE_GETEVENTMSG", getEventMsgRequest, tid, 0, UInt(bitPattern: p))
+        }
+        return message
+    }
+}
+
+/// What waitpid said about one thread.
+enum WaitResult {
+    case exited(tid: pid_t, status: Int32)
+    case killed(tid: pid_t, signal: Int32, coreDumped: Bool)
+    /// A signal-delivery-stop (or a trap: SIGTRAP from int3 or a single step).
+    case signalStop(tid: pid_t, signal: Int32)
+    /// A ptrace event stop; `signal` is WSTOPSIG (SIGTRAP, or the job-control signal of a group-stop).
+    case eventStop(tid: pid_t, event: Ptrace.Event, signal: Int32)
+
+    var isEnd: Bool {
+        switch self {
+        case .exited, .killed: return true
+        default: return false
+        }
+    }
+
+    var tid: pid_t {
+        switch self {
+        case .exited(let t, _), .killed(let t, _, _), .signalStop(let t, _), .eventStop(let t, _, _): return t
+        }
+    }
+}
+
+enum Wait {
+    static let all: Int32 = 0x4000_0000  // __WALL: threads and children alike
+    static let noHang: Int32 = 1
+
+    /// Waits for `tid` (or any tracee with -1). nil when interrupted by a signal to nstrace (so the
+    /// engine can look at its stop flag) or, with `noHang`, when nothing is ready.
+    static func next(_ tid: pid_t = -1, flags: Int32 = 0) throws(TraceError) -> WaitResult? {
+        var status: Int32 = 0
+        let rc = waitpid(tid, &status, all | flags)
+        if rc == 0 { return nil }
+        if rc < 0 {
+            let e = nst_errno()
+            if e == EINTR { return nil }
+            throw TraceError("waitpid", tid: tid, errno: e)
+        }
+        return decode(rc, status)
+    }
+
+    static func decode(_ tid: pid_t, _ status: Int32) -> WaitResult {
+        if nst_wifexited(status) { return .exited(tid: tid, status: nst_wexitstatus(status)) }
+        if nst_wifsignaled(status) {
+            return .killed(tid: tid, signal: nst_wtermsig(status), coreDumped: nst_wcoredump(status))
+        }
+        let signal = nst_wstopsig(status)
+        let event = (status >> 16) & 0xff
+        if event != 0, let e = Ptrace.Event(rawValue: event) {
+            return .eventStop(tid: tid, event: e, signal: signal)
+        }
+        return .signalStop(tid: tid, signal: signal)
+    }
+}

@@ -1,0 +1,69 @@
+import CShim
+import Glibc
+
+/// Runs one system call inside a stopped tracee thread: save its registers, point RIP at a `syscall`
+/// instruction with the call's number and arguments loaded, single-step, read RAX, put everything back.
+/// orig_rax is -1 during the call so the kernel's restart logic leaves the injected call alone, and the
+/// saved registers (orig_rax included) go back afterwards so an interrupted system call of the thread's
+/// own restarts as it would have.
+struct SyscallInjection {
+    let tid: pid_t
+    let memory: TraceeMemory
+    /// Signals that arrive while the call runs: held, to be delivered when the thread resumes.
+    var held: [siginfo_t] = []
+
+    init(tid: pid_t, memory: TraceeMemory) {
+        self.tid = tid
+        self.memory = memory
+    }
+
+    /// With `gadget` nil, two bytes at the thread's RIP are borrowed for the `syscall` instruction:
+    /// only safe while no other thread of the address space can run (attach, the stop after exec).
+    mutating func call(_ number: Int, _ args: [UInt64], gadget: UInt64?) throws(TraceError) -> Int64 {
+        let saved = try Ptrace.getRegs(tid)
+        var regs = saved
+        var borrowed: [UInt8]?
+        let site: UInt64
+        if let gadget {
+            site = gadget
+        } else {
+            site = saved.rip
+            borrowed = try memory.read(site, count: 2)
+            guard borrowed?.count == 2 else { throw TraceError("inject syscall at 0x\(String(site, radix: 16))", tid: tid, errno: EFAULT) }
+            try memory.write([0x0f, 0x05], at: site)
+        }
+        defer {
+            if let borrowed { try? memory.write(borrowed, at: site) }
+        }
+        regs.rip = site
+        regs.rax = UInt64(number)
+        regs.orig_rax = UInt64.max
+        let argumentRegisters: [WritableKeyPath<user_regs_struct, UInt64>] = [\.rdi, \.rsi, \.rdx, \.r10, \.r8, \.r9]
+        for (i, value) in args.prefix(6).enumerated() { regs[keyPath: argumentRegisters[i]] = value }
+        try Ptrace.setRegs(tid, regs)
+        try stepOverSyscall(expectedEnd: site + 2)
+        let result = try Ptrace.getRegs(tid)
+        try Ptrace.setRegs(tid, saved)
+        return Int64(bitPattern: result.rax)
+    }
+
+    private mutating func stepOverSyscall(expectedEnd: UInt64) throws(TraceError) {
+        try Ptrace.singleStep(tid)
+        while true {
+            guard let result = try Wait.next(tid) else { continue }
+            switch result {
+            case .signalStop(_, SIGTRAP):
+                let info = try Ptrace.getSigInfo(tid)
+                if info.si_code > 0 { return }  // the trap of the step; kill(SIGTRAP) has si_code <= 0
+                held.append(info)
+            case .signalStop:
+                held.append(try Ptrace.getSigInfo(tid))
+            case .eventStop:
+                break
+            case .exited, .killed:
+                throw TraceError("inject syscall", tid: tid, errno: ESRCH)
+            }
+            try Ptrace.singleStep(tid)
+        }
+    }
+}

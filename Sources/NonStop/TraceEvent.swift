@@ -1,0 +1,109 @@
+import Glibc
+import Symbols
+
+/// A function nstrace has a breakpoint on, shared by every event about it.
+public final class TracedFunction: Sendable, CustomStringConvertible {
+    public let name: String
+    public let module: String
+    public let address: UInt64
+    public let signature: Signature?
+
+    public init(name: String, module: String, address: UInt64, signature: Signature?) {
+        self.name = name
+        self.module = module
+        self.address = address
+        self.signature = signature
+    }
+
+    public var description: String { name }
+}
+
+/// One thing that happened in a tracee, as the engine saw it. Immutable; handed to renderers.
+public struct TraceEvent: Sendable {
+    /// Wall-clock time, nanoseconds since the epoch.
+    public let timestamp: UInt64
+    public let pid: pid_t
+    public let tid: pid_t
+    public let kind: Kind
+
+    public enum Kind: Sendable {
+        case call(function: TracedFunction, depth: Int, arguments: [ArgumentValue])
+        case ret(function: TracedFunction, depth: Int, value: ArgumentValue?, duration: UInt64)
+        /// A frame closed without returning: longjmp, an exception, or the thread ended inside it.
+        case unwound(function: TracedFunction, depth: Int, duration: UInt64)
+        case threadStart
+        case threadExit(status: Int32)
+        case signal(Int32)
+        case fork(child: pid_t)
+        case exec(path: String)
+        case exit(ExitStatus)
+        case attach
+        case detach
+        case lost(count: Int)
+        /// Something the user should know that is not a failure: an untraceable function, say.
+        case notice(String)
+    }
+
+    public init(timestamp: UInt64, pid: pid_t, tid: pid_t, kind: Kind) {
+        self.timestamp = timestamp
+        self.pid = pid
+        self.tid = tid
+        self.kind = kind
+    }
+}
+
+public enum ExitStatus: Sendable, Equatable, CustomStringConvertible {
+    case exited(Int32)
+    case killed(signal: Int32, coreDumped: Bool)
+
+    public var description: String {
+        switch self {
+        case .exited(let code): return "exited with \(code)"
+        case .killed(let signal, let core): return "killed by \(signalName(signal))\(core ? " (core dumped)" : "")"
+        }
+    }
+}
+
+/// A value read from a tracee as the function saw it: at entry for arguments, at return for results.
+public enum ArgumentValue: Sendable, Equatable {
+    case signed(Int64)
+    case unsigned(UInt64)
+    case bool(Bool)
+    case char(UInt8)
+    case float(Double)
+    case pointer(UInt64)
+    /// A C string: its bytes (without the NUL), whether it went on past the limit, its address.
+    case string([UInt8], truncated: Bool, address: UInt64)
+    /// A pointer to char that does not point at readable memory.
+    case badString(address: UInt64)
+    /// A Go string or slice header: data pointer and length (and a preview of the bytes for strings).
+    case goString([UInt8], truncated: Bool, length: UInt64)
+    case goSlice(address: UInt64, length: UInt64, capacity: UInt64)
+    /// A struct or union passed by value: its raw bytes.
+    case aggregate([UInt8])
+    case unavailable
+}
+
+func now() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+}
+
+func monotonicNow() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+}
+
+/// SIGUSR1 rather than 10.
+public func signalName(_ signal: Int32) -> String {
+    let names = [1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 5: "SIGTRAP", 6: "SIGABRT", 7: "SIGBUS",
+                 8: "SIGFPE", 9: "SIGKILL", 10: "SIGUSR1", 11: "SIGSEGV", 12: "SIGUSR2", 13: "SIGPIPE",
+                 14: "SIGALRM", 15: "SIGTERM", 16: "SIGSTKFLT", 17: "SIGCHLD", 18: "SIGCONT", 19: "SIGSTOP",
+                 20: "SIGTSTP", 21: "SIGTTIN", 22: "SIGTTOU", 23: "SIGURG", 24: "SIGXCPU", 25: "SIGXFSZ",
+                 26: "SIGVTALRM", 27: "SIGPROF", 28: "SIGWINCH", 29: "SIGIO", 30: "SIGPWR", 31: "SIGSYS"]
+    if let name = names[Int(signal)] { return name }
+    if signal >= 34 && signal <= 64 { return "SIGRTMIN+\(signal - 34)" }
+    return "signal \(signal)"
+}

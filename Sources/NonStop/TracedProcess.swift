@@ -1,0 +1,27 @@
+import Glibc
+import Symbols
+
+/// One traced process (thread group).
+final class TracedProcess {
+    let pid: pid_t
+    var space: AddressSpace
+    var image: ProcessImage?
+    var threads: [pid_t: TraceeThread] = [:]
+    /// Whether events about it are reported: false for a child nstrace only cleans up after (a fork
+    /// without -f) or carries until its exec (a vfork without -f).
+    var reportsEvents: Bool
+    /// Breakpoints on its functions are in place (after attach, or once a launched program reaches its
+    /// entry point).
+    var installed = false
+    /// For a fork child without -f: remove every breakpoint and detach at its first stop.
+    var cleanUpAndDetach = false
+    /// A launched program: nstrace exits with its status.
+    let launched: Bool
+
+    init(pid: pid_t, space: AddressSpace, reportsEvents: Bool, launched: Bool) {
+        self.pid = pid
+        self.space = space
+        self.reportsEvents = reportsEvents
+        self.launched = launched
+    }
+}
