@@ -41,6 +41,7 @@ let package = Package(
 
         .testTarget(name: "SymbolsTests", dependencies: ["Symbols", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["CLI", "TestSupport"]),
+        .testTarget(name: "NonStopTests", dependencies: ["Symbols", "TestSupport"]),
         .target(name: "TestSupport", path: "Tests/TestSupport"),
     ],
     swiftLanguageModes: [.v5]

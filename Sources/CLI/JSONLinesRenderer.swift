@@ -70,5 +70,7 @@ final class JSONLinesRenderer: Renderer {
         object["module"] = function.module
     }
 
+    func flush() { output.flush() }
+
     func finish() { output.flush() }
 }

@@ -4,6 +4,8 @@ import NonStop
 /// Turns events into output. Runs on its own thread, fed by the engine's bounded queue.
 protocol Renderer: AnyObject {
     func render(_ event: TraceEvent)
+    /// Called after each batch of events taken from the queue.
+    func flush()
     /// Called once after the last event.
     func finish()
 }

@@ -34,6 +34,8 @@ final class TextRenderer: Renderer {
         }
     }
 
+    func flush() { output.flush() }
+
     func finish() { output.flush() }
 
     private func indent(_ depth: Int) -> String { String(repeating: "  ", count: min(depth, 40)) }

@@ -96,6 +96,9 @@ final class TraceSession: @unchecked Sendable {
     private let configuration: EngineConfiguration
     private let renderer: Renderer
     private let queue = EventQueue()
+    // Written by the engine thread before it signals `engineDone`, read after.
+    private var startError: Error?
+    private var outcome = Outcome()
 
     init(configuration: EngineConfiguration, renderer: Renderer) {
         self.configuration = configuration
@@ -106,14 +109,16 @@ final class TraceSession: @unchecked Sendable {
         StopRequest.install(duration: nil)
         let rendered = DispatchSemaphore(value: 0)
         let renderThread = Thread { [self] in
-            while let batch = queue.popAll() { batch.forEach(renderer.render) }
+            while let batch = queue.popAll() {
+                batch.forEach(renderer.render)
+                // Whoever reads the trace as it grows sees each batch whole and at once.
+                renderer.flush()
+            }
             renderer.finish()
             rendered.signal()
         }
         renderThread.start()
 
-        var startError: Error?
-        var outcome = Outcome()
         let engineDone = DispatchSemaphore(value: 0)
         let engineThread = Thread { [self] in
             defer { queue.close(); engineDone.signal() }

@@ -2,6 +2,7 @@
 #include "nstrace_shim.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <elfutils/libdwfl.h>
+
+static sigset_t original_mask;
+static struct sigaction original_sigpipe;
+static int saved_originals;
 
 long nst_ptrace(int request, pid_t pid, uintptr_t addr, uintptr_t data) {
     return ptrace((enum __ptrace_request)request, pid, (void *)addr, (void *)data);
@@ -25,6 +30,10 @@ pid_t nst_spawn_stopped(const char *file, char *const argv[], int error_fd) {
     pid_t pid = fork();
     if (pid != 0) return pid;
     // Child: only async-signal-safe calls from here on; the parent may be multi-threaded.
+    if (saved_originals) {
+        sigaction(SIGPIPE, &original_sigpipe, NULL);
+        sigprocmask(SIG_SETMASK, &original_mask, NULL);
+    }
     raise(SIGSTOP);
     execvp(file, argv);
     int e = errno;
@@ -78,6 +87,18 @@ static void on_stop_signal(int sig) { stop_signal = sig; }
 static void on_kick(int sig) { (void)sig; }
 
 void nst_install_stop_handlers(void) {
+    // What a launched program should start with: nstrace's own mask and SIGPIPE as they were given.
+    pthread_sigmask(SIG_SETMASK, NULL, &original_mask);
+    sigaction(SIGPIPE, NULL, &original_sigpipe);
+    saved_originals = 1;
+    sigset_t ours;
+    sigemptyset(&ours);
+    sigaddset(&ours, SIGINT);
+    sigaddset(&ours, SIGTERM);
+    sigaddset(&ours, SIGHUP);
+    sigaddset(&ours, SIGUSR2);
+    // Whoever started nstrace may have blocked these; threads created from here on inherit the unblock.
+    pthread_sigmask(SIG_UNBLOCK, &ours, NULL);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop_signal;

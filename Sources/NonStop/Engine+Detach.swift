@@ -16,15 +16,30 @@ extension Engine {
             }
         }
         var lastSignalStop: [pid_t: Int32] = [:]
+        // The stop watcher interrupts waitpid every few milliseconds from here on, so a thread that
+        // vanished without a report cannot hang the detach.
+        StopRequest.request()
+        let deadline = monotonicNow() + 10_000_000_000
         while threads.values.contains(where: { $0.interruptPending || $0.isStepping }) {
             let result: WaitResult
             do {
-                guard let next = try Wait.next() else { continue }
+                guard let next = try Wait.next() else {
+                    forgetVanishedThreads()
+                    if monotonicNow() > deadline {
+                        fail("detach: threads \(threads.values.filter { $0.interruptPending || $0.isStepping }.map(\.tid)) never stopped")
+                        break
+                    }
+                    continue
+                }
                 result = next
             } catch {
                 break  // ECHILD: nothing left to wait for
             }
-            guard let thread = threads[result.tid] else { continue }
+            guard let thread = threads[result.tid] else {
+                // A new thread's first stop can come before its parent's clone event.
+                early[result.tid, default: []].append(result)
+                continue
+            }
             do {
                 if let signal = try settle(thread, result) { lastSignalStop[thread.tid] = signal }
             } catch {
@@ -56,6 +71,13 @@ extension Engine {
         processes.removeAll()
     }
 
+    /// Threads that are gone without nstrace having seen their end (reaped with their process).
+    private func forgetVanishedThreads() {
+        for thread in threads.values where nst_tgkill(thread.process.pid, thread.tid, 0) != 0 && errno == ESRCH {
+            threadEnded(thread.tid, .killed(signal: SIGKILL, coreDumped: false))
+        }
+    }
+
     /// One stop while detaching. Returns the signal when the thread now sits in a signal-delivery-stop
     /// for a signal that is held for it.
     private func settle(_ thread: TraceeThread, _ result: WaitResult) throws(TraceError) -> Int32? {
@@ -80,8 +102,7 @@ extension Engine {
                 }
                 // Faults and signals alike: undo the step; the original instruction runs after detach.
                 var regs = try Ptrace.getRegs(tid)
-                regs.rip = step.site.address
-                if let scratch = step.plan.scratch, let saved = step.savedScratch { regs[scratch.register] = saved }
+                undoStep(step, &regs)
                 try Ptrace.setRegs(tid, regs)
                 thread.heldSignals.append(info)
                 thread.state = .stopped
@@ -106,6 +127,14 @@ extension Engine {
         case .eventStop(let tid, let event, _):
             switch event {
             case .stop:
+                if ProcFS.isPending(SIGTRAP, thread: tid) {
+                    // The interrupt was reported before the SIGTRAP of an int3 the thread has just
+                    // executed (job-control traps come before signals). Detached like this, the thread
+                    // would die of that SIGTRAP: let it report the trap, and rewind it then.
+                    try Ptrace.cont(tid)
+                    thread.interruptPending = true
+                    return nil
+                }
                 thread.interruptPending = false
                 thread.state = .stopped
             case .clone, .fork, .vfork:
@@ -124,9 +153,8 @@ extension Engine {
                 newThread.interruptPending = true
                 process.threads[child] = newThread
                 threads[child] = newThread
-                if let earlier = early.removeValue(forKey: child), !earlier.isEmpty {
-                    newThread.interruptPending = false
-                    newThread.state = .stopped
+                if let earlier = early.removeValue(forKey: child) {
+                    for stop in earlier { _ = try settle(newThread, stop) }
                 }
                 thread.interruptPending = false
                 thread.state = .stopped

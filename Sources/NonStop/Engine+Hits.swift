@@ -167,8 +167,7 @@ extension Engine {
         }
         let inSlot = regs.rip >= step.slot && regs.rip < step.slot + UInt64(step.plan.instruction.length)
         if info.si_code > 0, inSlot, [SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP].contains(signal) {
-            regs.rip = step.site.address
-            if let scratch = step.plan.scratch, let saved = step.savedScratch { regs[scratch.register] = saved }
+            undoStep(step, &regs)
             if signal == SIGILL || signal == SIGFPE || signal == SIGTRAP {
                 // These carry the faulting instruction's address: the original's, not the slot's.
                 nst_siginfo_set_addr(&info, UInt(step.site.address))
@@ -184,6 +183,13 @@ extension Engine {
         DebugLog.log("\(thread.tid): hold \(signalName(signal)) until the step is done")
         thread.heldSignals.append(info)
         try Ptrace.singleStep(thread.tid)
+    }
+
+    /// Back to the state at the breakpoint, as if the relocated instruction had never started: the
+    /// original instruction runs again (at the site, or after detach with the int3 gone).
+    func undoStep(_ step: StepInFlight, _ regs: inout user_regs_struct) {
+        regs.rip = step.site.address
+        if let scratch = step.plan.scratch, let saved = step.savedScratch { regs[scratch.register] = saved }
     }
 
     /// After the relocated instruction ran in the slot: back to the original instruction stream, with

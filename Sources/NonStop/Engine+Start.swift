@@ -30,7 +30,8 @@ extension Engine {
                     try Ptrace.seize(tid, options: Engine.options)
                     try Ptrace.interrupt(tid)
                 } catch {
-                    if error.threadGone { continue }
+                    // A thread that is exiting refuses PTRACE_SEIZE with EPERM, as a gone one does with ESRCH.
+                    if error.threadGone || (error.errno == EPERM && tid != pid && ProcFS.isExiting(tid, of: pid)) { continue }
                     processes[pid] = nil
                     for t in process.threads.keys { try? Ptrace.detach(t); threads[t] = nil }
                     if error.errno == EPERM { throw .permissionDenied(pid, detail: "ptrace: \(String(cString: strerror(EPERM)))") }

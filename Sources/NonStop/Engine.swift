@@ -87,8 +87,8 @@ public final class Engine {
                 break
             }
         }
-        StopRequest.acknowledge()
         detachAll()
+        StopRequest.acknowledge()
     }
 
     func fail(_ message: String) {

@@ -17,6 +17,21 @@ enum ProcFS {
         return nil
     }
 
+    /// Whether `signal` is pending for the thread itself (SigPnd, not the process-wide ShdPnd).
+    static func isPending(_ signal: Int32, thread tid: pid_t) -> Bool {
+        guard let mask = statusField("SigPnd", of: tid).flatMap({ UInt64($0, radix: 16) }) else { return false }
+        return mask & (1 << UInt64(signal - 1)) != 0
+    }
+
+    /// Gone, or a zombie or dead task that can no longer be traced.
+    static func isExiting(_ tid: pid_t, of pid: pid_t) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/task/\(tid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")"),
+              let state = stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first
+        else { return true }
+        return state == "Z" || state == "X" || state == "x"
+    }
+
     static func threadGroup(of tid: pid_t) -> pid_t? { statusField("Tgid", of: tid).flatMap { pid_t($0) } }
 
     static func tracer(of pid: pid_t) -> pid_t? { statusField("TracerPid", of: pid).flatMap { pid_t($0) } }

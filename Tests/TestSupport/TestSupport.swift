@@ -53,30 +53,14 @@ public struct TestFailure: Error, CustomStringConvertible {
 /// worse than a red one.
 public func run(_ executable: String, _ arguments: [String], timeout: TimeInterval = 120,
                 environment: [String: String]? = nil, stdin: String? = nil) throws -> CommandResult {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    if let environment {
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
-    }
-    let out = Pipe(), err = Pipe(), input = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    process.standardInput = input
-    try process.run()
-    if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
-    try? input.fileHandleForWriting.close()
-
+    let process = try Subprocess(executable, arguments, environment: environment, stdin: stdin)
     // Drain both pipes concurrently so a chatty child never blocks on a full pipe.
-    let outData = DrainedPipe(out), errData = DrainedPipe(err)
-
-    let finished = DispatchSemaphore(value: 0)
-    DispatchQueue.global().async { process.waitUntilExit(); finished.signal() }
+    let outData = DrainedPipe(process.stdoutHandle), errData = DrainedPipe(process.stderrHandle)
     var timedOut = false
-    if finished.wait(timeout: .now() + timeout) == .timedOut {
+    if process.wait(timeout: timeout) == nil {
         timedOut = true
-        kill(process.processIdentifier, SIGKILL)
-        finished.wait()
+        process.kill(SIGKILL)
+        _ = process.wait(timeout: 30)
     }
     return CommandResult(status: process.terminationStatus,
                          stdout: String(decoding: outData.wait(), as: UTF8.self),
@@ -84,12 +68,15 @@ public func run(_ executable: String, _ arguments: [String], timeout: TimeInterv
 }
 
 /// Reads a pipe to its end on a thread of its own.
-private final class DrainedPipe: @unchecked Sendable {
+final class DrainedPipe: @unchecked Sendable {
     private var data = Data()
     private let done = DispatchSemaphore(value: 0)
 
-    init(_ pipe: Pipe) {
-        let handle = pipe.fileHandleForReading
+    init(_ handle: FileHandle?) {
+        guard let handle else {
+            done.signal()
+            return
+        }
         Thread.detachNewThread { [self] in
             data = handle.readDataToEndOfFile()
             done.signal()
@@ -143,84 +130,118 @@ public enum Fixtures {
 
 /// A fixture running in the background, started and reaped by the test. It must print a line
 /// containing `ready` on stdout once it is in its steady state; the test waits for that line (never
-/// for a fixed time) and kills the process when done.
+/// for a fixed time) and kills the process when done. Its stdout is read continuously, so a chatty
+/// fixture never blocks on a full pipe.
 public final class RunningFixture {
     public let pid: pid_t
-    private let process: Process
-    private let stdoutReader: LineReader
+    private let process: Subprocess
+    private let lines: LineCollector
 
     public init(_ executable: String, _ arguments: [String] = [], readyTimeout: TimeInterval = 30) throws {
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardError = FileHandle.standardError
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        pid = process.processIdentifier
-        stdoutReader = LineReader(fd: out.fileHandleForReading.fileDescriptor, handle: out.fileHandleForReading)
-        guard stdoutReader.waitForLine(containing: "ready", timeout: readyTimeout) != nil else {
-            kill(pid, SIGKILL)
-            process.waitUntilExit()
+        process = try Subprocess(executable, arguments, stdout: .pipe, stderr: .inherit)
+        pid = process.pid
+        lines = LineCollector(process.stdoutHandle)
+        guard lines.waitForLine(containing: "ready", timeout: readyTimeout) != nil else {
+            process.kill(SIGKILL)
+            _ = process.wait(timeout: 30)
             throw TestFailure("fixture \(executable) never said ready")
         }
     }
 
-    /// The next stdout line that contains `text`, or nil after `timeout` seconds.
+    /// The next line (after those already consumed) that contains `text`, or nil after `timeout`.
     public func waitForLine(containing text: String, timeout: TimeInterval = 30) -> String? {
-        stdoutReader.waitForLine(containing: text, timeout: timeout)
+        lines.waitForLine(containing: text, timeout: timeout)
     }
 
+    /// Forgets the lines printed so far: the next wait sees only new ones.
+    public func skipPrinted() { lines.skipToEnd() }
+
+    /// Whether any line it ever printed contains `text`.
+    public func hasPrinted(_ text: String) -> Bool { lines.any { $0.contains(text) } }
+
     public var isRunning: Bool { process.isRunning }
+
+    /// How it ended, for failure messages: "running", "exit N" or "killed by signal N".
+    public var state: String {
+        if process.isRunning { return "running" }
+        let status = process.terminationStatus
+        return status > 128 ? "killed by signal \(status - 128)" : "exit \(status)"
+    }
 
     /// Sends `signal` and waits for the exit; returns the termination status.
     @discardableResult
     public func stop(signal: Int32 = SIGKILL, timeout: TimeInterval = 30) -> Int32 {
-        if process.isRunning { kill(pid, signal) }
-        let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning && Date() < deadline { usleep(10_000) }
-        if process.isRunning {
-            kill(pid, SIGKILL)
-            process.waitUntilExit()
+        if process.isRunning { process.kill(signal) }
+        if process.wait(timeout: timeout) == nil {
+            process.kill(SIGKILL)
+            _ = process.wait(timeout: 30)
         }
         return process.terminationStatus
     }
 
-    deinit { if process.isRunning { kill(pid, SIGKILL); process.waitUntilExit() } }
+    deinit {
+        if process.isRunning {
+            process.kill(SIGKILL)
+            _ = process.wait(timeout: 30)
+        }
+    }
 }
 
-/// Reads lines from a pipe with a deadline, using poll so nothing blocks forever.
-final class LineReader {
-    private let fd: Int32
-    private let handle: FileHandle
-    private var buffer = [UInt8]()
+/// Collects a pipe's lines on a thread of its own; readers wait on a condition with a deadline.
+final class LineCollector: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var lines: [String] = []
+    private var cursor = 0
+    private var closed = false
 
-    init(fd: Int32, handle: FileHandle) {
-        self.fd = fd
-        self.handle = handle
+    init(_ handle: FileHandle?) {
+        Thread.detachNewThread { [self] in
+            var pending = Data()
+            while let handle {
+                let chunk = handle.availableData
+                if chunk.isEmpty { break }
+                pending.append(chunk)
+                var complete: [String] = []
+                while let newline = pending.firstIndex(of: 0x0a) {
+                    complete.append(String(decoding: pending[pending.startIndex..<newline], as: UTF8.self))
+                    pending.removeSubrange(pending.startIndex...newline)
+                }
+                condition.lock()
+                lines += complete
+                condition.broadcast()
+                condition.unlock()
+            }
+            condition.lock()
+            closed = true
+            condition.broadcast()
+            condition.unlock()
+        }
     }
 
     func waitForLine(containing text: String, timeout: TimeInterval) -> String? {
         let deadline = Date().addingTimeInterval(timeout)
+        condition.lock()
+        defer { condition.unlock() }
         while true {
-            while let newline = buffer.firstIndex(of: 0x0a) {
-                let line = String(decoding: buffer[..<newline], as: UTF8.self)
-                buffer.removeSubrange(...newline)
+            while cursor < lines.count {
+                let line = lines[cursor]
+                cursor += 1
                 if line.contains(text) { return line }
             }
-            let remaining = deadline.timeIntervalSinceNow
-            guard remaining > 0 else { return nil }
-            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&pfd, 1, Int32(min(remaining, 1) * 1000))
-            if ready < 0 && errno != EINTR { return nil }
-            if ready > 0 {
-                var chunk = [UInt8](repeating: 0, count: 4096)
-                let n = read(fd, &chunk, chunk.count)
-                if n <= 0 { return nil }
-                buffer.append(contentsOf: chunk[..<n])
-            }
+            if closed || !condition.wait(until: deadline) { return nil }
         }
+    }
+
+    func skipToEnd() {
+        condition.lock()
+        cursor = lines.count
+        condition.unlock()
+    }
+
+    func any(_ predicate: (String) -> Bool) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return lines.contains(where: predicate)
     }
 }
 

@@ -1,0 +1,139 @@
+import Foundation
+import Glibc
+import Symbols
+import Testing
+import TestSupport
+
+/// Attaching to a live process, tracing, detaching: the process must run on as if nothing happened.
+@Suite(.serialized) struct AttachedProcesses {
+    func server() throws -> String {
+        try Fixtures.build("server", flags: ["-O1", "-g", "-pthread"])
+    }
+
+    /// Every byte of every function of every file-backed module, in memory, equals the file's.
+    func expectTextUntouched(_ pid: pid_t, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let image = try ProcessImage(pid: pid)
+        var checked = 0, differing: [String] = []
+        for module in image.modules where module.path.hasPrefix("/") {
+            let fd = open("/proc/\(pid)/mem", O_RDONLY)
+            defer { close(fd) }
+            for function in image.functions(in: module) where function.size > 0 {
+                guard let onDisk = image.fileBytes(of: function) else { continue }
+                var inMemory = [UInt8](repeating: 0, count: onDisk.count)
+                let n = pread(fd, &inMemory, onDisk.count, off_t(Int64(bitPattern: function.address)))
+                if n != onDisk.count || inMemory != onDisk { differing.append("\(function.name)@\(module.name)") }
+                checked += 1
+            }
+        }
+        #expect(checked > 1000, "too few functions compared", sourceLocation: sourceLocation)
+        #expect(differing.isEmpty, "text differs from the file after detach: \(differing.prefix(10))",
+                sourceLocation: sourceLocation)
+    }
+
+    @Test(arguments: ["jump", "step"])
+    func attachTraceDetachTenTimesLeavesTheServerUntouched(strategy: String) throws {
+        let fixture = try RunningFixture(try server(), ["4"])
+        defer { fixture.stop() }
+        let traceFile = Paths.scratch.appendingPathComponent("attach-\(strategy).jsonl").path
+        for round in 1...10 {
+            let trace = try BackgroundTrace(["--strategy", strategy, "--json", "-o", traceFile, "-p", "\(fixture.pid)", "^srv_"],
+                                            outputFile: traceFile)
+            #expect(trace.waitForLines(containing: "\"return\"", count: 50), "round \(round): no calls seen")
+            let end = try #require(trace.stop(), "round \(round): nstrace did not exit after SIGINT")
+            #expect(end.status == 0, "round \(round): \(end.stderr)")
+            let log = try TraceLog(file: traceFile)
+            #expect(log.count("attach") == 1 && log.count("detach") == 1)
+            let calls = log.calls()["srv_handle"] ?? 0, returns = log.returns()["srv_handle"] ?? 0
+            #expect(calls > 0)
+            // Each of the 4 workers can be inside srv_handle when nstrace detaches.
+            #expect(returns <= calls && calls - returns <= 4, "round \(round): \(calls) calls, \(returns) returns")
+            #expect(fixture.isRunning, "round \(round): the server died: \(fixture.state)")
+            #expect(tracers(of: fixture.pid).values.allSatisfy { $0 == 0 }, "round \(round): a thread is still traced")
+        }
+        try expectTextUntouched(fixture.pid)
+        fixture.skipPrinted()
+        #expect(fixture.waitForLine(containing: "tick") != nil, "the server stopped ticking")
+        #expect(!fixture.hasPrinted("BAD"), "the server computed a wrong result")
+        #expect(fixture.isRunning)
+    }
+
+    @Test(arguments: ["jump", "step"])
+    func threadsBornAndDyingDuringAttachAndDetach(strategy: String) throws {
+        let fixture = try RunningFixture(try server(), ["2", "churn"])
+        defer { fixture.stop() }
+        let traceFile = Paths.scratch.appendingPathComponent("churn-\(strategy).jsonl").path
+        for round in 1...5 {
+            let trace = try BackgroundTrace(["--strategy", strategy, "--json", "-o", traceFile, "-p", "\(fixture.pid)", "^srv_"],
+                                            outputFile: traceFile)
+            #expect(trace.waitForLines(containing: "srv_short_lived", count: 20), "round \(round): no short-lived thread seen")
+            let end = try #require(trace.stop(), "round \(round): nstrace hung on detach")
+            #expect(end.status == 0, "round \(round): \(end.stderr)")
+            let log = try TraceLog(file: traceFile)
+            #expect(log.count("thread_start") > 0)
+            #expect(fixture.isRunning, "round \(round): the process died: \(fixture.state)")
+            #expect(tracers(of: fixture.pid).values.allSatisfy { $0 == 0 }, "round \(round): a thread is left traced")
+        }
+        fixture.skipPrinted()
+        #expect(fixture.waitForLine(containing: "tick") != nil)
+        #expect(!fixture.hasPrinted("BAD"))
+        try expectTextUntouched(fixture.pid)
+    }
+
+    @Test func stoppedProcessStaysStoppedWhileTracedAndAfterDetach() throws {
+        let fixture = try RunningFixture(try server(), ["2"])
+        defer { fixture.stop() }
+        kill(fixture.pid, SIGSTOP)
+        #expect(waitFor { TestSupport.processState(fixture.pid) == "T" })
+        let traceFile = Paths.scratch.appendingPathComponent("stopped.jsonl").path
+        let trace = try BackgroundTrace(["--json", "-o", traceFile, "-p", "\(fixture.pid)", "^srv_"], outputFile: traceFile)
+        #expect(trace.waitForLines(containing: "\"attach\"", count: 1))
+        #expect(trace.waitForLines(containing: "is stopped", count: 1))
+        // Traced and stopped: every thread in a tracing stop, none running.
+        let states = Set(tasks(fixture.pid).compactMap { threadState($0, of: fixture.pid) })
+        #expect(states.isSubset(of: ["t", "T"]), "\(states)")
+        let end = try #require(trace.stop())
+        #expect(end.status == 0, "\(end.stderr)")
+        #expect(TestSupport.processState(fixture.pid) == "T", "the process must still be stopped after detach")
+        fixture.skipPrinted()
+        #expect(fixture.waitForLine(containing: "tick", timeout: 0.3) == nil, "it ran while it should be stopped")
+        kill(fixture.pid, SIGCONT)
+        #expect(fixture.waitForLine(containing: "tick") != nil, "it did not run on after SIGCONT")
+    }
+
+    @Test func aStoppedProcessContinuedWhileTracedGetsItsBreakpointsThen() throws {
+        let fixture = try RunningFixture(try server(), ["2"])
+        defer { fixture.stop() }
+        kill(fixture.pid, SIGSTOP)
+        #expect(waitFor { TestSupport.processState(fixture.pid) == "T" })
+        let traceFile = Paths.scratch.appendingPathComponent("continued.jsonl").path
+        let trace = try BackgroundTrace(["--json", "-o", traceFile, "-p", "\(fixture.pid)", "^srv_handle$"], outputFile: traceFile)
+        #expect(trace.waitForLines(containing: "is stopped", count: 1))
+        kill(fixture.pid, SIGCONT)
+        #expect(trace.waitForLines(containing: "\"return\"", count: 20))
+        let end = try #require(trace.stop())
+        #expect(end.status == 0)
+        fixture.skipPrinted()
+        #expect(fixture.waitForLine(containing: "tick") != nil)
+        try expectTextUntouched(fixture.pid)
+    }
+
+    func tasks(_ pid: pid_t) -> [pid_t] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []).compactMap { pid_t($0) }
+    }
+
+    func threadState(_ tid: pid_t, of pid: pid_t) -> Character? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/task/\(tid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return nil }
+        return stat[stat.index(close, offsetBy: 2)...].first
+    }
+}
+
+/// Polls a condition until it holds or `timeout` passes.
+func waitFor(timeout: TimeInterval = 10, _ condition: () -> Bool) -> Bool {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if condition() { return true }
+        usleep(10_000)
+    }
+    return condition()
+}

@@ -1,0 +1,86 @@
+import Foundation
+import Glibc
+import Testing
+import TestSupport
+
+/// Programs launched under nstrace: every call and return of every thread, exactly, while signals,
+/// forks and vforks happen around them.
+@Suite(.serialized) struct LaunchedPrograms {
+    static let workerFunctions = ["fx_riprel", "fx_jmp8", "fx_tail32", "fx_tail_target", "fx_recursive"]
+
+    func workers(cet: Bool) throws -> String {
+        try Fixtures.build("workers", flags: ["-O1", "-g", "-pthread"] + (cet ? ["-fcf-protection=full"] : ["-fcf-protection=none"]),
+                           variant: cet ? "cet" : "plain")
+    }
+
+    @Test(arguments: ["jump", "step"], [false, true])
+    func eightThreadsUnderSignalStormMissNoCall(strategy: String, cet: Bool) throws {
+        let binary = try workers(cet: cet)
+        let traceFile = Paths.scratch.appendingPathComponent("workers-\(strategy)-\(cet).jsonl").path
+        let result = try nstrace(["--strategy", strategy, "--json", "-o", traceFile, "^fx_", "--", binary, "8", "250"],
+                                 timeout: 300)
+        #expect(result.status == 0, "\(result)")
+        // The program's own results and its children are unharmed.
+        #expect(result.stdoutLines.contains("wrong results 0"), "\(result)")
+        #expect(result.stdoutLines.contains("child exited 0"), "a forked child with inherited int3s must not die of SIGTRAP")
+        #expect(result.stdoutLines.contains("vfork child exited 0"))
+
+        let log = try TraceLog(file: traceFile)
+        let expected = fixtureCounts(result.stdout)
+        #expect(Set(expected.keys) == Set(Self.workerFunctions))
+        let mainPid = try #require(log.of("exit").first?["pid"] as? Int)
+        #expect(log.calls(pid: mainPid) == expected, "calls seen vs calls made")
+        #expect(log.returns(pid: mainPid) == expected, "returns seen vs calls made")
+        #expect(log.count("unwound") == 0)
+        // Without -f, nothing is reported for the children.
+        #expect(Set(log.events.compactMap { $0["pid"] as? Int }) == [mainPid])
+        // The storm was real, and passed through to the program.
+        #expect(log.count("signal") > 0)
+        let received = result.stdoutLines.first { $0.hasPrefix("signals sent") }
+        #expect(received != nil && !(received?.hasSuffix("received 0") ?? true), "\(received ?? "")")
+        #expect(log.count("thread_start") == 9)
+        #expect(log.count("thread_exit") == 9)
+    }
+
+    @Test(arguments: ["jump", "step"])
+    func followedChildrenAreTracedToo(strategy: String) throws {
+        let binary = try workers(cet: false)
+        let traceFile = Paths.scratch.appendingPathComponent("workers-follow-\(strategy).jsonl").path
+        let result = try nstrace(["-f", "--strategy", strategy, "--json", "-o", traceFile, "^fx_", "--", binary, "4", "100"],
+                                 timeout: 300)
+        #expect(result.status == 0, "\(result)")
+        #expect(result.stdoutLines.contains("wrong results 0"))
+        let log = try TraceLog(file: traceFile)
+        let forks = log.of("fork").compactMap { $0["child"] as? Int }
+        #expect(forks.count == 2)
+        let mainPid = try #require(log.of("fork").first?["pid"] as? Int)
+        #expect(log.calls(pid: mainPid) == fixtureCounts(result.stdout))
+        // The fork child runs 100 rounds: one call each, and DEPTH+1 = 4 for the recursion.
+        let child = forks[0], vchild = forks[1]
+        #expect(log.calls(pid: child) == ["fx_riprel": 100, "fx_jmp8": 100, "fx_tail32": 100, "fx_tail_target": 100,
+                                          "fx_recursive": 400])
+        #expect(log.returns(pid: child) == log.calls(pid: child))
+        // The vfork child calls fx_jmp8 once in the parent's memory, then execs /bin/true.
+        #expect(log.calls(pid: vchild) == ["fx_jmp8": 1])
+        #expect(log.count("exec", pid: vchild) == 1)
+    }
+
+    @Test func libraryLoadedByDlopenIsTraced() throws {
+        let host = try Fixtures.build("dlopen_host", flags: ["-O1", "-g", "-ldl"])
+        let library = try Fixtures.build("plugin", flags: ["-O1", "-g", "-shared", "-fPIC"], variant: "so")
+        let traceFile = Paths.scratch.appendingPathComponent("dlopen.jsonl").path
+        for strategy in ["jump", "step"] {
+            let result = try nstrace(["--strategy", strategy, "--json", "-o", traceFile, "^plugin_work$", "--", host, library, "300"])
+            #expect(result.status == 0, "\(result)")
+            #expect(result.stdoutLines.first?.hasPrefix("plugin calls 300") == true)
+            let log = try TraceLog(file: traceFile)
+            #expect(log.calls() == ["plugin_work": 300], "\(strategy)")
+            #expect(log.returns() == ["plugin_work": 300], "\(strategy)")
+        }
+    }
+
+    @Test func exitStatusOfTheProgramIsNstracesOwn() throws {
+        let result = try nstrace(["main", "--", "/bin/sh", "-c", "exit 7"])
+        #expect(result.status == 7, "\(result)")
+    }
+}
