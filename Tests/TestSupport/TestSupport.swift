@@ -68,11 +68,11 @@ public func run(_ executable: String, _ arguments: [String], timeout: TimeInterv
 }
 
 /// Reads a pipe to its end on a thread of its own.
-final class DrainedPipe: @unchecked Sendable {
+public final class DrainedPipe: @unchecked Sendable {
     private var data = Data()
     private let done = DispatchSemaphore(value: 0)
 
-    init(_ handle: FileHandle?) {
+    public init(_ handle: FileHandle?) {
         guard let handle else {
             done.signal()
             return
@@ -83,8 +83,9 @@ final class DrainedPipe: @unchecked Sendable {
         }
     }
 
-    func wait() -> Data {
+    public func wait() -> Data {
         done.wait()
+        done.signal()
         return data
     }
 }
@@ -137,11 +138,12 @@ public final class RunningFixture {
     private let process: Subprocess
     private let lines: LineCollector
 
-    public init(_ executable: String, _ arguments: [String] = [], readyTimeout: TimeInterval = 30) throws {
+    public init(_ executable: String, _ arguments: [String] = [], readyText: String = "ready",
+                readyTimeout: TimeInterval = 30) throws {
         process = try Subprocess(executable, arguments, stdout: .pipe, stderr: .inherit)
         pid = process.pid
         lines = LineCollector(process.stdoutHandle)
-        guard lines.waitForLine(containing: "ready", timeout: readyTimeout) != nil else {
+        guard lines.waitForLine(containing: readyText, timeout: readyTimeout) != nil else {
             process.kill(SIGKILL)
             _ = process.wait(timeout: 30)
             throw TestFailure("fixture \(executable) never said ready")
