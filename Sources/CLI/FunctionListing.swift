@@ -1,4 +1,3 @@
-import Foundation
 import Relocator
 import Symbols
 
@@ -20,26 +19,31 @@ enum FunctionListing {
     }
 
     static func json(_ f: Function, _ signature: Signature?, _ refusal: Refusal?) -> String {
-        var object: [String: Any] = [
-            "function": f.name,
-            "module": f.module.name,
-            "path": f.module.path,
-            "address": hex(f.address),
-            "size": f.size,
-            "aliases": f.aliases,
-        ]
-        if f.isIndirect { object["ifunc"] = true }
-        object["traceable"] = refusal == nil
-        if let refusal { object["reason"] = refusal.reason }
+        var o = JSONWriter()
+        o.field("function", f.name)
+        o.field("module", f.module.name)
+        o.field("path", f.module.path)
+        o.field("address", hex(f.address))
+        o.field("size", f.size)
+        o.field("aliases", json: JSONWriter.array(f.aliases.map(JSONWriter.string)))
+        if f.isIndirect { o.field("ifunc", true) }
+        o.field("traceable", refusal == nil)
+        if let refusal { o.field("reason", refusal.reason) }
         if let signature {
-            object["params"] = signature.parameters.map { p in
-                ["name": p.name, "type": p.type.name, "size": p.type.byteSize, "location": p.location.description] as [String: Any]
-            }
-            object["return_type"] = signature.returnType?.name ?? "void"
-            if signature.isVariadic { object["variadic"] = true }
+            o.field("params", json: JSONWriter.array(signature.parameters.map { p in
+                var param = JSONWriter()
+                param.field("name", p.name)
+                param.field("type", p.type.name)
+                param.field("size", p.type.byteSize)
+                param.field("location", p.location.description)
+                return param.finished
+            }))
+            o.field("return_type", signature.returnType?.name ?? "void")
+            if signature.isVariadic { o.field("variadic", true) }
         }
-        return JSONLine.encode(object)
+        return o.finished
     }
+
 }
 
 func hex(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }

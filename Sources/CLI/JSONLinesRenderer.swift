@@ -1,4 +1,3 @@
-import Foundation
 import NonStop
 
 /// One JSON object per event and line. Every object has `event`, `ts_ns`, `pid` and `tid`.
@@ -10,64 +9,81 @@ final class JSONLinesRenderer: Renderer {
     }
 
     func render(_ event: TraceEvent) {
-        var object: [String: Any] = ["ts_ns": event.timestamp, "pid": event.pid, "tid": event.tid]
-        switch event.kind {
-        case .call(let function, let depth, let arguments):
-            object["event"] = "call"
-            describe(function, into: &object)
-            object["address"] = hex(function.address)
-            object["depth"] = depth
-            let params = function.signature?.parameters ?? []
-            object["args"] = zip(params, arguments).map { p, v in
-                ["name": p.name, "type": p.type.name, "value": ValueFormatter.json(v)] as [String: Any]
-            }
-        case .ret(let function, let depth, let value, let duration):
-            object["event"] = "return"
-            describe(function, into: &object)
-            object["depth"] = depth
-            object["retval"] = value.map(ValueFormatter.json) ?? NSNull()
-            object["duration_ns"] = duration
-        case .unwound(let function, let depth, let duration):
-            object["event"] = "unwound"
-            describe(function, into: &object)
-            object["depth"] = depth
-            object["duration_ns"] = duration
-        case .threadStart: object["event"] = "thread_start"
-        case .threadExit(let status):
-            object["event"] = "thread_exit"
-            object["status"] = status
-        case .signal(let signal):
-            object["event"] = "signal"
-            object["signal"] = signalName(signal)
-        case .fork(let child):
-            object["event"] = "fork"
-            object["child"] = child
-        case .exec(let path):
-            object["event"] = "exec"
-            object["path"] = path
-        case .exit(let status):
-            object["event"] = "exit"
-            switch status {
-            case .exited(let code): object["status"] = code
-            case .killed(let signal, _):
-                object["status"] = 128 + signal
-                object["signal"] = signalName(signal)
-            }
-        case .attach: object["event"] = "attach"
-        case .detach: object["event"] = "detach"
-        case .lost(let count):
-            object["event"] = "lost"
-            object["count"] = count
-        case .notice(let message):
-            object["event"] = "notice"
-            object["message"] = message
-        }
-        output.write(JSONLine.encode(object))
+        output.write(JSONLinesRenderer.encode(event))
     }
 
-    private func describe(_ function: TracedFunction, into object: inout [String: Any]) {
-        object["function"] = function.name
-        object["module"] = function.module
+    static func encode(_ event: TraceEvent) -> String {
+        var o = JSONWriter()
+        o.field("event", name(of: event.kind))
+        o.field("ts_ns", event.timestamp)
+        o.field("pid", event.pid)
+        o.field("tid", event.tid)
+        switch event.kind {
+        case .call(let function, let depth, let arguments):
+            o.field("function", function.name)
+            o.field("module", function.module)
+            o.field("address", hex(function.address))
+            o.field("depth", depth)
+            let params = function.signature?.parameters ?? []
+            o.field("args", json: JSONWriter.array(zip(params, arguments).map { p, v in
+                var a = JSONWriter()
+                a.field("name", p.name)
+                a.field("type", p.type.name)
+                a.field("value", json: ValueFormatter.json(v))
+                return a.finished
+            }))
+        case .ret(let function, let depth, let value, let duration):
+            o.field("function", function.name)
+            o.field("module", function.module)
+            o.field("depth", depth)
+            if let value { o.field("retval", json: ValueFormatter.json(value)) } else { o.fieldNull("retval") }
+            o.field("duration_ns", duration)
+        case .unwound(let function, let depth, let duration):
+            o.field("function", function.name)
+            o.field("module", function.module)
+            o.field("depth", depth)
+            o.field("duration_ns", duration)
+        case .threadStart, .attach, .detach:
+            break
+        case .threadExit(let status):
+            o.field("status", status)
+        case .signal(let signal):
+            o.field("signal", signalName(signal))
+        case .fork(let child):
+            o.field("child", child)
+        case .exec(let path):
+            o.field("path", path)
+        case .exit(let status):
+            switch status {
+            case .exited(let code): o.field("status", code)
+            case .killed(let signal, _):
+                o.field("status", 128 + signal)
+                o.field("signal", signalName(signal))
+            }
+        case .lost(let count):
+            o.field("count", count)
+        case .notice(let message):
+            o.field("message", message)
+        }
+        return o.finished
+    }
+
+    static func name(of kind: TraceEvent.Kind) -> String {
+        switch kind {
+        case .call: return "call"
+        case .ret: return "return"
+        case .unwound: return "unwound"
+        case .threadStart: return "thread_start"
+        case .threadExit: return "thread_exit"
+        case .signal: return "signal"
+        case .fork: return "fork"
+        case .exec: return "exec"
+        case .exit: return "exit"
+        case .attach: return "attach"
+        case .detach: return "detach"
+        case .lost: return "lost"
+        case .notice: return "notice"
+        }
     }
 
     func flush() { output.flush() }

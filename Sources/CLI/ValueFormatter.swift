@@ -1,4 +1,3 @@
-import Foundation
 import NonStop
 import Symbols
 
@@ -46,22 +45,26 @@ enum ValueFormatter {
         return out
     }
 
-    /// The same value for JSON: numbers as numbers, strings as strings, pointers as hex strings.
-    static func json(_ value: ArgumentValue) -> Any {
+    /// The same value as JSON text: numbers as numbers, strings as strings, pointers as hex strings.
+    static func json(_ value: ArgumentValue) -> String {
         switch value {
-        case .signed(let v): return v
-        case .unsigned(let v): return v
-        case .bool(let b): return b
-        case .char(let c): return String(decoding: [c], as: UTF8.self)
-        case .float(let d): return d.isFinite ? d as Any : String(d)
-        case .pointer(let p): return hex(p)
-        case .string(let bytes, let truncated, _): return String(decoding: bytes, as: UTF8.self) + (truncated ? "..." : "")
-        case .badString(let address): return hex(address)
-        case .goString(let bytes, let truncated, _): return String(decoding: bytes, as: UTF8.self) + (truncated ? "..." : "")
+        case .signed(let v): return String(v)
+        case .unsigned(let v): return String(v)
+        case .bool(let b): return b ? "true" : "false"
+        case .char(let c): return JSONWriter.string(String(decoding: [c], as: UTF8.self))
+        case .float(let d): return d.isFinite ? "\(d)" : JSONWriter.string("\(d)")
+        case .pointer(let p): return JSONWriter.string(hex(p))
+        case .string(let bytes, let truncated, _), .goString(let bytes, let truncated, _):
+            return JSONWriter.string(String(decoding: bytes, as: UTF8.self) + (truncated ? "..." : ""))
+        case .badString(let address): return JSONWriter.string(hex(address))
         case .goSlice(let address, let length, let capacity):
-            return ["address": hex(address), "len": length, "cap": capacity] as [String: Any]
-        case .aggregate(let bytes): return bytes.map { hex2($0) }.joined()
-        case .unavailable: return NSNull()
+            var o = JSONWriter()
+            o.field("address", hex(address))
+            o.field("len", length)
+            o.field("cap", capacity)
+            return o.finished
+        case .aggregate(let bytes): return JSONWriter.string(bytes.map { hex2($0) }.joined())
+        case .unavailable: return "null"
         }
     }
 }
