@@ -19,7 +19,7 @@ final class JSONLinesRenderer: Renderer {
         o.field("pid", event.pid)
         o.field("tid", event.tid)
         switch event.kind {
-        case .call(let function, let depth, let arguments):
+        case .call(let function, let depth, let arguments, let stack):
             o.field("function", function.name)
             o.field("module", function.module)
             o.field("address", hex(function.address))
@@ -32,6 +32,16 @@ final class JSONLinesRenderer: Renderer {
                 a.field("value", json: ValueFormatter.json(v))
                 return a.finished
             }))
+            if !stack.isEmpty {
+                o.field("stack", json: JSONWriter.array(stack.map { frame in
+                    var f = JSONWriter()
+                    f.field("address", hex(frame.address))
+                    if let name = frame.function { f.field("function", name) }
+                    if frame.function != nil { f.field("offset", frame.offset) }
+                    if let module = frame.module { f.field("module", module) }
+                    return f.finished
+                }))
+            }
         case .ret(let function, let depth, let value, let duration):
             o.field("function", function.name)
             o.field("module", function.module)

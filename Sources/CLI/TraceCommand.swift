@@ -7,31 +7,65 @@ struct TraceCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "trace",
         abstract: "Trace calls and returns of the functions REGEX matches.",
+        usage: """
+            nstrace [OPTIONS] REGEX -- PROGRAM [ARGS...]
+            nstrace [OPTIONS] -p PID [-p PID...] REGEX
+            nstrace list [--json] (BINARY | -p PID) REGEX
+            """,
         discussion: """
+            REGEX is searched in every function name (and alias) of the program and its libraries.
+            Breakpoints are never lifted: threads keep running through them and no call is missed.
+
             Examples:
-              nstrace 'handle_' -- ./server --port 8080
-              nstrace -p 1234 '^(read|write)$'
+              nstrace -T 'handle_' -- ./server --port 8080     trace a program, with durations
+              nstrace -p 1234 '^(read|write)$'                 attach to a running process
+              nstrace -c -p 1234 'query'                       summary with latency histograms
               nstrace --json -o trace.jsonl -f 'demo_' -- ./demo/demo
+              nstrace --chrome-trace trace.json -p 1234 .      open trace.json in ui.perfetto.dev
             """
     )
 
-    @Option(name: .short, help: "Attach to a running process (repeatable).")
+    @Option(name: .customShort("p"), help: ArgumentHelp("Attach to a running process (repeatable).", valueName: "PID"))
     var pid: [Int32] = []
 
-    @Flag(name: .short, help: "Follow fork and vfork children.")
+    @Flag(name: [.customShort("f"), .customLong("follow-forks")], help: "Follow fork and vfork children.")
     var followForks = false
 
-    @Option(help: "How threads get past a breakpoint: step (single-step a relocated copy) or jump (trampoline).")
-    var strategy: String = "jump"
+    @Option(name: [.customShort("o"), .customLong("output")], help: ArgumentHelp("Write the trace to FILE instead of stderr.", valueName: "FILE"))
+    var output: String?
+
+    @Flag(name: [.customShort("c"), .customLong("summary")], help: "Print a summary at exit instead of each event: calls, time, percentiles, histograms.")
+    var summary = false
+
+    @Flag(name: [.customShort("T"), .customLong("durations")], help: "Show the time spent in each call.")
+    var durations = false
+
+    @Flag(name: [.customShort("t"), .customLong("timestamp")], help: "Prefix each line with the time of day (microseconds).")
+    var timestamps = false
+
+    @Option(name: [.customShort("s"), .customLong("stack")], help: ArgumentHelp("Show N callers with each call.", valueName: "N"))
+    var stack = 0
 
     @Flag(help: "JSON Lines: one object per event.")
     var json = false
 
-    @Option(name: .short, help: "Write the trace to FILE instead of stderr.")
-    var output: String?
+    @Option(help: ArgumentHelp("Also write a Chrome/Perfetto trace to FILE.", valueName: "FILE"))
+    var chromeTrace: String?
 
-    @Option(help: "Print at most N bytes of each string.")
+    @Option(help: ArgumentHelp("How threads pass a breakpoint: jump (trampoline, one stop) or step (single-step a copy).", valueName: "jump|step"))
+    var strategy: String = Strategy.jump.rawValue
+
+    @Option(help: ArgumentHelp("Print at most N bytes of each string.", valueName: "N"))
     var maxString = 64
+
+    @Option(help: ArgumentHelp("Detach after N calls.", valueName: "N"))
+    var maxCalls: Int?
+
+    @Option(help: ArgumentHelp("Detach after SECONDS.", valueName: "SECONDS"))
+    var duration: Double?
+
+    @Option(help: ArgumentHelp("Show only the events of thread TID (repeatable).", valueName: "TID"))
+    var tid: [Int32] = []
 
     @Flag(help: "Log every engine decision on stderr.")
     var debug = false
@@ -45,20 +79,42 @@ struct TraceCommand: ParsableCommand {
     func validate() throws {
         if pid.isEmpty && command.isEmpty { throw ValidationError("give a program after -- or a process with -p PID") }
         if !pid.isEmpty && !command.isEmpty { throw ValidationError("-p PID and a program after -- cannot be combined") }
-        if Strategy(rawValue: strategy) == nil { throw ValidationError("--strategy must be step or jump") }
+        if Strategy(rawValue: strategy) == nil { throw ValidationError("--strategy must be jump or step") }
         if maxString < 0 { throw ValidationError("--max-string must not be negative") }
+        if stack < 0 || stack > 256 { throw ValidationError("--stack must be between 0 and 256") }
+        if let maxCalls, maxCalls < 1 { throw ValidationError("--max-calls must be at least 1") }
+        if let duration, !(duration > 0) { throw ValidationError("--duration must be a positive number of seconds") }
+        if summary && json { throw ValidationError("--summary and --json cannot be combined (the summary is text)") }
+        if let chromeTrace, chromeTrace == output { throw ValidationError("--chrome-trace and -o must name different files") }
+        if Set(pid).count != pid.count { throw ValidationError("the same -p PID is given twice") }
+        if pid.contains(where: { $0 <= 0 }) { throw ValidationError("-p takes a process id greater than 0") }
     }
 
     func run() throws {
         let pattern = try NamePattern(regex)
         for p in pid { try Preflight.checkAttach(pid: p, pattern: pattern) }
+        if let program = command.first { _ = try Preflight.checkLaunch(program) }
         DebugLog.enabled = debug
+
         let out = try Output(path: output)
-        let renderer: Renderer = json ? JSONLinesRenderer(output: out) : TextRenderer(output: out)
+        var renderers: [Renderer] = []
+        if summary {
+            renderers.append(SummaryRenderer(output: out))
+        } else if json {
+            renderers.append(JSONLinesRenderer(output: out))
+        } else {
+            renderers.append(TextRenderer(output: out, options: .init(timestamps: timestamps, durations: durations,
+                                                                      colour: Style.wanted(for: out))))
+        }
+        if let chromeTrace { renderers.append(ChromeTraceRenderer(output: try Output(path: chromeTrace))) }
+        let engineStatus = EngineStatus()
+        let status = output != nil && isatty(STDERR_FILENO) != 0 && !debug ? StatusLine(engine: engineStatus) : nil
+        let pipeline = RenderPipeline(renderers: renderers, threads: Set(tid), maxCalls: maxCalls, status: status)
+
         let configuration = EngineConfiguration(pattern: pattern, strategy: Strategy(rawValue: strategy) ?? .jump,
-                                                followForks: followForks, maxStringLength: maxString)
-        let session = TraceSession(configuration: configuration, renderer: renderer)
-        let outcome = try session.run(attach: pid, launch: command)
+                                                followForks: followForks, maxStringLength: maxString, stackDepth: stack)
+        let session = TraceSession(configuration: configuration, renderer: pipeline, status: engineStatus)
+        let outcome = try session.run(attach: pid, launch: command, duration: duration)
         out.close()
         if let failure = outcome.failure {
             throw RuntimeFailure(description: "internal error, tracees detached: \(failure)")
@@ -76,17 +132,33 @@ struct RuntimeFailure: Error, CustomStringConvertible {
     let description: String
 }
 
-/// Checks a -p target before anything is attached, so bad input is one line and nothing is touched.
+/// Checks the targets before anything is touched, so bad input is one line and nothing is attached.
 enum Preflight {
     static func checkAttach(pid: Int32, pattern: NamePattern) throws {
         guard pid != getpid() else { throw StartError.tracingItself }
         let image = try ProcessImage(pid: pid)
         guard !image.functions(matching: pattern).isEmpty else { throw NoFunctionMatches(pattern: pattern.source) }
     }
+
+    /// The program must exist and be executable; an ELF file or a script the kernel can run.
+    static func checkLaunch(_ program: String) throws -> String {
+        let path = try Engine.resolve(program)
+        guard let handle = FileHandle(forReadingAtPath: path) else { throw StartError.programNotExecutable(program) }
+        defer { try? handle.close() }
+        let magic = handle.readData(ofLength: 4)
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
+            throw SymbolError.notAnELFFile(path)
+        }
+        guard magic == Data([0x7f, 0x45, 0x4c, 0x46]) || magic.prefix(2) == Data("#!".utf8) else {
+            throw SymbolError.notAnELFFile(path)
+        }
+        return path
+    }
 }
 
-/// The engine on its own thread (ptrace wants every request from one thread), the renderer on another,
-/// the bounded queue between them.
+/// The engine on its own thread (ptrace wants every request from one thread), the renderers on
+/// another, the bounded queue between them.
 final class TraceSession: @unchecked Sendable {
     struct Outcome {
         var failure: String?
@@ -95,18 +167,20 @@ final class TraceSession: @unchecked Sendable {
 
     private let configuration: EngineConfiguration
     private let renderer: Renderer
+    private let status: EngineStatus
     private let queue = EventQueue()
     // Written by the engine thread before it signals `engineDone`, read after.
     private var startError: Error?
     private var outcome = Outcome()
 
-    init(configuration: EngineConfiguration, renderer: Renderer) {
+    init(configuration: EngineConfiguration, renderer: Renderer, status: EngineStatus) {
         self.configuration = configuration
         self.renderer = renderer
+        self.status = status
     }
 
-    func run(attach pids: [Int32], launch command: [String]) throws -> Outcome {
-        StopRequest.install(duration: nil)
+    func run(attach pids: [Int32], launch command: [String], duration: Double?) throws -> Outcome {
+        StopRequest.install(duration: duration)
         let rendered = DispatchSemaphore(value: 0)
         let renderThread = Thread { [self] in
             while let batch = queue.popAll() {
@@ -123,7 +197,7 @@ final class TraceSession: @unchecked Sendable {
         let engineThread = Thread { [self] in
             defer { queue.close(); engineDone.signal() }
             do {
-                let engine = try Engine(configuration: configuration, events: queue)
+                let engine = try Engine(configuration: configuration, events: queue, status: status)
                 do {
                     for pid in pids { try engine.attach(pid) }
                     if !command.isEmpty { _ = try engine.launch(command) }

@@ -1,6 +1,7 @@
 import CShim
 import Glibc
 import Relocator
+import Symbols
 
 extension Engine {
     /// A SIGTRAP stop: one of nstrace's int3s (SI_KERNEL, RIP just past a site), or a trap of the
@@ -34,11 +35,24 @@ extension Engine {
         var reader = ArgumentReader(tid: thread.tid, regs: regs, memory: process.space.memory,
                                     maxString: configuration.maxStringLength)
         let arguments = reader.arguments(function.signature)
-        emit(process, thread.tid, .call(function: function, depth: thread.shadowStack.depth, arguments: arguments))
+        emit(process, thread.tid, .call(function: function, depth: thread.shadowStack.depth, arguments: arguments,
+                                        stack: stack(of: thread, regs: regs)))
         guard let returnAddress = try? process.space.memory.readWord(at: regs.rsp) else { return }
         thread.shadowStack.push(.init(function: function, entrySP: regs.rsp, returnAddress: returnAddress,
                                       start: monotonicNow()))
         _ = try ensureReturnSite(at: returnAddress, in: process, using: thread)
+    }
+
+    private func stack(of thread: TraceeThread, regs: user_regs_struct) -> [StackFrame] {
+        let depth = configuration.stackDepth
+        let process = thread.process
+        guard depth > 0, let image = process.image else { return [] }
+        let capture = StackCapture(memory: process.space.memory, image: image)
+        let callers = capture.callers(of: regs, tid: thread.tid, depth: depth) {
+            if process.unwinder == nil { process.unwinder = try? StackUnwinder(pid: process.pid) }
+            return process.unwinder
+        }
+        return capture.symbolize(callers)
     }
 
     /// A return site: every frame the thread has left (its entry stack pointer is below the current

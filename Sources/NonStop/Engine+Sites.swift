@@ -11,6 +11,7 @@ extension Engine {
             if let existing = process.image {
                 try existing.refresh()
                 image = existing
+                process.unwinder = nil  // it reported the old set of modules
             } else {
                 image = try ProcessImage(pid: process.pid)
                 process.image = image
@@ -77,6 +78,7 @@ extension Engine {
         site.entryOf = function
         try space.arm(site)
         statistics.sitesArmed += 1
+        publishStatus()
         DebugLog.log("site \(hex(address)) \(insn) → \(jumpPlan?.description ?? "step")")
         return site
     }

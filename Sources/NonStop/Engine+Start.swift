@@ -170,7 +170,7 @@ extension Engine {
     }
 
     /// The program as execvp would find it, so a missing one is a clear error before anything runs.
-    static func resolve(_ program: String) throws(StartError) -> String {
+    public static func resolve(_ program: String) throws(StartError) -> String {
         if program.contains("/") {
             guard access(program, F_OK) == 0 else { throw .programNotFound(program) }
             guard access(program, X_OK) == 0 else { throw .programNotExecutable(program) }

@@ -9,6 +9,7 @@ extension Engine {
         process.threads[tid] = thread
         threads[tid] = thread
         if announce { emit(process, tid, .threadStart) }
+        publishStatus()
         try replayEarlyStops(of: tid)
         return thread
     }
@@ -19,6 +20,7 @@ extension Engine {
         let process = thread.process
         process.threads[tid] = nil
         process.space.releaseSlot(of: tid)
+        publishStatus()
         let end = monotonicNow()
         for (frame, depth) in thread.shadowStack.removeAll() {
             emit(process, tid, .unwound(function: frame.function, depth: depth, duration: end &- frame.start))

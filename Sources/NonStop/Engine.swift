@@ -1,4 +1,5 @@
 import CShim
+import Foundation
 import Glibc
 import Relocator
 import Symbols
@@ -17,12 +18,16 @@ public struct EngineConfiguration: Sendable {
     /// Follow fork and vfork children (`-f`); otherwise they are cleaned of breakpoints and let go.
     public var followForks: Bool
     public var maxStringLength: Int
+    /// Callers to record with each call (`-s N`); 0 for none.
+    public var stackDepth: Int
 
-    public init(pattern: NamePattern, strategy: Strategy = .jump, followForks: Bool = false, maxStringLength: Int = 64) {
+    public init(pattern: NamePattern, strategy: Strategy = .jump, followForks: Bool = false, maxStringLength: Int = 64,
+                stackDepth: Int = 0) {
         self.pattern = pattern
         self.strategy = strategy
         self.followForks = followForks
         self.maxStringLength = maxStringLength
+        self.stackDepth = stackDepth
     }
 }
 
@@ -35,6 +40,25 @@ public struct EngineStatistics: Sendable {
     public var trampolineEntries = 0
     public var signalsDelivered = 0
     public var sitesArmed = 0
+}
+
+/// Numbers another thread may read while the engine runs (for a live status line).
+public final class EngineStatus: @unchecked Sendable {
+    private let lock = NSLock()
+    private var _breakpoints = 0
+    private var _threads = 0
+
+    public init() {}
+
+    public var breakpoints: Int { lock.withLock { _breakpoints } }
+    public var threads: Int { lock.withLock { _threads } }
+
+    func update(breakpoints: Int, threads: Int) {
+        lock.withLock {
+            _breakpoints = breakpoints
+            _threads = threads
+        }
+    }
 }
 
 /// The non-stop tracing engine. Every method must be called on the one thread that attached or
@@ -56,9 +80,12 @@ public final class Engine {
     /// Set when the engine stops because of a failure of its own (tracees are detached first).
     public internal(set) var failure: String?
 
-    public init(configuration: EngineConfiguration, events: EventQueue) throws {
+    public let status: EngineStatus
+
+    public init(configuration: EngineConfiguration, events: EventQueue, status: EngineStatus = EngineStatus()) throws {
         self.configuration = configuration
         self.events = events
+        self.status = status
         decoder = try Decoder()
         StopRequest.registerEngineThread()
     }
@@ -138,6 +165,10 @@ public final class Engine {
     }
 
     // MARK: Events
+
+    func publishStatus() {
+        status.update(breakpoints: processes.values.reduce(0) { $0 + $1.space.sites.count }, threads: threads.count)
+    }
 
     func emit(_ process: TracedProcess, _ tid: pid_t, _ kind: TraceEvent.Kind) {
         guard process.reportsEvents else { return }

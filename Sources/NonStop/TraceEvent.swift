@@ -27,7 +27,8 @@ public struct TraceEvent: Sendable {
     public let kind: Kind
 
     public enum Kind: Sendable {
-        case call(function: TracedFunction, depth: Int, arguments: [ArgumentValue])
+        /// `stack`: the callers, innermost first, when stack traces were asked for.
+        case call(function: TracedFunction, depth: Int, arguments: [ArgumentValue], stack: [StackFrame])
         case ret(function: TracedFunction, depth: Int, value: ArgumentValue?, duration: UInt64)
         /// A frame closed without returning: longjmp, an exception, or the thread ended inside it.
         case unwound(function: TracedFunction, depth: Int, duration: UInt64)
@@ -49,6 +50,21 @@ public struct TraceEvent: Sendable {
         self.pid = pid
         self.tid = tid
         self.kind = kind
+    }
+}
+
+/// One caller in a stack trace: a return address and what it falls in.
+public struct StackFrame: Sendable, Equatable {
+    public let address: UInt64
+    public let function: String?
+    public let offset: UInt64
+    public let module: String?
+
+    public init(address: UInt64, function: String?, offset: UInt64, module: String?) {
+        self.address = address
+        self.function = function
+        self.offset = offset
+        self.module = module
     }
 }
 

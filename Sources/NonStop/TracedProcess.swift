@@ -5,7 +5,11 @@ import Symbols
 final class TracedProcess {
     let pid: pid_t
     var space: AddressSpace
-    var image: ProcessImage?
+    var image: ProcessImage? {
+        didSet { unwinder = nil }
+    }
+    /// libdwfl's CFI unwinder over the same modules, made when a stack trace first needs it.
+    var unwinder: StackUnwinder?
     var threads: [pid_t: TraceeThread] = [:]
     /// Whether events about it are reported: false for a child nstrace only cleans up after (a fork
     /// without -f) or carries until its exec (a vfork without -f).
