@@ -11,6 +11,11 @@ struct NSTrace: ParsableCommand {
     )
 
     static func main() {
+        // The trace command is the default one: plain `nstrace --help` describes it, as strace's does.
+        if let first = CommandLine.arguments.dropFirst().first, ["--help", "-h", "help"].contains(first) {
+            print(NSTrace.helpMessage(for: TraceCommand.self))
+            return
+        }
         do {
             var command = try parseAsRoot()
             try command.run()

@@ -13,15 +13,18 @@ struct TraceCommand: ParsableCommand {
             nstrace list [--json] (BINARY | -p PID) REGEX
             """,
         discussion: """
-            REGEX is searched in every function name (and alias) of the program and its libraries.
-            Breakpoints are never lifted: threads keep running through them and no call is missed.
+            REGEX is searched in every function name (and alias) of the program and its
+            libraries. Breakpoints are never lifted: threads keep running through them and
+            no call is missed. The trace goes to stderr (or -o FILE); the program's own
+            output is left alone.
 
             Examples:
-              nstrace -T 'handle_' -- ./server --port 8080     trace a program, with durations
-              nstrace -p 1234 '^(read|write)$'                 attach to a running process
-              nstrace -c -p 1234 'query'                       summary with latency histograms
-              nstrace --json -o trace.jsonl -f 'demo_' -- ./demo/demo
-              nstrace --chrome-trace trace.json -p 1234 .      open trace.json in ui.perfetto.dev
+              nstrace -T 'handle_' -- ./server --port 8080   with durations
+              nstrace -p 1234 '^(read|write)$'               attach to a running process
+              nstrace -c -p 1234 query                       summary and latency histograms
+              nstrace --json -o trace.jsonl -f demo_ -- ./demo/demo
+              nstrace --chrome-trace trace.json -p 1234 .    open it in ui.perfetto.dev
+              nstrace list ./server 'handle_'                what a pattern would trace
             """
     )
 
