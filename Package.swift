@@ -42,7 +42,13 @@ let package = Package(
         .testTarget(name: "SymbolsTests", dependencies: ["Symbols", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["CLI", "TestSupport"]),
         .testTarget(name: "NonStopTests", dependencies: ["Symbols", "TestSupport"]),
+        .testTarget(
+            name: "RelocatorTests",
+            dependencies: ["Relocator", "Symbols", "CShim", "TestSupport", "OracleSupport"]
+        ),
         .target(name: "TestSupport", path: "Tests/TestSupport"),
+        // The Relocator execution oracle's C side: fork with PTRACE_TRACEME, affinity, CPUID.
+        .target(name: "OracleSupport", path: "Tests/OracleSupport"),
     ],
     swiftLanguageModes: [.v5]
 )

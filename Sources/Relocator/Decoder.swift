@@ -107,12 +107,29 @@ public final class Decoder {
         }
         for case .register(let r?, _) in operands where r != .rip { accessed.insert(r) }
 
+        let modrmOffset = Int(x86.encoding.modrm_offset)
+        var displacementOffset = Int(x86.encoding.disp_offset), displacementSize = Int(x86.encoding.disp_size)
+        if let riprel = Self.ripRelativeDisplacement(bytes, modrmOffset: modrmOffset, operands: operands) {
+            (displacementOffset, displacementSize) = riprel
+        }
         return Instruction(
             address: insn.pointee.address, bytes: bytes, mnemonic: mnemonic, operandText: operandText,
             id: insn.pointee.id, groups: groups, prefixes: prefixes, operands: operands,
-            modrmOffset: Int(x86.encoding.modrm_offset), displacementOffset: Int(x86.encoding.disp_offset),
-            displacementSize: Int(x86.encoding.disp_size), registersAccessed: accessed,
+            modrmOffset: modrmOffset, displacementOffset: displacementOffset,
+            displacementSize: displacementSize, registersAccessed: accessed,
             touchesRIPImplicitly: touchesRIP)
+    }
+
+    /// Where a RIP-relative operand's displacement is, from the ModRM byte itself: in 64-bit mode
+    /// mod 00 rm 101 is always a disp32 right after ModRM. Capstone 4 reports a disp_size of 2 when
+    /// an operand-size prefix is present, legacy 0x66 or implied by VEX/EVEX pp (`mov word [rip+x], 1`,
+    /// `movdqa`, `vmovdqa`, `vpaddd zmm`), which would otherwise refuse them. nil when Capstone's ModRM
+    /// offset does not point at such a byte: then its own figures stand (and the Relocator refuses).
+    static func ripRelativeDisplacement(_ bytes: [UInt8], modrmOffset: Int, operands: [Operand]) -> (Int, Int)? {
+        let ripRelative = operands.contains { if case .memory(let m) = $0 { return m.base == .rip }; return false }
+        guard ripRelative, modrmOffset > 0, modrmOffset + 5 <= bytes.count, bytes[modrmOffset] & 0xc7 == 0x05
+        else { return nil }
+        return (modrmOffset + 1, 4)
     }
 
     private static func registerFamilies(_ handle: csh) -> [UInt32: GPR] {

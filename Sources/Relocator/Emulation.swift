@@ -52,7 +52,7 @@ public enum Emulation: Sendable, Hashable, CustomStringConvertible {
             regs.rsp &-= 8
             regs.rip = next
         case .jump(let target):
-            regs.rip = try target.resolve(regs, memory)
+            regs.rip = try Self.canonical(target.resolve(regs, memory))
         case .conditionalJump(let condition, let target, let next):
             regs.rip = condition.holds(eflags: regs.eflags) ? target : next
         case .loop(let kind, let bits, let target, let next):
@@ -65,14 +65,23 @@ public enum Emulation: Sendable, Hashable, CustomStringConvertible {
             regs.rip = counter == 0 ? target : next
         case .call(let target, let returnAddress):
             // Resolve before pushing: `call [rsp+8]` reads the stack as it was.
-            let destination = try target.resolve(regs, memory)
+            let destination = try Self.canonical(target.resolve(regs, memory))
             try memory.writeWord(returnAddress, at: regs.rsp &- 8)
             regs.rsp &-= 8
             regs.rip = destination
         case .ret(let popBytes):
-            regs.rip = try memory.readWord(at: regs.rsp)
+            regs.rip = try Self.canonical(memory.readWord(at: regs.rsp))
             regs.rsp &+= 8 &+ UInt64(popBytes)
         }
+    }
+
+    /// A branch to a non-canonical address faults on the branch itself (#GP, SIGSEGV with RIP still
+    /// on it, nothing pushed or popped); carried out, it would leave RIP where no CPU can put it.
+    private static func canonical(_ target: UInt64) throws(EmulationFault) -> UInt64 {
+        guard UInt64(bitPattern: Int64(bitPattern: target << 16) >> 16) == target else {
+            throw EmulationFault(description: "branch to the non-canonical address \(hex(target))")
+        }
+        return target
     }
 
     private func decrement(_ rcx: inout UInt64, bits: Int) -> UInt64 {
@@ -85,6 +94,12 @@ public enum Emulation: Sendable, Hashable, CustomStringConvertible {
         rcx = UInt64(ecx)
         return UInt64(ecx)
     }
+}
+
+/// An emulated instruction that faults where it is, as the CPU would make it (the thread should get
+/// SIGSEGV at the site); `apply` has then changed nothing.
+public struct EmulationFault: Error, Sendable, CustomStringConvertible {
+    public let description: String
 }
 
 /// Where a jump or call goes.

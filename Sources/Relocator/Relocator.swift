@@ -43,7 +43,8 @@ public enum Relocator {
     }
 
     /// Every plan that applies to the instruction, for `near` (within reach of any RIP-relative
-    /// target) and `far` addresses: what the execution oracle checks.
+    /// target) and `far` addresses: what the execution oracle checks. A refusal among other plans
+    /// says that one strategy refuses what the other can run (`syscall`: no step slot, a trampoline).
     public static func allPlans(_ insn: Instruction, near: UInt64, far: UInt64) -> [RelocationPlan] {
         var plans: [RelocationPlan] = []
         if let reason = RefusalTable.reason(for: insn) { return [.refused(insn, reason)] }
@@ -51,13 +52,19 @@ public enum Relocator {
         if RefusalTable.isControlFlow(insn) {
             return plans.isEmpty ? [.refused(insn, unemulatedControlFlow(insn))] : plans
         }
-        if insn.isRIPRelative {
+        // The step strategy's slot forms, as stepPlan makes them.
+        if insn.id == X86_INS_SYSCALL.rawValue {
+            plans.append(.refused(insn, RefusalTable.syscallInStepSlot))
+        } else if insn.isRIPRelative {
             if let plan = retarget(insn, at: near) { plans.append(plan) }
             plans.append(rewriteWithScratchRegister(insn, at: far))
         } else {
             plans.append(copy(insn, at: far))
         }
+        // The jump strategy's trampolines: near, and when nothing needs reaching, far too (where the
+        // jump back is the absolute form).
         if let plan = trampoline(insn, at: near) { plans.append(plan) }
+        if !insn.isRIPRelative, let plan = trampoline(insn, at: far) { plans.append(plan) }
         return plans
     }
 
@@ -95,8 +102,14 @@ public enum Relocator {
         switch code[lead] {
         case 0x40...0x4f:
             code[lead] &= ~0x01  // REX.B = 0
-        case 0xc4, 0x8f, 0x62:
-            code[lead + 1] |= 0x20  // VEX3 / XOP / EVEX: B̄ = 1 means B = 0
+        case 0xc4, 0x62:
+            // VEX3 / EVEX (in 64-bit mode always prefixes: LES and BOUND are gone): B̄ = 1 means B = 0.
+            // EVEX's disp32 is never scaled (only a disp8 is, by N), so mod 10 keeps it as it is.
+            code[lead + 1] |= 0x20
+        case 0x8f where insn.bytes[lead + 1] & 0x1f >= 8:
+            // XOP: its map select is 8 or more. Below that, 0x8f is `pop r/m64` and the next byte its
+            // ModRM, already rewritten.
+            code[lead + 1] |= 0x20
         default:
             break  // VEX2 (0xc5) and legacy encodings have no B bit
         }
@@ -204,13 +217,17 @@ public enum Relocator {
         return code
     }
 
-    /// A jump from `from` to `to`: `jmp rel32` when it reaches, else `jmp [rip+0]` over an 8-byte
-    /// absolute address (14 bytes, any distance).
+    /// A jump from `from` to `to`: `jmp rel32` when it reaches, else `jmp [rip+pad]` over an 8-byte
+    /// absolute address (14 to 21 bytes, any distance). The address is 8-byte aligned, int3s padding
+    /// up to it: with alignment checking on (a `popf` can set EFLAGS.AC), a misaligned load of it
+    /// would raise SIGBUS in the jump back, where the original instruction raises nothing.
     public static func jump(from: UInt64, to: UInt64) -> [UInt8] {
         let (delta, overflow) = Int64(bitPattern: to).subtractingReportingOverflow(Int64(bitPattern: from &+ 5))
         if !overflow, let rel32 = Int32(exactly: delta) {
             return [0xe9] + withUnsafeBytes(of: rel32.littleEndian) { Array($0) }
         }
-        return [0xff, 0x25, 0, 0, 0, 0] + withUnsafeBytes(of: to.littleEndian) { Array($0) }
+        let pad = Int((8 &- (from &+ 6) % 8) % 8)
+        return [0xff, 0x25, UInt8(pad), 0, 0, 0] + [UInt8](repeating: 0xcc, count: pad)
+            + withUnsafeBytes(of: to.littleEndian) { Array($0) }
     }
 }

@@ -1,0 +1,32 @@
+#ifndef ORACLE_SUPPORT_H
+#define ORACLE_SUPPORT_H
+
+// What the execution oracle needs that Swift cannot say: fork with PTRACE_TRACEME, CPU affinity
+// masks (macros), CPUID.
+
+#include <stdint.h>
+#include <sys/types.h>
+#include "oracle_layout.h"
+
+// Forks a child that pins itself to `cpu` (when >= 0), asks to be traced and execs `path`: the parent
+// sees it stop with SIGTRAP at the exec. Returns the pid, or -1 with errno set when fork fails; a
+// child whose exec fails exits with 127.
+pid_t oracle_spawn_traced(const char *path, char *const argv[], int cpu);
+
+// The CPU the calling thread runs on now.
+int oracle_current_cpu(void);
+
+// Pins the calling thread to one CPU, saving its previous mask in `saved` (an opaque buffer of
+// ORACLE_AFFINITY_SIZE bytes) for oracle_restore_affinity.
+#define ORACLE_AFFINITY_SIZE 128
+int oracle_pin_calling_thread(int cpu, void *saved);
+int oracle_restore_affinity(const void *saved);
+
+// Where XSAVE component `index` sits in the standard (non-compacted) layout PTRACE_GETREGSET
+// NT_X86_XSTATE uses, and its size; 0 when the CPU does not have it.
+int oracle_xstate_component(unsigned index, uint32_t *offset, uint32_t *size);
+
+// The state components enabled in XCR0.
+uint64_t oracle_xcr0(void);
+
+#endif

@@ -1,0 +1,51 @@
+#define _GNU_SOURCE
+#include "oracle_support.h"
+
+#include <cpuid.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/ptrace.h>
+#include <unistd.h>
+
+_Static_assert(sizeof(cpu_set_t) <= ORACLE_AFFINITY_SIZE, "ORACLE_AFFINITY_SIZE too small");
+
+pid_t oracle_spawn_traced(const char *path, char *const argv[], int cpu) {
+    cpu_set_t only;
+    CPU_ZERO(&only);
+    if (cpu >= 0) CPU_SET(cpu, &only);
+    pid_t pid = fork();
+    if (pid != 0) return pid;
+    // Child of a multi-threaded parent: system calls only until exec.
+    if (cpu >= 0) sched_setaffinity(0, sizeof only, &only);
+    ptrace(PTRACE_TRACEME, 0, NULL, NULL);
+    execv(path, argv);
+    _exit(127);
+}
+
+int oracle_current_cpu(void) { return sched_getcpu(); }
+
+int oracle_pin_calling_thread(int cpu, void *saved) {
+    if (sched_getaffinity(0, sizeof(cpu_set_t), (cpu_set_t *)saved) != 0) return -1;
+    cpu_set_t only;
+    CPU_ZERO(&only);
+    CPU_SET(cpu, &only);
+    return sched_setaffinity(0, sizeof only, &only);
+}
+
+int oracle_restore_affinity(const void *saved) {
+    return sched_setaffinity(0, sizeof(cpu_set_t), (const cpu_set_t *)saved);
+}
+
+int oracle_xstate_component(unsigned index, uint32_t *offset, uint32_t *size) {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    if (!__get_cpuid_count(0xd, index, &eax, &ebx, &ecx, &edx)) return 0;
+    *size = eax;
+    *offset = ebx;
+    return eax != 0;
+}
+
+uint64_t oracle_xcr0(void) {
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return (uint64_t)hi << 32 | lo;
+}
