@@ -18,6 +18,7 @@ final class JSONLinesRenderer: Renderer {
         o.field("ts_ns", event.timestamp)
         o.field("pid", event.pid)
         o.field("tid", event.tid)
+        if let goroutine = event.goroutine { o.field("goid", goroutine) }
         switch event.kind {
         case .call(let function, let depth, let arguments, let stack):
             o.field("function", function.name)

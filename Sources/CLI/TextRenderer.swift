@@ -23,6 +23,7 @@ final class TextRenderer: Renderer {
     func render(_ event: TraceEvent) {
         var prefix = options.timestamps ? clock(event.timestamp) + " " : ""
         prefix += style.dim("[\(event.tid)]") + " "
+        if let goroutine = event.goroutine { prefix += style.dim("[g \(goroutine)]") + " " }
         switch event.kind {
         case .call(let function, let depth, let arguments, let stack):
             let names = function.signature?.parameters ?? []

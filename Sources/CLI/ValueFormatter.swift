@@ -14,9 +14,16 @@ enum ValueFormatter {
         case .string(let bytes, let truncated, _): return "\"\(escape(bytes, quote: "\""))\"" + (truncated ? "..." : "")
         case .badString(let address): return hex(address)
         case .goString(let bytes, let truncated, _): return "\"\(escape(bytes, quote: "\""))\"" + (truncated ? "..." : "")
-        case .goSlice(let address, let length, let capacity):
-            return "[]{\(address == 0 ? "nil" : hex(address)), len \(length), cap \(capacity)}"
+        case .goSlice(let address, let length, let capacity, let elements):
+            // As Go's %v prints it, with the length and capacity a tracer's reader wants too.
+            if address == 0 && length == 0 { return "nil" }
+            let shown = elements.map { text($0) }.joined(separator: " ")
+            let more = UInt64(elements.count) < length ? (elements.isEmpty ? "…" : " …") : ""
+            return "[\(shown)\(more)] len=\(length) cap=\(capacity)"
+        case .goInterface(let type, let data):
+            return type == 0 && data == 0 ? "nil" : "(\(hex(type)), \(hex(data)))"
         case .aggregate(let bytes): return "{" + bytes.map { hex2($0) }.joined() + "}"
+        case .tuple(let values): return "(" + values.map { text($0) }.joined(separator: ", ") + ")"
         case .unavailable: return "?"
         }
     }
@@ -57,13 +64,21 @@ enum ValueFormatter {
         case .string(let bytes, let truncated, _), .goString(let bytes, let truncated, _):
             return JSONWriter.string(String(decoding: bytes, as: UTF8.self) + (truncated ? "..." : ""))
         case .badString(let address): return JSONWriter.string(hex(address))
-        case .goSlice(let address, let length, let capacity):
+        case .goSlice(let address, let length, let capacity, let elements):
             var o = JSONWriter()
             o.field("address", hex(address))
             o.field("len", length)
             o.field("cap", capacity)
+            o.field("elements", json: JSONWriter.array(elements.map(json)))
+            return o.finished
+        case .goInterface(let type, let data):
+            if type == 0 && data == 0 { return "null" }
+            var o = JSONWriter()
+            o.field("type", hex(type))
+            o.field("data", hex(data))
             return o.finished
         case .aggregate(let bytes): return JSONWriter.string(bytes.map { hex2($0) }.joined())
+        case .tuple(let values): return JSONWriter.array(values.map(json))
         case .unavailable: return "null"
         }
     }

@@ -25,8 +25,9 @@ struct ArgumentReader {
     }
 
     mutating func returnValue(_ signature: Signature?) -> ArgumentValue? {
-        guard let signature, let type = signature.returnType else { return nil }
-        return value(of: type, at: signature.returnLocation)
+        guard let results = signature?.results, let first = results.first else { return nil }
+        if results.count == 1 { return value(of: first.type, at: first.location) }
+        return .tuple(results.map { value(of: $0.type, at: $0.location) })
     }
 
     mutating func value(of type: ValueType, at location: ParameterLocation) -> ArgumentValue {
@@ -86,6 +87,19 @@ struct ArgumentReader {
         return value
     }
 
+    /// The first few elements of a Go slice, for element types that print on their own.
+    private func sliceElements(at address: UInt64, length: UInt64, of element: ValueType?) -> [ArgumentValue] {
+        guard let element, address != 0, length > 0, element.byteSize > 0, element.byteSize <= 16,
+              [.signed, .unsigned, .float, .bool, .char, .pointer, .goString].contains(element.kind)
+        else { return [] }
+        let count = Int(min(length, 8))
+        guard let bytes = try? memory.read(address, count: count * element.byteSize),
+              bytes.count == count * element.byteSize else { return [] }
+        return (0..<count).map { i in
+            interpret(Array(bytes[(i * element.byteSize)..<((i + 1) * element.byteSize)]), as: element)
+        }
+    }
+
     private func interpret(_ raw: [UInt8], as type: ValueType) -> ArgumentValue {
         let size = min(max(type.byteSize, 1), 8)
         let bits = word(raw)
@@ -112,7 +126,11 @@ struct ArgumentReader {
             let bytes = preview > 0 ? (try? memory.read(pointer, count: preview)) ?? [] : []
             return .goString(bytes, truncated: length > UInt64(preview), length: length)
         case .goSlice:
-            return .goSlice(address: word(raw, 0), length: word(raw, 1), capacity: word(raw, 2))
+            let address = word(raw, 0), length = word(raw, 1)
+            return .goSlice(address: address, length: length, capacity: word(raw, 2),
+                            elements: sliceElements(at: address, length: length, of: type.element))
+        case .goInterface:
+            return .goInterface(type: word(raw, 0), data: word(raw, 1))
         case .aggregate: return .aggregate(raw)
         case .other: return .unsigned(bits)
         }

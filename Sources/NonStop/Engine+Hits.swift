@@ -31,15 +31,18 @@ extension Engine {
     /// return address.
     private func entered(_ function: TracedFunction, _ thread: TraceeThread, regs: user_regs_struct) throws(TraceError) {
         let process = thread.process
-        closeFrames(thread, at: nil, sp: regs.rsp, regs: regs)
+        let context = callContext(thread, regs: regs)
+        closeFrames(thread, context, at: nil, regs: regs)
         var reader = ArgumentReader(tid: thread.tid, regs: regs, memory: process.space.memory,
                                     maxString: configuration.maxStringLength)
         let arguments = reader.arguments(function.signature)
-        emit(process, thread.tid, .call(function: function, depth: thread.shadowStack.depth, arguments: arguments,
-                                        stack: stack(of: thread, regs: regs)))
+        let depth = withShadowStack(thread, context) { $0.depth }
+        emit(process, thread.tid, .call(function: function, depth: depth, arguments: arguments,
+                                        stack: stack(of: thread, regs: regs)), goroutine: context.goroutine?.id)
         guard let returnAddress = try? process.space.memory.readWord(at: regs.rsp) else { return }
-        thread.shadowStack.push(.init(function: function, entrySP: regs.rsp, returnAddress: returnAddress,
-                                      start: monotonicNow()))
+        withShadowStack(thread, context) {
+            $0.push(.init(function: function, entrySP: context.stackPointer, returnAddress: returnAddress, start: monotonicNow()))
+        }
         _ = try ensureReturnSite(at: returnAddress, in: process, using: thread)
     }
 
@@ -55,14 +58,14 @@ extension Engine {
         return capture.symbolize(callers)
     }
 
-    /// A return site: every frame the thread has left (its entry stack pointer is below the current
-    /// one) is closed, innermost first.
+    /// A return site: every frame the thread (or goroutine) has left — its entry stack pointer is
+    /// below the current one — is closed, innermost first.
     private func returned(_ thread: TraceeThread, at site: Site, regs: user_regs_struct) {
-        closeFrames(thread, at: site.address, sp: regs.rsp, regs: regs)
+        closeFrames(thread, callContext(thread, regs: regs), at: site.address, regs: regs)
     }
 
-    func closeFrames(_ thread: TraceeThread, at site: UInt64?, sp: UInt64, regs: user_regs_struct) {
-        let closed = thread.shadowStack.popFrames(at: site, sp: sp)
+    func closeFrames(_ thread: TraceeThread, _ context: CallContext, at site: UInt64?, regs: user_regs_struct) {
+        let closed = withShadowStack(thread, context) { $0.popFrames(at: site, sp: context.stackPointer) }
         guard !closed.isEmpty else { return }
         let end = monotonicNow()
         var reader = ArgumentReader(tid: thread.tid, regs: regs, memory: thread.process.space.memory,
@@ -71,9 +74,11 @@ extension Engine {
             let duration = end &- frame.start
             if returnedHere {
                 let value = reader.returnValue(frame.function.signature)
-                emit(thread.process, thread.tid, .ret(function: frame.function, depth: depth, value: value, duration: duration))
+                emit(thread.process, thread.tid, .ret(function: frame.function, depth: depth, value: value, duration: duration),
+                     goroutine: context.goroutine?.id)
             } else {
-                emit(thread.process, thread.tid, .unwound(function: frame.function, depth: depth, duration: duration))
+                emit(thread.process, thread.tid, .unwound(function: frame.function, depth: depth, duration: duration),
+                     goroutine: context.goroutine?.id)
             }
         }
     }

@@ -23,17 +23,29 @@ extension Engine {
         }
         var armed = 0
         for function in image.functions(matching: configuration.pattern) {
-            if let existing = process.space.site(at: function.address) {
+            let isGo = image.goRuntime(in: function.module) != nil
+            if isGo, process.goRuntime == nil { process.goRuntime = image.goRuntime(in: function.module) }
+            let entry = isGo ? try goEntry(of: function, in: process) : function.address
+            if let existing = process.space.site(at: entry) {
                 if existing.entryOf == nil { existing.entryOf = traced(function, image) }
                 continue
             }
-            if try makeSite(at: function.address, in: process, using: thread, entryOf: traced(function, image)) != nil {
+            if try makeSite(at: entry, in: process, using: thread, entryOf: traced(function, image)) != nil {
                 armed += 1
             }
         }
         if !process.installed { try watchDynamicLinker(process, image, using: thread) }
         process.installed = true
         DebugLog.log("\(process.pid): \(armed) entry breakpoints armed")
+    }
+
+    /// A Go function's entry breakpoint goes after its stack-growth check (as Delve's does): a call
+    /// that first grows the stack runs the check twice — through runtime.morestack and back to the
+    /// start — but passes the point after it once. The arguments are still in their registers there.
+    private func goEntry(of function: Function, in process: TracedProcess) throws(TraceError) -> UInt64 {
+        let count = Int(min(max(function.size, 1), 64))
+        let bytes = try process.space.originalCode(at: function.address, count: count)
+        return FunctionAnalysis(bytes: bytes, at: function.address, size: function.size, decoder: decoder).prologueEnd
     }
 
     func traced(_ function: Function, _ image: ProcessImage) -> TracedFunction {

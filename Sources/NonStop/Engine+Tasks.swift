@@ -31,6 +31,13 @@ extension Engine {
             return
         }
         DebugLog.log("\(process.pid): \(status)")
+        for (goroutine, var stack) in process.goroutineStacks {
+            for (frame, depth) in stack.removeAll() {
+                emit(process, tid, .unwound(function: frame.function, depth: depth, duration: end &- frame.start),
+                     goroutine: goroutine.id)
+            }
+        }
+        process.goroutineStacks = [:]
         emit(process, tid, .exit(status))
         if process.launched { launchedExit = status }
         for other in process.threads.values { threads[other.tid] = nil }

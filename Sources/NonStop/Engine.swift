@@ -170,9 +170,9 @@ public final class Engine {
         status.update(breakpoints: processes.values.reduce(0) { $0 + $1.space.sites.count }, threads: threads.count)
     }
 
-    func emit(_ process: TracedProcess, _ tid: pid_t, _ kind: TraceEvent.Kind) {
+    func emit(_ process: TracedProcess, _ tid: pid_t, _ kind: TraceEvent.Kind, goroutine: Int64? = nil) {
         guard process.reportsEvents else { return }
-        events.push(TraceEvent(timestamp: now(), pid: process.pid, tid: tid, kind: kind))
+        events.push(TraceEvent(timestamp: now(), pid: process.pid, tid: tid, goroutine: goroutine, kind: kind))
     }
 
     func notice(_ process: TracedProcess, _ message: String) {

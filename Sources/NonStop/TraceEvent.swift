@@ -24,6 +24,8 @@ public struct TraceEvent: Sendable {
     public let timestamp: UInt64
     public let pid: pid_t
     public let tid: pid_t
+    /// The goroutine id, in a Go program.
+    public let goroutine: Int64?
     public let kind: Kind
 
     public enum Kind: Sendable {
@@ -45,10 +47,11 @@ public struct TraceEvent: Sendable {
         case notice(String)
     }
 
-    public init(timestamp: UInt64, pid: pid_t, tid: pid_t, kind: Kind) {
+    public init(timestamp: UInt64, pid: pid_t, tid: pid_t, goroutine: Int64? = nil, kind: Kind) {
         self.timestamp = timestamp
         self.pid = pid
         self.tid = tid
+        self.goroutine = goroutine
         self.kind = kind
     }
 }
@@ -94,9 +97,14 @@ public enum ArgumentValue: Sendable, Equatable {
     case badString(address: UInt64)
     /// A Go string or slice header: data pointer and length (and a preview of the bytes for strings).
     case goString([UInt8], truncated: Bool, length: UInt64)
-    case goSlice(address: UInt64, length: UInt64, capacity: UInt64)
+    /// A Go slice header and its first elements.
+    case goSlice(address: UInt64, length: UInt64, capacity: UInt64, elements: [ArgumentValue])
+    /// A Go interface value: its type (or itab) word and data word; both zero for nil.
+    case goInterface(type: UInt64, data: UInt64)
     /// A struct or union passed by value: its raw bytes.
     case aggregate([UInt8])
+    /// Several results (Go).
+    case tuple([ArgumentValue])
     case unavailable
 }
 

@@ -21,6 +21,10 @@ final class TracedProcess {
     var cleanUpAndDetach = false
     /// A launched program: nstrace exits with its status.
     let launched: Bool
+    /// runtime.g's layout when the program is written in Go.
+    var goRuntime: GoRuntime?
+    /// Open traced calls per goroutine (Go programs); C keeps them per thread.
+    var goroutineStacks: [CallContext.Goroutine: ShadowStack] = [:]
 
     init(pid: pid_t, space: AddressSpace, reportsEvents: Bool, launched: Bool) {
         self.pid = pid

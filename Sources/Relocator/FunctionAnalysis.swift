@@ -18,12 +18,14 @@ public struct FunctionAnalysis: Sendable {
     /// False when the sweep stopped at bytes that do not decode before reaching the end.
     public let decodedToEnd: Bool
 
-    public init(bytes: [UInt8], at start: UInt64, decoder: Decoder) {
+    /// `size`, when given, is the whole function's, of which `bytes` may be only the start (enough to
+    /// find the prologue's end, whose branch goes to a tail past them).
+    public init(bytes: [UInt8], at start: UInt64, size: UInt64? = nil, decoder: Decoder) {
         self.start = start
         let instructions = decoder.decodeAll(bytes, at: start)
         self.instructions = instructions
-        let end = start &+ UInt64(bytes.count)
-        decodedToEnd = instructions.last.map { $0.next == end } ?? bytes.isEmpty
+        let end = start &+ max(size ?? 0, UInt64(bytes.count))
+        decodedToEnd = instructions.last.map { $0.next == start &+ UInt64(bytes.count) } ?? bytes.isEmpty
         returns = instructions.filter { $0.id == X86_INS_RET.rawValue }.map(\.address)
         returnSites = instructions.filter { $0.id == X86_INS_CALL.rawValue && $0.next < end }.map(\.next)
         var targets = Set<UInt64>()

@@ -16,6 +16,8 @@ public final class ProcessImage {
     private var dwfl: OpaquePointer { nst_dwfl_session_dwfl(session) }
     private var handles: [Module: OpaquePointer] = [:]
     private var functionCache: [Module: [Function]] = [:]
+    private var unitIndexes: [Module: CompileUnitIndex] = [:]
+    private var goRuntimes: [Module: GoRuntime?] = [:]
 
     /// Where separate debuginfo is looked for when the caller does not say, in elfutils' syntax
     /// (":.debug:/usr/lib/debug"); `NSTRACE_DEBUGINFO_PATH` overrides it.
@@ -68,7 +70,10 @@ public final class ProcessImage {
         }
         let old = Set(modules)
         modules = collectModules()
-        for gone in old.subtracting(modules) { functionCache[gone] = nil }
+        for gone in old.subtracting(modules) {
+            functionCache[gone] = nil
+            unitIndexes[gone] = nil
+        }
     }
 
     /// The module an address falls in.
@@ -101,7 +106,20 @@ public final class ProcessImage {
     /// What DWARF says about a function, or nil when the module has no DWARF for it.
     public func signature(of function: Function) -> Signature? {
         guard let handle = handles[function.module] else { return nil }
-        return SignatureReader.signature(module: handle, address: function.address)
+        return SignatureReader.signature(module: handle, address: function.address) {
+            if let index = unitIndexes[function.module] { return index }
+            let index = CompileUnitIndex(module: handle)
+            unitIndexes[function.module] = index
+            return index
+        }
+    }
+
+    /// The layout of runtime.g when the module is a Go program built with DWARF, else nil.
+    public func goRuntime(in module: Module) -> GoRuntime? {
+        if let known = goRuntimes[module] { return known }
+        let found = handles[module].flatMap { GoRuntime.read(module: $0) }
+        goRuntimes[module] = found
+        return found
     }
 
     /// The bytes of a function as the file holds them (not as a live process may have patched them).

@@ -1,18 +1,20 @@
 /// What DWARF says a function takes and returns, with where each argument is at the function's entry.
 public struct Signature: Sendable, Hashable {
     public let parameters: [Parameter]
-    /// nil for `void`.
-    public let returnType: ValueType?
-    /// Where the return value is when the function returns.
-    public let returnLocation: ParameterLocation
+    /// What the function returns and where each part is at the return: one for C, any number for Go.
+    public let results: [Parameter]
     public let isVariadic: Bool
 
-    public init(parameters: [Parameter], returnType: ValueType?, returnLocation: ParameterLocation,
-                isVariadic: Bool) {
+    public init(parameters: [Parameter], results: [Parameter], isVariadic: Bool) {
         self.parameters = parameters
-        self.returnType = returnType
-        self.returnLocation = returnLocation
+        self.results = results
         self.isVariadic = isVariadic
+    }
+
+    /// nil for `void`; a tuple type such as `(int, error)` for several results.
+    public var returnType: ValueType? {
+        if results.count <= 1 { return results.first?.type }
+        return ValueType(name: "(" + results.map(\.type.name).joined(separator: ", ") + ")", kind: .other, byteSize: 0)
     }
 }
 
@@ -43,6 +45,8 @@ public struct ValueType: Sendable, Hashable, CustomStringConvertible {
         case goString
         /// A Go slice: pointer, length and capacity.
         case goSlice
+        /// A Go interface value (`error`, `any`): type or itab word and data word.
+        case goInterface
         case other
     }
 
@@ -50,12 +54,17 @@ public struct ValueType: Sendable, Hashable, CustomStringConvertible {
     public let kind: Kind
     /// Size in bytes; 0 when DWARF does not say.
     public let byteSize: Int
+    /// The element type of a Go slice (empty otherwise): what a person wants to see of its contents.
+    public let elements: [ValueType]
 
-    public init(name: String, kind: Kind, byteSize: Int) {
+    public init(name: String, kind: Kind, byteSize: Int, element: ValueType? = nil) {
         self.name = name
         self.kind = kind
         self.byteSize = byteSize
+        elements = element.map { [$0] } ?? []
     }
+
+    public var element: ValueType? { elements.first }
 
     public var description: String { name }
 }

@@ -3,11 +3,20 @@ import Glibc
 
 /// Reads a function's parameters and return type from DWARF (4 or 5) through libdw.
 enum SignatureReader {
-    static func signature(module mod: OpaquePointer, address: UInt64) -> Signature? {
+    static func signature(module mod: OpaquePointer, address: UInt64, units: () -> CompileUnitIndex) -> Signature? {
         var bias: Dwarf_Addr = 0
-        guard let cu = dwfl_module_addrdie(mod, address, &bias) else { return nil }
+        var unit: Dwarf_Die
+        if let cu = dwfl_module_addrdie(mod, address, &bias) {
+            unit = cu.pointee
+        } else {
+            // No .debug_aranges (Go): find the unit by its own ranges.
+            let index = units()
+            bias = index.bias
+            guard let cu = index.unit(containing: address &- bias) else { return nil }
+            unit = cu
+        }
         var scopes: UnsafeMutablePointer<Dwarf_Die>?
-        let count = dwarf_getscopes(cu, address &- bias, &scopes)
+        let count = dwarf_getscopes(&unit, address &- bias, &scopes)
         guard count > 0, let scopes else { return nil }
         defer { free(scopes) }
         for i in 0..<Int(count) where dwarf_tag(&scopes[i]) == DW_TAG_subprogram {
@@ -15,7 +24,7 @@ enum SignatureReader {
             // A scope that starts elsewhere is a function containing this address, not starting at it.
             var low: Dwarf_Addr = 0
             if dwarf_entrypc(&subprogram, &low) == 0, low != address &- bias { return nil }
-            let language = Int(dwarf_srclang(cu))
+            let language = Int(dwarf_srclang(&unit))
             return read(&subprogram, isGo: language == DW_LANG_Go, entry: address &- bias)
         }
         return nil
@@ -47,10 +56,9 @@ enum SignatureReader {
         if isGo {
             // The Go compiler describes where each argument is on entry; its register ABI is not SysV's.
             let params = inputs.map { Parameter(name: $0.name, type: $0.type, location: $0.location ?? .unknown) }
-            let returnType = goResults.first?.type
-            return Signature(parameters: params, returnType: returnType,
-                             returnLocation: GoABI.resultLocation(goResults.map(\.type)),
-                             isVariadic: variadic)
+            let locations = GoABI.resultLocations(goResults.map(\.type))
+            let results = zip(goResults, locations).map { Parameter(name: "", type: $0.type, location: $1) }
+            return Signature(parameters: params, results: results, isVariadic: variadic)
         }
         // For C and C++ the psABI fixes where each argument is at entry. DWARF's own locations
         // describe the body (at -O0, stack slots the prologue has not yet filled), so derive them.
@@ -58,8 +66,8 @@ enum SignatureReader {
         let params = zip(inputs, abi.parameters).map { input, location in
             Parameter(name: input.name, type: input.type, location: location)
         }
-        return Signature(parameters: params, returnType: returnDie.map(TypeReader.describe),
-                         returnLocation: abi.result, isVariadic: variadic)
+        let results = returnDie.map { [Parameter(name: "", type: TypeReader.describe($0), location: abi.result)] } ?? []
+        return Signature(parameters: params, results: results, isVariadic: variadic)
     }
 
     static func forEachChild(_ die: inout Dwarf_Die, _ body: (inout Dwarf_Die) -> Void) {

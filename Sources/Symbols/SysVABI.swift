@@ -152,20 +152,34 @@ enum SysVABI {
 }
 
 /// Go's internal register ABI (Go 1.17+): results come back in RAX, RBX, RCX, RDI, RSI, R8–R11 for
-/// integers and pointers, X0–X14 for floats, each multi-word value taking consecutive registers.
+/// integers and pointers and X0–X14 for floats, each multi-word value (string: 2, slice: 3,
+/// interface: 2) taking consecutive registers, in order; a result that does not fit goes to memory,
+/// which nstrace does not read.
 enum GoABI {
     static let integerRegisters: [Register] = [.rax, .rbx, .rcx, .rdi, .rsi, .r8, .r9, .r10, .r11]
 
-    static func resultLocation(_ results: [ValueType]) -> ParameterLocation {
-        guard let first = results.first else { return .unknown }
-        switch first.kind {
-        case .float: return .register(.xmm(0))
-        case .goString: return .pieces([RegisterPiece(register: .rax, size: 8), RegisterPiece(register: .rbx, size: 8)])
-        case .goSlice:
-            return .pieces([RegisterPiece(register: .rax, size: 8), RegisterPiece(register: .rbx, size: 8),
-                            RegisterPiece(register: .rcx, size: 8)])
-        case .aggregate, .other: return .unknown
-        default: return .register(.rax)
+    static func resultLocations(_ results: [ValueType]) -> [ParameterLocation] {
+        var nextInteger = 0, nextFloat = 0
+        return results.map { type in
+            if type.kind == .float {
+                guard nextFloat < 15 else { return .unknown }
+                defer { nextFloat += 1 }
+                return .register(.xmm(nextFloat))
+            }
+            let words: Int
+            switch type.kind {
+            case .goString: words = 2
+            case .goSlice: words = 3
+            case .aggregate, .other: words = type.byteSize > 0 && type.byteSize <= 16 && type.byteSize % 8 == 0 ? type.byteSize / 8 : 0
+            default: words = 1
+            }
+            guard words > 0, nextInteger + words <= integerRegisters.count else {
+                nextInteger = integerRegisters.count
+                return .unknown
+            }
+            defer { nextInteger += words }
+            if words == 1 { return .register(integerRegisters[nextInteger]) }
+            return .pieces((0..<words).map { RegisterPiece(register: integerRegisters[nextInteger + $0], size: 8) })
         }
     }
 }

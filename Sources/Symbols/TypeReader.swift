@@ -6,7 +6,24 @@ enum TypeReader {
 
     static func describe(_ die: Dwarf_Die) -> ValueType {
         var die = die
-        return ValueType(name: name(&die, depth: 0), kind: kind(&die, depth: 0), byteSize: size(&die))
+        let kind = kind(&die, depth: 0)
+        return ValueType(name: name(&die, depth: 0), kind: kind, byteSize: size(&die),
+                         element: kind == .goSlice ? sliceElement(die) : nil)
+    }
+
+    /// A Go slice is a struct { array *T; len int; cap int }: T is the element type.
+    private static func sliceElement(_ slice: Dwarf_Die) -> ValueType? {
+        var die = peeled(slice)
+        var element: ValueType?
+        SignatureReader.forEachChild(&die) { member in
+            guard element == nil, dwarf_diename(&member).map({ String(cString: $0) }) == "array",
+                  var pointer = SignatureReader.typeOf(&member), let pointee = SignatureReader.typeOf(&pointer)
+            else { return }
+            var target = pointee
+            // One level only: a slice of slices shows its elements' headers, not their contents.
+            element = ValueType(name: name(&target, depth: 0), kind: kind(&target, depth: 1), byteSize: size(&target))
+        }
+        return element
     }
 
     static func size(_ die: inout Dwarf_Die) -> Int {
@@ -98,6 +115,7 @@ enum TypeReader {
             if isGoUnit(&base), let own = ownName(&base) {
                 if own == "string" { return .goString }
                 if own.hasPrefix("[]") { return .goSlice }
+                if own == "runtime.iface" || own == "runtime.eface" { return .goInterface }
             }
             return .aggregate
         case DW_TAG_subroutine_type: return .pointer

@@ -72,12 +72,12 @@ let fixtureFunctions = ["fx_add", "fx_scale", "fx_many", "fx_points", "fx_big", 
         let add = try signature("fx_add")
         #expect(params(add) == ["int a 4 @rdi", "int b 4 @rsi"])
         #expect(add.returnType?.name == "int")
-        #expect(add.returnLocation == .register(.rax))
+        #expect(add.results.map(\.location) == [.register(.rax)])
 
         let scale = try signature("fx_scale")
         #expect(params(scale) == ["double value 8 @xmm0", "float factor 4 @xmm1", "const char * label 8 @rdi"])
         #expect(scale.parameters[2].type.kind == .cString)
-        #expect(scale.returnLocation == .register(.xmm(0)))
+        #expect(scale.results.map(\.location) == [.register(.xmm(0))])
 
         let many = try signature("fx_many")
         #expect(many.parameters.map(\.location) == [

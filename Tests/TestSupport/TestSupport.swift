@@ -120,6 +120,26 @@ public enum Fixtures {
         return output
     }
 
+    /// Where Debian's Go toolchain is, if installed.
+    public static let goCompiler: String? = ["/usr/bin/go", "/usr/lib/go/bin/go"].first {
+        FileManager.default.isExecutableFile(atPath: $0)
+    }
+
+    /// Builds the Go module in `Tests/Fixtures/go/<name>` and returns the executable's path.
+    public static func buildGo(_ name: String) throws -> String {
+        guard let go = goCompiler else { throw TestFailure("go is not installed (Scripts/setup installs golang-go)") }
+        lock.lock()
+        defer { lock.unlock() }
+        if let path = built["go:" + name] { return path }
+        let output = Paths.scratch.appendingPathComponent("go-\(name)").path
+        let source = Paths.fixtures.appendingPathComponent("go/\(name)").path
+        let result = try run("/bin/sh", ["-c", "cd '\(source)' && exec '\(go)' build -buildvcs=false -o '\(output)' ."],
+                             timeout: 300, environment: ["GOFLAGS": "-mod=mod", "GOTOOLCHAIN": "local"])
+        guard result.status == 0 else { throw TestFailure("go build \(name) failed:\n\(result.stderr)") }
+        built["go:" + name] = output
+        return output
+    }
+
     /// Runs a tool (strip, objcopy, …) that must succeed.
     @discardableResult
     public static func tool(_ path: String, _ arguments: [String]) throws -> CommandResult {

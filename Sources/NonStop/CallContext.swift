@@ -1,0 +1,50 @@
+import Glibc
+import Symbols
+
+/// Whose calls a stop belongs to. In C that is the thread's. In a Go program it is the goroutine's
+/// running on the thread: goroutines move between threads, so their calls and returns can happen on
+/// different ones, and a goroutine's stack is copied elsewhere when it grows, so raw stack pointers
+/// cannot be compared across a call either.
+struct CallContext {
+    /// The goroutine (its g's address, and its id for people), or nil for the thread itself.
+    let goroutine: Goroutine?
+    /// The stack pointer on a scale that survives stack copying: for a goroutine, measured down from
+    /// the top of its stack (the runtime copies the used part to the top of the new stack).
+    let stackPointer: UInt64
+
+    struct Goroutine: Hashable {
+        let g: UInt64
+        let id: Int64
+    }
+}
+
+extension Engine {
+    /// Under the register ABI R14 holds the running goroutine's g in Go code. Trusted only when that
+    /// g's stack bounds hold the thread's stack pointer.
+    func callContext(_ thread: TraceeThread, regs: user_regs_struct) -> CallContext {
+        guard let go = thread.process.goRuntime, regs.r14 != 0 else {
+            return CallContext(goroutine: nil, stackPointer: regs.rsp)
+        }
+        let span = max(go.goidOffset, go.stackLowOffset, go.stackHighOffset) + 8
+        guard let bytes = try? thread.process.space.memory.read(regs.r14, count: span), bytes.count == span else {
+            return CallContext(goroutine: nil, stackPointer: regs.rsp)
+        }
+        func word(_ offset: Int) -> UInt64 {
+            bytes[offset..<offset + 8].enumerated().reduce(0) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+        }
+        let low = word(go.stackLowOffset), high = word(go.stackHighOffset)
+        guard low < high, regs.rsp >= low, regs.rsp < high else {
+            return CallContext(goroutine: nil, stackPointer: regs.rsp)
+        }
+        let goroutine = CallContext.Goroutine(g: regs.r14, id: Int64(bitPattern: word(go.goidOffset)))
+        return CallContext(goroutine: goroutine, stackPointer: (1 << 62) - (high - regs.rsp))
+    }
+
+    /// The shadow stack of the context: the goroutine's (per process), else the thread's.
+    func withShadowStack<T>(_ thread: TraceeThread, _ context: CallContext, _ body: (inout ShadowStack) -> T) -> T {
+        guard let goroutine = context.goroutine else { return body(&thread.shadowStack) }
+        var stack = thread.process.goroutineStacks[goroutine] ?? ShadowStack()
+        defer { thread.process.goroutineStacks[goroutine] = stack.depth == 0 ? nil : stack }
+        return body(&stack)
+    }
+}

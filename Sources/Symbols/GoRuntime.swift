@@ -1,0 +1,60 @@
+import CElfutils
+
+/// Where a Go program keeps what a tracer needs in its goroutine descriptor (runtime.g), from the
+/// program's own DWARF: under the register ABI (Go 1.17+) R14 points at the running goroutine's g.
+public struct GoRuntime: Sendable, Equatable {
+    /// Offset of g.goid (int64).
+    public let goidOffset: Int
+    /// Offsets of g.stack.lo and g.stack.hi: the goroutine's stack bounds. An offset from the top of
+    /// the stack survives the runtime copying a growing stack elsewhere; a raw stack pointer does not.
+    public let stackLowOffset: Int
+    public let stackHighOffset: Int
+
+    public init(goidOffset: Int, stackLowOffset: Int, stackHighOffset: Int) {
+        self.goidOffset = goidOffset
+        self.stackLowOffset = stackLowOffset
+        self.stackHighOffset = stackHighOffset
+    }
+
+    /// Reads runtime.g's layout from a module's DWARF; nil for a module that is not a Go program.
+    static func read(module mod: OpaquePointer) -> GoRuntime? {
+        var bias: Dwarf_Addr = 0
+        var cu: UnsafeMutablePointer<Dwarf_Die>?
+        while let next = dwfl_module_nextcu(mod, cu, &bias) {
+            cu = next
+            guard Int(dwarf_srclang(next)) == DW_LANG_Go, dwarf_diename(next).map({ String(cString: $0) }) == "runtime"
+            else { continue }
+            var found: GoRuntime?
+            SignatureReader.forEachChild(&next.pointee) { die in
+                guard found == nil, dwarf_tag(&die) == DW_TAG_structure_type,
+                      dwarf_diename(&die).map({ String(cString: $0) }) == "runtime.g"
+                else { return }
+                found = layout(of: &die)
+            }
+            if let found { return found }
+        }
+        return nil
+    }
+
+    private static func layout(of g: inout Dwarf_Die) -> GoRuntime? {
+        var members: [String: (offset: Int, type: Dwarf_Die?)] = [:]
+        SignatureReader.forEachChild(&g) { member in
+            guard dwarf_tag(&member) == DW_TAG_member, let name = dwarf_diename(&member).map({ String(cString: $0) }),
+                  let offset = SignatureReader.unsignedAttribute(&member, DW_AT_data_member_location)
+            else { return }
+            members[name] = (Int(offset), SignatureReader.typeOf(&member))
+        }
+        guard let goid = members["goid"], let stack = members["stack"], let stackTypedef = stack.type else { return nil }
+        var stackType = TypeReader.peeled(stackTypedef)
+        var low: Int?, high: Int?
+        SignatureReader.forEachChild(&stackType) { member in
+            guard let name = dwarf_diename(&member).map({ String(cString: $0) }),
+                  let offset = SignatureReader.unsignedAttribute(&member, DW_AT_data_member_location)
+            else { return }
+            if name == "lo" { low = Int(offset) }
+            if name == "hi" { high = Int(offset) }
+        }
+        guard let low, let high else { return nil }
+        return GoRuntime(goidOffset: goid.offset, stackLowOffset: stack.offset + low, stackHighOffset: stack.offset + high)
+    }
+}

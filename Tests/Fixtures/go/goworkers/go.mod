@@ -1,0 +1,3 @@
+module nstrace.test/goworkers
+
+go 1.19

@@ -1,0 +1,96 @@
+import Foundation
+import Glibc
+import Testing
+import TestSupport
+
+/// Go programs: every goroutine's calls and returns, across migration between threads, stack growth
+/// and recovered panics; SIGURG passed through; a Go server attached to and left serving.
+@Suite(.serialized, .enabled(if: Fixtures.goCompiler != nil, "go is not installed (Scripts/setup installs golang-go)"))
+struct GoPrograms {
+    static let traced = "^main\\.(work|recurse|mayPanic|guarded|sum)$"
+
+    @Test(arguments: ["jump", "step"])
+    func everyGoroutinesCallsAndReturnsAreSeenExactly(strategy: String) throws {
+        let binary = try Fixtures.buildGo("goworkers")
+        let untraced = try run(binary, ["work", "8", "60"], environment: ["GOMAXPROCS": "4"])
+        #expect(untraced.status == 0, "\(untraced)")
+        let file = Paths.scratch.appendingPathComponent("go-\(strategy).jsonl").path
+        let result = try nstrace(["--strategy", strategy, "--json", "-o", file, Self.traced, "--", binary, "work", "8", "60"],
+                                 timeout: 300, environment: ["GOMAXPROCS": "4"])
+        #expect(result.status == 0, "\(result)")
+        // The program says the same with and without nstrace.
+        #expect(result.stdout == untraced.stdout)
+        #expect(result.stdoutLines.contains("results ok"))
+
+        let log = try TraceLog(file: file)
+        let expected = fixtureCounts(result.stdout)
+        let panics = try #require(result.stdoutLines.first { $0.hasPrefix("panics ") }.flatMap { Int($0.dropFirst(7)) })
+        #expect(panics > 0 && expected["main.recurse"] ?? 0 > 1000)
+        #expect(log.calls() == expected, "calls seen vs calls made")
+        var returns = expected
+        returns["main.mayPanic", default: 0] -= panics
+        #expect(log.returns() == returns, "a panicking call does not return")
+        // ...it is unwound, and the deferred recover makes its caller return normally.
+        #expect(log.count("unwound", function: "main.mayPanic") == panics)
+        #expect(log.count("unwound") == panics)
+
+        // Every event of a call or return names its goroutine, and goroutines moved between threads.
+        let calls = log.of("call")
+        #expect(calls.allSatisfy { ($0["goid"] as? Int ?? 0) > 0 })
+        var threadsOfGoroutine: [Int: Set<Int>] = [:]
+        for call in calls { threadsOfGoroutine[call["goid"] as? Int ?? 0, default: []].insert(call["tid"] as? Int ?? 0) }
+        #expect(threadsOfGoroutine.count >= 9, "8 workers and main")
+        #expect(threadsOfGoroutine.values.contains { $0.count > 1 }, "no goroutine ran on two threads")
+        // The runtime's asynchronous preemption signal went through.
+        #expect(log.of("signal").contains { $0["signal"] as? String == "SIGURG" })
+    }
+
+    @Test func goArgumentsAndResultsReadTheRegisterABI() throws {
+        let binary = try Fixtures.buildGo("goworkers")
+        let file = Paths.scratch.appendingPathComponent("go-args.jsonl").path
+        let result = try nstrace(["--json", "-o", file, "^main\\.(work|sum)$", "--", binary, "work", "1", "2"])
+        #expect(result.status == 0, "\(result)")
+        let log = try TraceLog(file: file)
+        let work = try #require(log.of("call").first { $0["function"] as? String == "main.work" })
+        let args = try #require(work["args"] as? [[String: Any]])
+        #expect(args.map { $0["name"] as? String } == ["i", "tag"])
+        #expect(args.map { $0["type"] as? String } == ["int", "string"])
+        #expect(args[0]["value"] as? Int == 0 && args[1]["value"] as? String == "go")
+        let workReturn = try #require(log.of("return").first { $0["function"] as? String == "main.work" })
+        #expect(workReturn["retval"] as? Int == 2)
+
+        let sum = try #require(log.of("call").first { $0["function"] as? String == "main.sum" })
+        let xs = try #require((sum["args"] as? [[String: Any]])?.first?["value"] as? [String: Any])
+        #expect(xs["len"] as? Int == 3 && xs["cap"] as? Int == 3)
+        #expect(xs["elements"] as? [Int] == [1, 2, 3])
+        let sumReturn = try #require(log.of("return").first { $0["function"] as? String == "main.sum" })
+        let values = try #require(sumReturn["retval"] as? [Any])
+        #expect(values.first as? Int == 6 && values.last is NSNull, "(6, nil): \(values)")
+    }
+
+    @Test func goServerAttachedTenTimesKeepsServing() throws {
+        let binary = try Fixtures.buildGo("goworkers")
+        let server = try RunningFixture(binary, ["serve"])
+        defer { server.stop() }
+        let file = Paths.scratch.appendingPathComponent("go-serve.jsonl").path
+        for round in 1...10 {
+            let trace = try BackgroundTrace(["--json", "-o", file, "-p", "\(server.pid)", "^main\\.compute$"], outputFile: file)
+            #expect(trace.waitForLines(containing: "\"return\"", count: 20), "round \(round): no calls seen")
+            let end = try #require(trace.stop(), "round \(round): nstrace did not exit after SIGINT")
+            #expect(end.status == 0, "round \(round): \(end.stderr)")
+            #expect(server.isRunning, "round \(round): the server died: \(server.state)")
+            #expect(tracers(of: server.pid).values.allSatisfy { $0 == 0 })
+            let log = try TraceLog(file: file)
+            #expect(log.of("call").allSatisfy { ($0["goid"] as? Int ?? 0) > 0 })
+        }
+        server.skipPrinted()
+        let first = try #require(server.waitForLine(containing: "tick"))
+        let later = try #require(server.waitForLine(containing: "tick"))
+        #expect(okCount(later) > okCount(first), "the server stopped answering: \(first) → \(later)")
+        #expect(!server.hasPrinted("BAD"))
+    }
+
+    private func okCount(_ tick: String) -> Int {
+        Int(tick.split(separator: "=").last ?? "") ?? -1
+    }
+}
