@@ -6,6 +6,8 @@ import Relocator
 final class AddressSpace {
     let memory: TraceeMemory
     private(set) var sites: [UInt64: Site] = [:]
+    /// The site each trampoline serves, by the trampoline's address.
+    private(set) var trampolines: [UInt64: Site] = [:]
     private(set) var regions: [ScratchRegion] = []
     /// Step slots handed out to threads, by tid.
     var slots: [pid_t: UInt64] = [:]
@@ -23,6 +25,7 @@ final class AddressSpace {
     func copy(for memory: TraceeMemory) -> AddressSpace {
         let space = AddressSpace(memory: memory)
         space.sites = sites
+        space.trampolines = trampolines
         space.regions = regions
         space.freeSlots = freeSlots + slots.values
         return space
@@ -43,6 +46,7 @@ final class AddressSpace {
     func arm(_ site: Site) throws(TraceError) {
         if let plan = site.jumpPlan, plan.kind == .trampoline {
             try memory.write(plan.code, at: plan.runAt)
+            trampolines[plan.runAt] = site
         }
         try memory.write([0xcc], at: site.address)
         sites[site.address] = site
@@ -55,12 +59,14 @@ final class AddressSpace {
             if (try? memory.write([site.originalByte], at: site.address)) != nil { restored += 1 }
         }
         sites.removeAll()
+        trampolines.removeAll()
         return restored
     }
 
     /// Forgets sites whose memory is no longer mapped (after dlclose); their bytes went with it.
     func forgetSites(outside ranges: [(UInt64, UInt64)]) {
         sites = sites.filter { address, _ in ranges.contains { address >= $0.0 && address < $0.1 } }
+        trampolines = trampolines.filter { sites[$0.value.address] != nil }
     }
 
     // MARK: Scratch memory

@@ -15,9 +15,9 @@ extension Engine {
         regs.rip = address
         statistics.breakpointHits += 1
 
-        if let suppressed = thread.suppressedHit, suppressed.site == address, suppressed.sp == regs.rsp {
-            // The handler of a fault in the relocated instruction returned to the site: not a new call.
-            thread.suppressedHit = nil
+        if let reexecution = thread.reexecution, reexecution.matches(address, regs) {
+            // The handler of a fault delivered here returned to the site: not a new call.
+            thread.reexecution = nil
         } else {
             if site.isReturnSite { returned(thread, at: site, regs: regs) }
             if let function = site.entryOf { try entered(function, thread, regs: regs) }
@@ -126,7 +126,12 @@ extension Engine {
             do {
                 try emulation.apply(to: &regs, memory: process.space.memory)
             } catch {
-                throw TraceError("emulate \(emulation) at \(hex(site.address))", tid: thread.tid, errno: EFAULT)
+                // Where the emulation cannot go on (a return address or branch target that cannot be
+                // read, a stack that cannot be written, a non-canonical target), the instruction itself
+                // would have faulted at the site: the thread gets the SIGSEGV it would have got.
+                DebugLog.log("\(thread.tid): emulated \(emulation) at \(hex(site.address)) faults: \(error)")
+                try deliverFault(SIGSEGV, to: thread, at: site, regs: &regs)
+                return
             }
             statistics.emulations += 1
             try Ptrace.setRegs(thread.tid, regs)
@@ -146,10 +151,9 @@ extension Engine {
                 saved = regs[scratch.register]
                 regs[scratch.register] = scratch.value
             }
-            let sp = regs.rsp
             regs.rip = slot
             try Ptrace.setRegs(thread.tid, regs)
-            thread.state = .stepping(StepInFlight(site: site, plan: plan, slot: slot, savedScratch: saved, stackPointer: sp))
+            thread.state = .stepping(StepInFlight(site: site, plan: plan, slot: slot, savedScratch: saved))
             statistics.singleSteps += 1
             try Ptrace.singleStep(thread.tid)
         case .refuse:
@@ -191,7 +195,7 @@ extension Engine {
                 // These carry the faulting instruction's address: the original's, not the slot's.
                 nst_siginfo_set_addr(&info, UInt(step.site.address))
             }
-            thread.suppressedHit = (step.site.address, step.stackPointer)
+            thread.reexecution = Reexecution(site: step.site.address, registers: regs)
             try Ptrace.setRegs(thread.tid, regs)
             try Ptrace.setSigInfo(thread.tid, info)
             DebugLog.log("\(thread.tid): relocated \(step.plan.instruction) faulted with \(signalName(signal))")
@@ -202,6 +206,40 @@ extension Engine {
         DebugLog.log("\(thread.tid): hold \(signalName(signal)) until the step is done")
         thread.heldSignals.append(info)
         try Ptrace.singleStep(thread.tid)
+    }
+
+    /// A relocated instruction faulted in its trampoline: the handler must see the fault where the
+    /// program has the instruction, at the site (and si_addr there, for faults that report the
+    /// instruction's address), not in nstrace's scratch memory.
+    func faultInTrampoline(_ thread: TraceeThread, _ signal: Int32) throws(TraceError) -> Bool {
+        var regs = try Ptrace.getRegs(thread.tid)
+        guard let site = thread.process.space.trampolines[regs.rip] else { return false }
+        var info = try Ptrace.getSigInfo(thread.tid)
+        guard info.si_code > 0 else { return false }  // sent by someone, not raised by the instruction
+        regs.rip = site.address
+        if signal == SIGILL || signal == SIGFPE { nst_siginfo_set_addr(&info, UInt(site.address)) }
+        thread.reexecution = Reexecution(site: site.address, registers: regs)
+        try Ptrace.setRegs(thread.tid, regs)
+        try Ptrace.setSigInfo(thread.tid, info)
+        DebugLog.log("\(thread.tid): trampoline of \(hex(site.address)) faulted with \(signalName(signal))")
+        try passSignal(thread, signal)
+        return true
+    }
+
+    /// Delivers `signal` to a thread stopped at a site as if the original instruction had raised it
+    /// there (a general-protection fault: SI_KERNEL, no address). A handler that returns re-executes
+    /// the site: that hit is not a new call.
+    func deliverFault(_ signal: Int32, to thread: TraceeThread, at site: Site, regs: inout user_regs_struct) throws(TraceError) {
+        regs.rip = site.address
+        var info = try Ptrace.getSigInfo(thread.tid)
+        info.si_signo = signal
+        info.si_errno = 0
+        info.si_code = 0x80
+        nst_siginfo_set_addr(&info, 0)
+        thread.reexecution = Reexecution(site: site.address, registers: regs)
+        try Ptrace.setRegs(thread.tid, regs)
+        try Ptrace.setSigInfo(thread.tid, info)
+        try passSignal(thread, signal)
     }
 
     /// Back to the state at the breakpoint, as if the relocated instruction had never started: the

@@ -6,6 +6,13 @@ extension Engine {
     /// Puts breakpoints on every matching function of the process (and on the dynamic linker's
     /// r_brk, to follow dlopen), using `thread` (stopped) to map scratch memory.
     func install(_ process: TracedProcess, using thread: TraceeThread) throws(TraceError) {
+        if ProcFS.usesShadowStack(process.pid) {
+            // Emulated calls and returns would not update the shadow stack: the first return would
+            // kill the process with a control-protection fault.
+            notice(process, "process \(process.pid) runs with a CET shadow stack; nstrace leaves it untraced")
+            process.installed = true
+            return
+        }
         let image: ProcessImage
         do {
             if let existing = process.image {
@@ -69,11 +76,16 @@ extension Engine {
         case .jump:
             var plan = Relocator.trampolinePlan(insn, at: address)  // emulated or refused: no trampoline
             if plan.kind == .trampoline || isPush(plan) {
+                // The longest trampoline: a 15-byte instruction and a 5-byte jump back (it is near).
                 guard let chunk = try scratch(32, near: address, in: process, using: thread) else {
                     refuse(process, address, function, "no scratch memory within ±2 GiB")
                     return nil
                 }
                 plan = Relocator.trampolinePlan(insn, at: chunk)
+                if plan.code.count > 32 {
+                    refuse(process, address, function, "its trampoline would not fit its scratch chunk")
+                    return nil
+                }
             }
             if let refusal = plan.refusal {
                 refuse(process, address, function, refusal.reason)

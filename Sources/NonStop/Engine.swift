@@ -152,6 +152,8 @@ public final class Engine {
                 try stepStopped(thread, step, signal: signal)
             } else if signal == SIGTRAP, try breakpointHit(thread) {
                 return
+            } else if [SIGSEGV, SIGBUS, SIGILL, SIGFPE].contains(signal), try faultInTrampoline(thread, signal) {
+                return
             } else {
                 try passSignal(thread, signal)
             }

@@ -21,9 +21,9 @@ final class TraceeThread {
     var shadowStack = ShadowStack()
     /// Signals that arrived mid-step (or mid-injection), delivered once the thread is whole again.
     var heldSignals: [siginfo_t] = []
-    /// After a fault in a relocated instruction is delivered at the original site, the handler may
-    /// return there and hit the breakpoint again: that re-execution is not a new call.
-    var suppressedHit: (site: UInt64, sp: UInt64)?
+    /// After a fault is delivered at a site, a handler that returns makes the thread hit the
+    /// breakpoint again: that re-execution is not a new call.
+    var reexecution: Reexecution?
     /// The site whose relocated code is in this thread's step slot now.
     var slotHolds: UInt64?
     /// PTRACE_INTERRUPT sent, its stop not yet seen.
@@ -40,6 +40,22 @@ final class TraceeThread {
     }
 }
 
+/// A fault delivered at a site, remembered so the handler's return is not taken for a new call.
+/// sigreturn restores every register as it was at the fault; a new call through the same site after a
+/// longjmp out of the handler has the same stack pointer but, in practice, never all the same
+/// registers (whereas matching on the stack pointer alone swallowed such calls).
+struct Reexecution {
+    let site: UInt64
+    let registers: user_regs_struct
+
+    func matches(_ address: UInt64, _ regs: user_regs_struct) -> Bool {
+        let a = registers, b = regs
+        return address == site && a.rsp == b.rsp && a.rbp == b.rbp && a.rax == b.rax && a.rbx == b.rbx
+            && a.rcx == b.rcx && a.rdx == b.rdx && a.rsi == b.rsi && a.rdi == b.rdi && a.r8 == b.r8 && a.r9 == b.r9
+            && a.r10 == b.r10 && a.r11 == b.r11 && a.r12 == b.r12 && a.r13 == b.r13 && a.r14 == b.r14 && a.r15 == b.r15
+    }
+}
+
 /// A relocated instruction being single-stepped, and what the fixup needs.
 struct StepInFlight {
     let site: Site
@@ -47,6 +63,4 @@ struct StepInFlight {
     let slot: UInt64
     /// The thread's own value of the borrowed register, to put back after the step.
     let savedScratch: UInt64?
-    /// RSP at the breakpoint, to recognise a re-execution after a fault is handled.
-    let stackPointer: UInt64
 }

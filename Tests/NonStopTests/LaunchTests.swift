@@ -79,6 +79,24 @@ import TestSupport
         }
     }
 
+    /// The first instruction of a traced function faults: emulated (`jmp [rdi]`), relocated (`mov rax,
+    /// [rdi]`), and once more where the handler repairs the page and returns so the load runs again.
+    @Test(arguments: ["jump", "step"])
+    func faultsInTracedInstructionsReachTheProgramAsTheyWouldHave(strategy: String) throws {
+        let binary = try Fixtures.build("faults", flags: ["-O1", "-g"])
+        let traceFile = Paths.scratch.appendingPathComponent("faults-\(strategy).jsonl").path
+        let result = try nstrace(["--strategy", strategy, "--json", "-o", traceFile, "^fx_", "--", binary, "20"])
+        #expect(result.status == 0, "\(result)")
+        #expect(result.stdoutLines.contains("wrong 0") && result.stdoutLines.contains("faults 60")
+                && result.stdoutLines.contains("repaired 20"), "\(result)")
+        let log = try TraceLog(file: traceFile)
+        // A fault repaired by its handler re-runs the instruction: still one call.
+        #expect(log.calls() == fixtureCounts(result.stdout))
+        #expect(log.returns() == ["fx_jump_through": 20, "fx_load": 40])
+        #expect(log.count("unwound") == 40, "the calls the handler longjmp'd out of")
+        #expect(log.of("signal").count == 60 && log.of("signal").allSatisfy { $0["signal"] as? String == "SIGSEGV" })
+    }
+
     @Test func exitStatusOfTheProgramIsNstracesOwn() throws {
         let result = try nstrace(["main", "--", "/bin/sh", "-c", "exit 7"])
         #expect(result.status == 7, "\(result)")
