@@ -76,49 +76,44 @@ enum Ptrace {
         try call("PTRACE_SETOPTIONS", setOptionsRequest, tid, 0, options.rawValue)
     }
 
+    /// A request that fills (get) or hands over (set) a C struct through `data`.
+    private static func transfer<T>(_ name: String, _ request: Int32, _ tid: pid_t, _ value: inout T) throws(TraceError) {
+        try withUnsafeMutablePointer(to: &value) { (p) throws(TraceError) in
+            try call(name, request, tid, 0, UInt(bitPattern: p))
+        }
+    }
+
     static func getRegs(_ tid: pid_t) throws(TraceError) -> user_regs_struct {
         var regs = user_regs_struct()
-        try withUnsafeMutablePointer(to: &regs) { (p) throws(TraceError) in
-            try call("PTRACE_GETREGS", getRegsRequest, tid, 0, UInt(bitPattern: p))
-        }
+        try transfer("PTRACE_GETREGS", getRegsRequest, tid, &regs)
         return regs
     }
 
     static func setRegs(_ tid: pid_t, _ regs: user_regs_struct) throws(TraceError) {
         var copy = regs
-        try withUnsafeMutablePointer(to: &copy) { (p) throws(TraceError) in
-            try call("PTRACE_SETREGS", setRegsRequest, tid, 0, UInt(bitPattern: p))
-        }
+        try transfer("PTRACE_SETREGS", setRegsRequest, tid, &copy)
     }
 
     static func getFPRegs(_ tid: pid_t) throws(TraceError) -> user_fpregs_struct {
         var regs = user_fpregs_struct()
-        try withUnsafeMutablePointer(to: &regs) { (p) throws(TraceError) in
-            try call("PTRACE_GETFPREGS", getFPRegsRequest, tid, 0, UInt(bitPattern: p))
-        }
+        try transfer("PTRACE_GETFPREGS", getFPRegsRequest, tid, &regs)
         return regs
     }
 
     static func getSigInfo(_ tid: pid_t) throws(TraceError) -> siginfo_t {
         var info = siginfo_t()
-        try withUnsafeMutablePointer(to: &info) { (p) throws(TraceError) in
-            try call("PTRACE_GETSIGINFO", getSigInfoRequest, tid, 0, UInt(bitPattern: p))
-        }
+        try transfer("PTRACE_GETSIGINFO", getSigInfoRequest, tid, &info)
         return info
     }
 
     static func setSigInfo(_ tid: pid_t, _ info: siginfo_t) throws(TraceError) {
         var copy = info
-        try withUnsafeMutablePointer(to: &copy) { (p) throws(TraceError) in
-            try call("PTRACE_SETSIGINFO", setSigInfoRequest, tid, 0, UInt(bitPattern: p))
-        }
+        try transfer("PTRACE_SETSIGINFO", setSigInfoRequest, tid, &copy)
     }
 
     static func eventMessage(_ tid: pid_t) throws(TraceError) -> UInt {
         var message: UInt = 0
-        try withUnsafeMutablePointer(to: &message) { (p) throws(TraceError) in
-            try call("PTRACE_GETEVENTMSG", getEventMsgRequest, tid, 0, UInt(bitPattern: p))
-        }
+        try transfer("PTRACE_GETEVENTMSG", getEventMsgRequest, tid, &message)
         return message
     }
 }
