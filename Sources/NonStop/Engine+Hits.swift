@@ -14,6 +14,7 @@ extension Engine {
         guard info.si_code == 0x80 else { return false }  // SI_KERNEL: an int3, not a kill(SIGTRAP)
         regs.rip = address
         statistics.breakpointHits += 1
+        DebugLog.log("\(thread.tid): hit \(hex(address))\(site.entryOf.map { " entry of \($0.name)" } ?? "")\(site.isReturnSite ? " return site" : "") sp \(hex(regs.rsp))")
 
         if let reexecution = thread.reexecution, reexecution.matches(address, regs) {
             // The handler of a fault delivered here returned to the site: not a new call.

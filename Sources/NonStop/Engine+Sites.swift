@@ -39,6 +39,11 @@ extension Engine {
             }
             if try makeSite(at: entry, in: process, using: thread, entryOf: traced(function, image)) != nil {
                 armed += 1
+                if function.isIndirect {
+                    // The dynamic linker calls the resolver once, at load, and binds callers to the
+                    // implementation it picks; the calls people mean go there.
+                    notice(process, "\(function.name) is a GNU indirect function: this traces its resolver, not the implementation it selects (with libc6-dbg, trace e.g. __\(function.name)_avx2)")
+                }
             }
         }
         if !process.installed { try watchDynamicLinker(process, image, using: thread) }
