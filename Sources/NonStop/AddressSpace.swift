@@ -21,11 +21,14 @@ final class AddressSpace {
     }
 
     /// The bookkeeping of a forked child: the same sites and regions at the same addresses (fork
-    /// copied the memory), reached through the child's own /proc/PID/mem.
+    /// copied the memory), reached through the child's own /proc/PID/mem. Only the sites whose int3 is
+    /// in the child's memory: one armed by another thread after the kernel copied the memory, but before
+    /// nstrace saw the fork event, exists in the parent alone. (Regions are shared objects, so the two
+    /// processes never hand out the same chunk.)
     func copy(for memory: TraceeMemory) -> AddressSpace {
         let space = AddressSpace(memory: memory)
-        space.sites = sites
-        space.trampolines = trampolines
+        space.sites = sites.filter { address, _ in (try? memory.read(address, count: 1)) == [0xcc] }
+        space.trampolines = trampolines.filter { space.sites[$0.value.address] != nil }
         space.regions = regions
         space.freeSlots = freeSlots + slots.values
         return space
