@@ -79,10 +79,9 @@ extension Engine {
             switch result {
             case .exited(let tid, let status): threadEnded(tid, .exited(status))
             case .killed(let tid, let signal, let core): threadEnded(tid, .killed(signal: signal, coreDumped: core))
-            case .eventStop(let tid, .stop, let signal):
+            case .eventStop(_, .stop, let signal):
                 thread.interruptPending = false
-                thread.state = [SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU].contains(signal) ? .groupStopped : .stopped
-                _ = tid
+                thread.state = Engine.isGroupStop(signal) ? .groupStopped : .stopped
             case .eventStop(_, .clone, _):
                 let child = pid_t(truncatingIfNeeded: try Ptrace.eventMessage(thread.tid))
                 let newThread = TraceeThread(tid: child, process: process)

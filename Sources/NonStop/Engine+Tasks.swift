@@ -50,8 +50,7 @@ extension Engine {
         let process = parent.process
         if event == .clone, ProcFS.threadGroup(of: child) ?? process.pid == process.pid {
             DebugLog.log("\(process.pid): new thread \(child)")
-            let thread = try adopt(child, into: process, announce: true)
-            _ = thread
+            try adopt(child, into: process, announce: true)
             try resume(parent)
             return
         }

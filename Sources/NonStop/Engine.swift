@@ -210,10 +210,16 @@ public final class Engine {
         try Ptrace.cont(thread.tid, signal: signal)
     }
 
+    /// Under PTRACE_SEIZE a PTRACE_EVENT_STOP carries the stopping signal while a group-stop is in
+    /// effect, SIGTRAP otherwise.
+    static func isGroupStop(_ signal: Int32) -> Bool {
+        signal == SIGSTOP || signal == SIGTSTP || signal == SIGTTIN || signal == SIGTTOU
+    }
+
     /// A PTRACE_EVENT_STOP: a group-stop (SIGSTOP and friends: stay stopped, but keep listening), or
     /// the first stop of a new thread, or the end of a group-stop.
     func eventStop(_ thread: TraceeThread, signal: Int32) throws(TraceError) {
-        if [SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU].contains(signal) {
+        if Engine.isGroupStop(signal) {
             thread.state = .groupStopped
             try Ptrace.listen(thread.tid)
             return
