@@ -47,8 +47,8 @@ final class SummaryRenderer: Renderer {
         var out = ["function".padding(toLength: nameWidth, withPad: " ", startingAt: 0)
             + ["calls", "total", "mean", "min", "max", "p50", "p99"].map { $0.leftPadded(to: 11) }.joined()]
         for (name, entry) in rows {
-            var latency = entry.latency
-            let cells = [String(entry.calls), duration(latency.total), duration(UInt64(latency.mean)), duration(latency.min),
+            let latency = entry.latency
+            let cells = [String(entry.calls), duration(latency.total), duration(UInt64(latency.mean)), duration(latency.count > 0 ? latency.min : 0),
                          duration(latency.max), duration(latency.percentile(50)), duration(latency.percentile(99))]
             out.append(name.padding(toLength: nameWidth, withPad: " ", startingAt: 0) + cells.map { $0.leftPadded(to: 11) }.joined())
         }

@@ -13,6 +13,7 @@
 
 static sigset_t original_mask;
 static struct sigaction original_sigpipe;
+static struct sigaction original_sigxfsz;
 static int saved_originals;
 
 long nst_ptrace(int request, pid_t pid, uintptr_t addr, uintptr_t data) {
@@ -32,6 +33,7 @@ pid_t nst_spawn_stopped(const char *file, char *const argv[], int error_fd) {
     // Child: only async-signal-safe calls from here on; the parent may be multi-threaded.
     if (saved_originals) {
         sigaction(SIGPIPE, &original_sigpipe, NULL);
+        sigaction(SIGXFSZ, &original_sigxfsz, NULL);
         sigprocmask(SIG_SETMASK, &original_mask, NULL);
     }
     raise(SIGSTOP);
@@ -90,6 +92,7 @@ void nst_install_stop_handlers(void) {
     // What a launched program should start with: nstrace's own mask and SIGPIPE as they were given.
     pthread_sigmask(SIG_SETMASK, NULL, &original_mask);
     sigaction(SIGPIPE, NULL, &original_sigpipe);
+    sigaction(SIGXFSZ, NULL, &original_sigxfsz);
     saved_originals = 1;
     sigset_t ours;
     sigemptyset(&ours);
@@ -98,21 +101,44 @@ void nst_install_stop_handlers(void) {
     sigaddset(&ours, SIGHUP);
     sigaddset(&ours, SIGUSR2);
     // Whoever started nstrace may have blocked these; threads created from here on inherit the unblock.
-    pthread_sigmask(SIG_UNBLOCK, &ours, NULL);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop_signal;
     sigemptyset(&sa.sa_mask);
     // No SA_RESTART: a waitpid blocked in the engine thread returns EINTR.
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
+    // Every signal whose default action would end nstrace asks it to detach first instead: dying
+    // with int3s in a live process would kill it at its next traced call. (Nothing helps against
+    // SIGKILL.) SIGPIPE and SIGXFSZ are ignored: the failed write says the same and stops the trace.
+    const int terminating[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGALRM, SIGXCPU, SIGVTALRM,
+                               SIGPROF, SIGPWR, SIGSTKFLT, SIGIO};
+    for (size_t i = 0; i < sizeof terminating / sizeof terminating[0]; i++) {
+        sigaction(terminating[i], &sa, NULL);
+        sigaddset(&ours, terminating[i]);
+    }
+    pthread_sigmask(SIG_UNBLOCK, &ours, NULL);
     sa.sa_handler = on_kick;
     sigaction(SIGUSR2, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGXFSZ, SIG_IGN);
 }
 
 int nst_stop_signal(void) { return stop_signal; }
 void nst_request_stop(int sig) { if (stop_signal == 0) stop_signal = sig; }
 
 void nst_siginfo_set_addr(siginfo_t *info, uintptr_t addr) { info->si_addr = (void *)addr; }
+
+int nst_requeue_signal(pid_t tgid, pid_t tid, const siginfo_t *info) {
+    // sigqueue-style signals keep their code and value; the kernel lets only those (si_code < 0,
+    // other than SI_TKILL) be forged by another process. The rest are sent again as SI_TKILL.
+    if (info->si_code < 0 && info->si_code != SI_TKILL) {
+        siginfo_t copy = *info;
+        if (syscall(SYS_rt_tgsigqueueinfo, tgid, tid, info->si_signo, &copy) == 0) return 0;
+    }
+    return (int)syscall(SYS_tgkill, tgid, tid, info->si_signo);
+}
+
+int nst_same_address_space(pid_t a, pid_t b) {
+    // kcmp(KCMP_VM): 0 when both tasks share one mm. -1 (unknown) without CONFIG_KCMP.
+    long rc = syscall(SYS_kcmp, a, b, 1 /* KCMP_VM */, 0, 0);
+    return rc < 0 ? -1 : rc == 0;
+}

@@ -55,10 +55,11 @@ final class AddressSpace {
         sites[site.address] = site
     }
 
-    /// Puts back every original byte. Sites in memory that is gone (a dlclose'd library) are skipped.
+    /// Puts back every original byte where nstrace's int3 still is. Memory that is gone (a dlclose'd
+    /// library) or that now holds something else is left alone.
     func disarmAll() -> Int {
         var restored = 0
-        for site in sites.values {
+        for site in sites.values where (try? memory.read(site.address, count: 1)) == [0xcc] {
             if (try? memory.write([site.originalByte], at: site.address)) != nil { restored += 1 }
         }
         sites.removeAll()
@@ -66,9 +67,9 @@ final class AddressSpace {
         return restored
     }
 
-    /// Forgets sites whose memory is no longer mapped (after dlclose); their bytes went with it.
-    func forgetSites(outside ranges: [(UInt64, UInt64)]) {
-        sites = sites.filter { address, _ in ranges.contains { address >= $0.0 && address < $0.1 } }
+    /// Forgets sites whose int3 is gone with its memory (after dlclose).
+    func forgetVanishedSites() {
+        sites = sites.filter { address, _ in (try? memory.read(address, count: 1)) == [0xcc] }
         trampolines = trampolines.filter { sites[$0.value.address] != nil }
     }
 
@@ -122,9 +123,12 @@ final class AddressSpace {
             try memory.write(Array("nstrace".utf8) + [0], at: region.start + ScratchRegion.nameOffset)
             regions.append(region)
             // PR_SET_VMA / PR_SET_VMA_ANON_NAME: `[anon:nstrace]` in /proc/PID/maps for whoever looks.
-            // Kernels without CONFIG_ANON_VMA_NAME refuse; the region works the same unnamed.
-            _ = try injection.call(SystemCall.prctl, [0x5356_4d41, 0, hint, size, hint + ScratchRegion.nameOffset],
-                                   gadget: region.syscallAddress)
+            // Kernels without CONFIG_ANON_VMA_NAME refuse; the region works the same unnamed. Not under
+            // a seccomp filter, which may kill the process for a prctl it did not expect.
+            if ProcFS.statusField("Seccomp", of: memory.pid) != "2" {
+                _ = try injection.call(SystemCall.prctl, [0x5356_4d41, 0, hint, size, hint + ScratchRegion.nameOffset],
+                                       gadget: region.syscallAddress)
+            }
             return region
         }
         return nil

@@ -7,15 +7,23 @@ extension Engine {
     /// original instruction, then PTRACE_DETACH with any held signal re-delivered. Scratch memory stays
     /// mapped: a signal frame may still point into a trampoline.
     func detachAll() {
+        // Threads whose stop nstrace holds (attach, or an error in the middle of a hit) are settled
+        // where they are; the others are interrupted. A thread blocked in vfork cannot stop until its
+        // child execs: it is not waited for (its breakpoints are restored while it is blocked, and the
+        // kernel lets it go when nstrace exits).
         for thread in threads.values {
+            if thread.hold != .none {
+                settleHeld(thread)
+                continue
+            }
             switch thread.state {
             case .running, .groupStopped:
+                guard !thread.inVfork else { continue }
                 if (try? Ptrace.interrupt(thread.tid)) != nil { thread.interruptPending = true }
             case .stepping, .stopped:
                 break
             }
         }
-        var lastSignalStop: [pid_t: Int32] = [:]
         // The stop watcher interrupts waitpid every few milliseconds from here on, so a thread that
         // vanished without a report cannot hang the detach.
         StopRequest.request()
@@ -41,7 +49,7 @@ extension Engine {
                 continue
             }
             do {
-                if let signal = try settle(thread, result) { lastSignalStop[thread.tid] = signal }
+                try settle(thread, result)
             } catch {
                 if !error.threadGone { fail("detach: \(error)") }
                 threadEnded(thread.tid, .killed(signal: SIGKILL, coreDumped: false))
@@ -55,32 +63,55 @@ extension Engine {
             DebugLog.log("\(process.pid): restored \(restored) original bytes")
         }
         for thread in threads.values {
-            var held = thread.heldSignals
+            // From its own delivery-stop a signal leaves with its siginfo; the rest are queued again.
             var signal: Int32 = 0
-            if let stopSignal = lastSignalStop[thread.tid], let i = held.firstIndex(where: { $0.si_signo == stopSignal }) {
-                // Stopped in that signal's own delivery-stop: detach delivers it with its siginfo.
-                signal = stopSignal
-                try? Ptrace.setSigInfo(thread.tid, held[i])
-                held.remove(at: i)
+            if thread.hold == .signalDelivery, !thread.heldSignals.isEmpty {
+                let first = thread.heldSignals.removeFirst()
+                try? Ptrace.setSigInfo(thread.tid, first)
+                signal = first.si_signo
             }
             try? Ptrace.detach(thread.tid, signal: signal)
-            for info in held { _ = nst_tgkill(thread.process.pid, thread.tid, info.si_signo) }
+            requeueHeldSignals(thread)
         }
         for process in processes.values { emit(process, process.pid, .detach) }
         threads.removeAll()
         processes.removeAll()
     }
 
+    /// A thread whose stop nstrace already holds: back on the original instruction stream.
+    private func settleHeld(_ thread: TraceeThread) {
+        guard var regs = try? Ptrace.getRegs(thread.tid) else { return }
+        if let rewind = thread.rewind {
+            regs.rip = rewind
+            thread.rewind = nil
+        } else if case .stepping(let step) = thread.state {
+            let end = step.slot + UInt64(step.plan.instruction.length)
+            if regs.rip == end { finishStep(step, &regs, memory: thread.process.space.memory) }
+            else if regs.rip >= step.slot && regs.rip < end { undoStep(step, &regs) }
+        }
+        try? Ptrace.setRegs(thread.tid, regs)
+        thread.state = .stopped
+    }
+
     /// Threads that are gone without nstrace having seen their end (reaped with their process).
+    /// and zombies, which will never stop again (a leader that called pthread_exit).
     private func forgetVanishedThreads() {
-        for thread in threads.values where nst_tgkill(thread.process.pid, thread.tid, 0) != 0 && errno == ESRCH {
-            threadEnded(thread.tid, .killed(signal: SIGKILL, coreDumped: false))
+        for thread in threads.values where thread.interruptPending || thread.isStepping {
+            let gone = nst_tgkill(thread.process.pid, thread.tid, 0) != 0 && errno == ESRCH
+            if gone || ProcFS.isExiting(thread.tid, of: thread.process.pid) {
+                thread.interruptPending = false
+                if gone { threadEnded(thread.tid, .killed(signal: SIGKILL, coreDumped: false)) }
+                else { thread.state = .stopped }
+            }
         }
     }
 
-    /// One stop while detaching. Returns the signal when the thread now sits in a signal-delivery-stop
-    /// for a signal that is held for it.
-    private func settle(_ thread: TraceeThread, _ result: WaitResult) throws(TraceError) -> Int32? {
+    /// One stop while detaching: the thread is kept in it, put back on the original instruction
+    /// stream, with any signal it brought held.
+    private func settle(_ thread: TraceeThread, _ result: WaitResult) throws(TraceError) {
+        if !result.isEnd {
+            if case .signalStop = result { thread.hold = .signalDelivery } else { thread.hold = .event }
+        }
         switch result {
         case .exited(let tid, let status):
             threadEnded(tid, .exited(status))
@@ -92,13 +123,13 @@ extension Engine {
                 if signal == SIGTRAP, info.si_code > 0, info.si_code != 0x80 {
                     var regs = try Ptrace.getRegs(tid)
                     if regs.rip == step.slot {
-                        try Ptrace.singleStep(tid)
-                        return nil
+                        try singleStep(thread)
+                        return
                     }
                     finishStep(step, &regs, memory: thread.process.space.memory)
                     try Ptrace.setRegs(tid, regs)
                     thread.state = .stopped
-                    return nil
+                    return
                 }
                 // Faults and signals alike: undo the step; the original instruction runs after detach.
                 var regs = try Ptrace.getRegs(tid)
@@ -106,34 +137,51 @@ extension Engine {
                 try Ptrace.setRegs(tid, regs)
                 thread.heldSignals.append(info)
                 thread.state = .stopped
-                return signal
+                return
             }
-            if signal == SIGTRAP {
+            let info = try Ptrace.getSigInfo(tid)
+            if signal == SIGTRAP, info.si_code == 0x80 {
                 var regs = try Ptrace.getRegs(tid)
-                let info = try Ptrace.getSigInfo(tid)
-                if info.si_code == 0x80, thread.process.space.site(at: regs.rip &- 1) != nil {
+                if thread.process.space.site(at: regs.rip &- 1) != nil {
                     // Hit an int3 that is about to go: run the original instruction instead.
                     regs.rip -= 1
                     try Ptrace.setRegs(tid, regs)
                     thread.interruptPending = false
                     thread.state = .stopped
-                    return nil
+                    return
                 }
             }
-            thread.heldSignals.append(try Ptrace.getSigInfo(tid))
+            thread.heldSignals.append(info)
             thread.interruptPending = false
             thread.state = .stopped
-            return signal
         case .eventStop(let tid, let event, _):
             switch event {
             case .stop:
-                if ProcFS.isPending(SIGTRAP, thread: tid) {
+                var stepInFlight = thread.stepAcrossGroupStop
+                if case .stepping(let step) = thread.state { stepInFlight = step }
+                if let step = stepInFlight {
+                    // Stopped (by SIGSTOP, or the interrupt) in the middle of a step: undo it if it has
+                    // not run, else let its queued trap report so it can be finished.
+                    thread.stepAcrossGroupStop = nil
+                    var regs = try Ptrace.getRegs(tid)
+                    if regs.rip == step.slot {
+                        undoStep(step, &regs)
+                        try Ptrace.setRegs(tid, regs)
+                        thread.state = .stopped
+                    } else {
+                        thread.state = .stepping(step)
+                        thread.hold = .none
+                        try Ptrace.cont(tid)
+                        return
+                    }
+                } else if ProcFS.isPending(SIGTRAP, thread: tid) {
                     // The interrupt was reported before the SIGTRAP of an int3 the thread has just
                     // executed (job-control traps come before signals). Detached like this, the thread
                     // would die of that SIGTRAP: let it report the trap, and rewind it then.
+                    thread.hold = .none
                     try Ptrace.cont(tid)
                     thread.interruptPending = true
-                    return nil
+                    return
                 }
                 thread.interruptPending = false
                 thread.state = .stopped
@@ -144,8 +192,8 @@ extension Engine {
                 if event == .clone, ProcFS.threadGroup(of: child) ?? thread.process.pid == thread.process.pid {
                     process = thread.process
                 } else {
-                    let space = event == .vfork ? thread.process.space
-                        : thread.process.space.copy(for: try TraceeMemory(pid: child))
+                    let shares = event == .vfork || nst_same_address_space(tid, child) == 1
+                    let space = shares ? thread.process.space : thread.process.space.copy(for: try TraceeMemory(pid: child))
                     process = TracedProcess(pid: child, space: space, reportsEvents: false, launched: false)
                     processes[child] = process
                 }
@@ -154,7 +202,7 @@ extension Engine {
                 process.threads[child] = newThread
                 threads[child] = newThread
                 if let earlier = early.removeValue(forKey: child) {
-                    for stop in earlier { _ = try settle(newThread, stop) }
+                    for stop in earlier { try settle(newThread, stop) }
                 }
                 thread.interruptPending = false
                 thread.state = .stopped
@@ -167,6 +215,5 @@ extension Engine {
                 thread.state = .stopped
             }
         }
-        return nil
     }
 }

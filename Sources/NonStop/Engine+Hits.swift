@@ -11,7 +11,16 @@ extension Engine {
         let address = regs.rip &- 1
         guard let site = thread.process.space.site(at: address) else { return false }
         let info = try Ptrace.getSigInfo(thread.tid)
-        guard info.si_code == 0x80 else { return false }  // SI_KERNEL: an int3, not a kill(SIGTRAP)
+        if info.si_code != 0x80 {
+            // Not an int3 (SI_KERNEL) but a SIGTRAP someone sent. If a SIGTRAP was already pending
+            // when the thread executed our int3, the kernel merged the two: RIP one byte into a
+            // longer instruction can only mean the int3 ran. Handle the hit, and pass the sent
+            // SIGTRAP on afterwards.
+            guard site.instruction.length > 1 else { return false }
+            thread.heldSignals.append(info)
+        }
+        // Until the thread is past the site, letting it go (an error, a detach) must put it back here.
+        thread.rewind = address
         regs.rip = address
         statistics.breakpointHits += 1
         DebugLog.log("\(thread.tid): hit \(hex(address))\(site.entryOf.map { " entry of \($0.name)" } ?? "")\(site.isReturnSite ? " return site" : "") sp \(hex(regs.rsp))")
@@ -96,10 +105,8 @@ extension Engine {
                   process.installed
             else { return }
             try install(process, using: thread)
-            if let image = process.image {
-                // A dlclose'd library took its breakpoints with it.
-                process.space.forgetSites(outside: image.modules.map { ($0.start, $0.end) })
-            }
+            // A dlclose'd library took its breakpoints with it.
+            process.space.forgetVanishedSites()
         }
     }
 
@@ -136,11 +143,13 @@ extension Engine {
             }
             statistics.emulations += 1
             try Ptrace.setRegs(thread.tid, regs)
+            thread.rewind = nil
             try resume(thread)
         case .trampoline:
             regs.rip = plan.runAt
             statistics.trampolineEntries += 1
             try Ptrace.setRegs(thread.tid, regs)
+            thread.rewind = nil
             try resume(thread)
         case .copy, .retarget, .scratchRegister:
             if thread.slotHolds != site.address {
@@ -153,10 +162,11 @@ extension Engine {
                 regs[scratch.register] = scratch.value
             }
             regs.rip = slot
-            try Ptrace.setRegs(thread.tid, regs)
             thread.state = .stepping(StepInFlight(site: site, plan: plan, slot: slot, savedScratch: saved))
+            try Ptrace.setRegs(thread.tid, regs)
+            thread.rewind = nil  // from here on the step in flight says how to undo
             statistics.singleSteps += 1
-            try Ptrace.singleStep(thread.tid)
+            try singleStep(thread)
         case .refuse:
             throw TraceError("refused site \(hex(site.address)) is armed", tid: thread.tid, errno: EINVAL)
         }
@@ -180,7 +190,7 @@ extension Engine {
         if signal == SIGTRAP, info.si_code > 0, info.si_code != 0x80 {
             if regs.rip == step.slot {
                 // Not done yet: a rep-prefixed string instruction traps after each iteration.
-                try Ptrace.singleStep(thread.tid)
+                try singleStep(thread)
                 return
             }
             finishStep(step, &regs, memory: memory)
@@ -203,10 +213,19 @@ extension Engine {
             try passSignal(thread, signal)
             return
         }
+        if Engine.isGroupStop(signal), ProcFS.stopsThread(signal, thread: thread.tid) {
+            // A stop signal runs no handler, and must not be held: a SIGCONT sent meanwhile would
+            // no longer cancel it, and the program would end up stopped. Delivered now, it stops the
+            // thread before the relocated instruction runs; the step resumes after the group-stop.
+            emit(thread.process, thread.tid, .signal(signal))
+            thread.hold = .none
+            try Ptrace.singleStep(thread.tid, signal: signal)
+            return
+        }
         // A handler must never run on a half-stepped instruction: hold the signal until the fixup.
         DebugLog.log("\(thread.tid): hold \(signalName(signal)) until the step is done")
         thread.heldSignals.append(info)
-        try Ptrace.singleStep(thread.tid)
+        try singleStep(thread)
     }
 
     /// A relocated instruction faulted in its trampoline: the handler must see the fault where the

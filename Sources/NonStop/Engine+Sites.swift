@@ -71,8 +71,12 @@ extension Engine {
     func makeSite(at address: UInt64, in process: TracedProcess, using thread: TraceeThread,
                   entryOf function: TracedFunction? = nil) throws(TraceError) -> Site? {
         let space = process.space
-        let bytes = try space.originalCode(at: address, count: 16)
-        guard let insn = decoder.decode(bytes, at: address) else {
+        let bytes: [UInt8]
+        do { bytes = try space.originalCode(at: address, count: 16) } catch {
+            refuse(process, address, function, "its code cannot be read (\(error))")
+            return nil
+        }
+        guard !bytes.isEmpty, let insn = decoder.decode(bytes, at: address) else {
             refuse(process, address, function, "the bytes there do not decode as an instruction")
             return nil
         }
@@ -82,7 +86,7 @@ extension Engine {
             var plan = Relocator.trampolinePlan(insn, at: address)  // emulated or refused: no trampoline
             if plan.kind == .trampoline || isPush(plan) {
                 // The longest trampoline: a 15-byte instruction and a 5-byte jump back (it is near).
-                guard let chunk = try scratch(32, near: address, in: process, using: thread) else {
+                guard let chunk = try scratchOrRefuse(32, near: address, in: process, using: thread, for: function) else {
                     refuse(process, address, function, "no scratch memory within ±2 GiB")
                     return nil
                 }
@@ -98,14 +102,20 @@ extension Engine {
             }
             jumpPlan = plan
         case .step:
-            if let refusal = Relocator.stepPlan(insn, slot: address).refusal {
+            // A thread's slot may be anywhere: check the plan a far slot gets (a borrowed register
+            // instead of a re-targeted disp32), which refuses more.
+            if let refusal = Relocator.stepPlan(insn, slot: address ^ (1 << 46)).refusal {
                 refuse(process, address, function, refusal.reason)
                 return nil
             }
         }
         let site = Site(address: address, originalByte: bytes[0], instruction: insn, jumpPlan: jumpPlan)
         site.entryOf = function
-        try space.arm(site)
+        do { try space.arm(site) } catch {
+            // A MAP_SHARED mapping (a double-mapped JIT, say) refuses /proc/PID/mem writes.
+            refuse(process, address, function, "a breakpoint cannot be written there (\(error))")
+            return nil
+        }
         statistics.sitesArmed += 1
         publishStatus()
         DebugLog.log("site \(hex(address)) \(insn) → \(jumpPlan?.description ?? "step")")
@@ -128,12 +138,45 @@ extension Engine {
     func scratch(_ count: Int, near address: UInt64, in process: TracedProcess,
                  using thread: TraceeThread) throws(TraceError) -> UInt64? {
         if let chunk = process.space.allocate(count, near: address) { return chunk }
-        var injection = SyscallInjection(tid: thread.tid, memory: process.space.memory)
-        defer { thread.heldSignals += injection.held }
         guard process.space.syscallGadget != nil || allStopped(process) else { return nil }
-        guard try process.space.mapRegion(near: address, using: &injection) != nil else { return nil }
+        guard try inject(in: process, using: thread, { (injection) throws(TraceError) in
+            try process.space.mapRegion(near: address, using: &injection)
+        }) != nil else { return nil }
         DebugLog.log("\(process.pid): mapped scratch near \(hex(address))")
         return process.space.allocate(count, near: address)
+    }
+
+    /// Scratch for one site; a failure to get it makes that site untraceable, not the whole trace
+    /// (unless the thread is gone).
+    private func scratchOrRefuse(_ count: Int, near address: UInt64, in process: TracedProcess,
+                                 using thread: TraceeThread, for function: TracedFunction?) throws(TraceError) -> UInt64? {
+        do {
+            return try scratch(count, near: address, in: process, using: thread)
+        } catch {
+            if error.threadGone { throw error }
+            refuse(process, address, function, "no scratch memory could be mapped near it (\(error))")
+            return nil
+        }
+    }
+
+    /// Runs system calls in `thread` (stopped): signals that arrive meanwhile are held for it, the
+    /// thread is left in the trap stop of the last step (a signal-delivery-stop), and a thread that
+    /// ends meanwhile is taken off the books.
+    func inject<T>(in process: TracedProcess, using thread: TraceeThread,
+                   _ body: (inout SyscallInjection) throws(TraceError) -> T) throws(TraceError) -> T {
+        var injection = SyscallInjection(tid: thread.tid, memory: process.space.memory)
+        defer {
+            thread.heldSignals += injection.held
+            if injection.stepped { thread.hold = .signalDelivery }
+            if let end = injection.ended {
+                switch end {
+                case .exited(let tid, let status): threadEnded(tid, .exited(status))
+                case .killed(let tid, let signal, let core): threadEnded(tid, .killed(signal: signal, coreDumped: core))
+                default: break
+                }
+            }
+        }
+        return try body(&injection)
     }
 
     /// Whether no thread of the process can run (borrowing bytes at a thread's RIP is safe then).
@@ -149,6 +192,13 @@ extension Engine {
         if let site = process.space.site(at: address) {
             site.isReturnSite = true
             return true
+        }
+        // Only in a module's code: a return address in anonymous memory (JIT code, a trampoline of
+        // someone else's) may be freed and reused, and an int3 there would outlive the code.
+        if process.image == nil { process.image = try? ProcessImage(pid: process.pid) }  // a forked child
+        guard let image = process.image, image.module(containing: address) != nil else {
+            refuse(process, address, nil, "the caller's code is not in any module (JIT or anonymous memory); returns there are not seen")
+            return false
         }
         guard let site = try makeSite(at: address, in: process, using: thread) else { return false }
         site.isReturnSite = true
@@ -171,9 +221,9 @@ extension Engine {
     /// injections use. Only while no other thread of the address space can run.
     func mapFirstRegion(_ process: TracedProcess, near address: UInt64, using thread: TraceeThread) throws(TraceError) {
         guard process.space.regions.isEmpty else { return }
-        var injection = SyscallInjection(tid: thread.tid, memory: process.space.memory)
-        defer { thread.heldSignals += injection.held }
-        guard try process.space.mapRegion(near: address, using: &injection) != nil else {
+        guard try inject(in: process, using: thread, { (injection) throws(TraceError) in
+            try process.space.mapRegion(near: address, using: &injection)
+        }) != nil else {
             throw TraceError("map scratch memory", tid: thread.tid, errno: ENOMEM)
         }
     }

@@ -3,7 +3,7 @@ import Foundation
 import Glibc
 
 extension Engine {
-    static let options: Ptrace.Options = [.traceClone, .traceFork, .traceVFork, .traceExec, .traceSysGood]
+    static let options: Ptrace.Options = [.traceClone, .traceFork, .traceVFork, .traceVForkDone, .traceExec, .traceSysGood]
 
     /// Attaches to every thread of a running process, stops them all, puts the breakpoints in, and lets
     /// them go. PTRACE_SEIZE (no stray SIGSTOP); the task list is re-read until no new thread appears,
@@ -13,8 +13,11 @@ extension Engine {
         guard kill(pid, 0) == 0 || errno != ESRCH, !ProcFS.tasks(of: pid).isEmpty else { throw .noSuchProcess(pid) }
         if let tracer = ProcFS.tracer(of: pid), tracer != 0 { throw .alreadyTraced(pid, by: tracer) }
         if ProcFS.usesShadowStack(pid) { throw .shadowStack(pid) }
+        // A process whose main thread has exited (pthread_exit) has a zombie leader with empty
+        // /proc/PID/mem and maps; its live threads see the same memory.
+        let live = ProcFS.liveTask(of: pid) ?? pid
         let memory: TraceeMemory
-        do { memory = try TraceeMemory(pid: pid) } catch {
+        do { memory = try TraceeMemory(pid: live) } catch {
             throw .permissionDenied(pid, detail: String(cString: strerror(error.errno)))
         }
         let process = TracedProcess(pid: pid, space: AddressSpace(memory: memory), reportsEvents: true, launched: false)
@@ -30,17 +33,20 @@ extension Engine {
                     try Ptrace.seize(tid, options: Engine.options)
                     try Ptrace.interrupt(tid)
                 } catch {
-                    // A thread that is exiting refuses PTRACE_SEIZE with EPERM, as a gone one does with ESRCH.
+                    // A thread that is exiting refuses PTRACE_SEIZE with EPERM, as a gone one does with
+                    // ESRCH; so does one already ours (cloned by a seized thread: its clone event and
+                    // first stop are on their way).
                     if error.threadGone || (error.errno == EPERM && tid != pid && ProcFS.isExiting(tid, of: pid)) { continue }
+                    if error.errno == EPERM, ProcFS.tracer(of: tid) == getpid() {
+                        registerAttaching(tid, in: process)
+                        continue
+                    }
                     processes[pid] = nil
                     for t in process.threads.keys { try? Ptrace.detach(t); threads[t] = nil }
                     if error.errno == EPERM { throw .permissionDenied(pid, detail: "ptrace: \(String(cString: strerror(EPERM)))") }
                     throw .launchFailed(String(describing: error))
                 }
-                let thread = TraceeThread(tid: tid, process: process)
-                thread.interruptPending = true
-                process.threads[tid] = thread
-                threads[tid] = thread
+                registerAttaching(tid, in: process)
             }
         }
         guard !process.threads.isEmpty else {
@@ -50,6 +56,7 @@ extension Engine {
         do {
             try collectStops(of: process)
             emit(process, pid, .attach)
+            // Injection needs a thread in a trap or event stop it can step (not one held in group-stop).
             if let runnable = process.threads.values.first(where: { if case .stopped = $0.state { return true }; return false }) {
                 let regs = try Ptrace.getRegs(runnable.tid)
                 try mapFirstRegion(process, near: regs.rip, using: runnable)
@@ -58,43 +65,95 @@ extension Engine {
                 notice(process, "process \(pid) is stopped; breakpoints go in when it continues")
             }
             for thread in process.threads.values {
-                if case .groupStopped = thread.state { try Ptrace.listen(thread.tid) } else { try resume(thread) }
+                if case .groupStopped = thread.state { try listen(thread) } else { try resume(thread) }
             }
         } catch {
-            fail("attach: \(error)")
+            if !(error.errno == EINTR) { fail("attach: \(error)") }
             detachAll()
-            throw .launchFailed(String(describing: error))
+            throw error.errno == EINTR ? .launchFailed("interrupted") : .launchFailed(String(describing: error))
         }
     }
 
-    /// Waits until every thread of the process has reported a stop after PTRACE_INTERRUPT (or died),
-    /// holding any signal that arrives first and adopting threads born meanwhile.
+    private func registerAttaching(_ tid: pid_t, in process: TracedProcess) {
+        guard threads[tid] == nil else { return }
+        let thread = TraceeThread(tid: tid, process: process)
+        thread.interruptPending = true
+        process.threads[tid] = thread
+        threads[tid] = thread
+    }
+
+    /// Waits until every thread of the process has stopped after PTRACE_INTERRUPT (or died). Any stop
+    /// counts as that one: "any trap clears a pending interrupt" (kernel/ptrace.c), so after a clone,
+    /// fork, exec or signal stop no interrupt stop may follow. Threads born meanwhile are waited for
+    /// too; children are registered (and let go at their first stop). A signal's delivery-stop is kept:
+    /// resuming from it later delivers the signal with its own siginfo. Bounded in time, and a stop
+    /// request ends it.
     func collectStops(of process: TracedProcess) throws(TraceError) {
-        while process.threads.values.contains(where: { $0.interruptPending }) {
-            guard let result = try Wait.next() else { continue }
+        let deadline = monotonicNow() + 10_000_000_000
+        func pending() -> [TraceeThread] { process.threads.values.filter { $0.interruptPending } }
+        var replay: [WaitResult] = []
+        while !pending().isEmpty {
+            if StopRequest.pending != nil { throw TraceError("attach", tid: process.pid, errno: EINTR) }
+            let result: WaitResult
+            if !replay.isEmpty {
+                result = replay.removeFirst()
+            } else {
+                guard let next = try Wait.next() else {
+                    if monotonicNow() > deadline {
+                        throw TraceError("attach: threads \(pending().map(\.tid)) never stopped", tid: process.pid, errno: ETIMEDOUT)
+                    }
+                    continue
+                }
+                result = next
+            }
             guard let thread = threads[result.tid], thread.process === process else {
                 early[result.tid, default: []].append(result)
                 continue
             }
             switch result {
-            case .exited(let tid, let status): threadEnded(tid, .exited(status))
-            case .killed(let tid, let signal, let core): threadEnded(tid, .killed(signal: signal, coreDumped: core))
-            case .eventStop(_, .stop, let signal):
-                thread.interruptPending = false
-                thread.state = Engine.isGroupStop(signal) ? .groupStopped : .stopped
-            case .eventStop(_, .clone, _):
+            case .exited(let tid, let status):
+                threadEnded(tid, .exited(status))
+                continue
+            case .killed(let tid, let signal, let core):
+                threadEnded(tid, .killed(signal: signal, coreDumped: core))
+                continue
+            case .eventStop(_, .clone, _), .eventStop(_, .fork, _), .eventStop(_, .vfork, _):
                 let child = pid_t(truncatingIfNeeded: try Ptrace.eventMessage(thread.tid))
-                let newThread = TraceeThread(tid: child, process: process)
-                newThread.interruptPending = true  // its first stop is still to come
-                process.threads[child] = newThread
-                threads[child] = newThread
-                try Ptrace.cont(thread.tid)
-            case .eventStop:
-                try Ptrace.cont(thread.tid)
-            case .signalStop(let tid, _):
+                guard case .eventStop(_, let event, _) = result else { break }
+                if event == .clone, ProcFS.threadGroup(of: child) ?? process.pid == process.pid {
+                    registerAttaching(child, in: process)
+                    replay += early.removeValue(forKey: child) ?? []
+                } else {
+                    try registerChildProcess(child, of: thread, event: event)
+                }
+            case .signalStop(let tid, let signal) where Engine.isGroupStop(signal):
+                // A stop signal goes through at once (held, a later SIGCONT could not cancel it); the
+                // group-stop it starts is this thread's stop.
+                try Ptrace.cont(tid, signal: signal)
+                continue
+            case .signalStop(let tid, let signal):
+                // Keep the thread in this delivery-stop; the signal goes with its first resume.
                 thread.heldSignals.append(try Ptrace.getSigInfo(tid))
-                try Ptrace.cont(tid)
+                DebugLog.log("\(tid): \(signalName(signal)) arrived while attaching; held")
+            case .eventStop(_, .exec, _):
+                // Nothing is armed yet: the new image is read when the breakpoints go in.
+                for other in process.threads.values where other.tid != process.pid {
+                    process.threads[other.tid] = nil
+                    threads[other.tid] = nil
+                }
+                process.space = AddressSpace(memory: try TraceeMemory(pid: process.pid))
+            case .eventStop(_, .vforkDone, _):
+                thread.inVfork = false
+            case .eventStop:
+                break
             }
+            thread.interruptPending = false
+            if case .eventStop(_, .stop, let signal) = result, Engine.isGroupStop(signal) {
+                thread.state = .groupStopped
+            } else {
+                thread.state = .stopped
+            }
+            thread.hold = { if case .signalStop = result { return .signalDelivery }; return .event }()
         }
         if processes[process.pid] == nil { throw TraceError("attach", tid: process.pid, errno: ESRCH) }
     }

@@ -1,3 +1,4 @@
+import CShim
 import Glibc
 import Symbols
 
@@ -54,7 +55,19 @@ extension Engine {
             try resume(parent)
             return
         }
-        let sharesMemory = event == .vfork
+        try registerChildProcess(child, of: parent, event: event)
+        try resume(parent)
+        try replayEarlyStops(of: child)
+    }
+
+    /// A new process (fork, vfork, or a clone without CLONE_THREAD): followed with -f, otherwise let go
+    /// clean. Its first stop is handled when it comes (or was already, in `early`).
+    func registerChildProcess(_ child: pid_t, of parent: TraceeThread, event: Ptrace.Event) throws(TraceError) {
+        let process = parent.process
+        // A vfork child, or a clone(CLONE_VM) one, runs in the parent's memory: its breakpoints are
+        // the parent's, and restoring bytes "in the child" would take them from the parent too.
+        let sharesMemory = event == .vfork || nst_same_address_space(parent.tid, child) == 1
+        if event == .vfork { parent.inVfork = true }
         let follow = configuration.followForks && process.reportsEvents
         let space: AddressSpace
         if sharesMemory {
@@ -76,8 +89,6 @@ extension Engine {
         if follow { thread.shadowStack = parent.shadowStack }
         childProcess.threads[child] = thread
         threads[child] = thread
-        try resume(parent)
-        try replayEarlyStops(of: child)
     }
 
     /// A fork child nstrace does not follow, at its first stop: every original byte back, then detach.

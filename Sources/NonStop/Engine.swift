@@ -125,10 +125,12 @@ public final class Engine {
 
     func handle(_ result: WaitResult) throws(TraceError) {
         guard let thread = threads[result.tid] else {
-            if case .exited = result { return }
-            if case .killed = result { return }
+            // A new thread's first stop — or its end — can come before its parent's clone event.
             early[result.tid, default: []].append(result)
             return
+        }
+        if !result.isEnd {
+            if case .signalStop = result { thread.hold = .signalDelivery } else { thread.hold = .event }
         }
         if thread.process.cleanUpAndDetach, !(result.isEnd) {
             releaseChild(thread)
@@ -141,11 +143,26 @@ public final class Engine {
             threadEnded(tid, .killed(signal: signal, coreDumped: core))
         case .eventStop(_, let event, let signal):
             DebugLog.log("\(thread.tid): event \(event) sig \(signal)")
+            if case .stepping(let step) = thread.state {
+                // The step has not run yet (a group-stop is taken before the next instruction) or it
+                // has and its trap is queued: either way a single step again completes it.
+                if event == .stop, Engine.isGroupStop(signal) {
+                    thread.stepAcrossGroupStop = step
+                    thread.state = .groupStopped
+                    try listen(thread)
+                } else {
+                    try singleStep(thread)
+                }
+                return
+            }
             switch event {
             case .clone, .fork, .vfork: try newTask(from: thread, event: event)
             case .exec: try executed(thread)
             case .stop: try eventStop(thread, signal: signal)
-            case .vforkDone, .exit: try resume(thread)
+            case .vforkDone:
+                thread.inVfork = false
+                try resume(thread)
+            case .exit: try resume(thread)
             }
         case .signalStop(_, let signal):
             if case .stepping(let step) = thread.state {
@@ -184,22 +201,31 @@ public final class Engine {
     // MARK: Resuming
 
     /// Lets a stopped thread run on, delivering the first signal held for it (with its original
-    /// siginfo) and re-raising any others.
+    /// siginfo) when it sits in a signal-delivery-stop, and sending the others again.
     func resume(_ thread: TraceeThread) throws(TraceError) {
-        thread.state = .running
-        guard !thread.heldSignals.isEmpty else {
-            try Ptrace.cont(thread.tid)
-            return
+        var signal: Int32 = 0
+        if !thread.heldSignals.isEmpty, thread.hold == .signalDelivery {
+            let first = thread.heldSignals.removeFirst()
+            try Ptrace.setSigInfo(thread.tid, first)
+            emit(thread.process, thread.tid, .signal(first.si_signo))
+            statistics.signalsDelivered += 1
+            signal = first.si_signo
         }
-        let first = thread.heldSignals.removeFirst()
-        let rest = thread.heldSignals
+        thread.state = .running
+        thread.hold = .none
+        thread.rewind = nil
+        try Ptrace.cont(thread.tid, signal: signal)
+        requeueHeldSignals(thread)
+    }
+
+    /// Only one signal rides on a resume, and only from a signal-delivery-stop: the rest are queued
+    /// to the thread again (sigqueue-style ones with their value), to be passed when they come back.
+    func requeueHeldSignals(_ thread: TraceeThread) {
+        for info in thread.heldSignals {
+            var copy = info
+            _ = nst_requeue_signal(thread.process.pid, thread.tid, &copy)
+        }
         thread.heldSignals = []
-        try Ptrace.setSigInfo(thread.tid, first)
-        emit(thread.process, thread.tid, .signal(first.si_signo))
-        statistics.signalsDelivered += 1
-        try Ptrace.cont(thread.tid, signal: first.si_signo)
-        // Only one signal rides on a resume; the others are sent again (as SI_TKILL).
-        for info in rest { _ = nst_tgkill(thread.process.pid, thread.tid, info.si_signo) }
     }
 
     func passSignal(_ thread: TraceeThread, _ signal: Int32) throws(TraceError) {
@@ -207,7 +233,20 @@ public final class Engine {
         emit(thread.process, thread.tid, .signal(signal))
         statistics.signalsDelivered += 1
         thread.state = .running
+        thread.hold = .none
+        thread.rewind = nil
         try Ptrace.cont(thread.tid, signal: signal)
+        requeueHeldSignals(thread)
+    }
+
+    func singleStep(_ thread: TraceeThread) throws(TraceError) {
+        thread.hold = .none
+        try Ptrace.singleStep(thread.tid)
+    }
+
+    func listen(_ thread: TraceeThread) throws(TraceError) {
+        thread.hold = .none
+        try Ptrace.listen(thread.tid)
     }
 
     /// Under PTRACE_SEIZE a PTRACE_EVENT_STOP carries the stopping signal while a group-stop is in
@@ -221,11 +260,23 @@ public final class Engine {
     func eventStop(_ thread: TraceeThread, signal: Int32) throws(TraceError) {
         if Engine.isGroupStop(signal) {
             thread.state = .groupStopped
-            try Ptrace.listen(thread.tid)
+            try listen(thread)
+            return
+        }
+        if let step = thread.stepAcrossGroupStop {
+            thread.stepAcrossGroupStop = nil
+            thread.state = .stepping(step)
+            try singleStep(thread)
             return
         }
         if !thread.process.installed, thread.process.reportsEvents {
             // Attached while the process was stopped: breakpoints go in now that it runs again.
+            // The group-stop has just ended: no thread of it runs before nstrace lets it.
+            thread.state = .stopped
+            if thread.process.space.regions.isEmpty, allStopped(thread.process) {
+                let regs = try Ptrace.getRegs(thread.tid)
+                try mapFirstRegion(thread.process, near: regs.rip, using: thread)
+            }
             try install(thread.process, using: thread)
         }
         try resume(thread)

@@ -15,14 +15,28 @@ public final class EventQueue: @unchecked Sendable {
         buffer.reserveCapacity(capacity)
     }
 
+    /// Events dropped because the output stalled while nstrace was asked to stop.
+    private var dropped = 0
+
     public func push(_ event: TraceEvent) {
         condition.lock()
-        while buffer.count - head >= capacity && !closed { condition.wait() }
+        defer { condition.unlock() }
+        while buffer.count - head >= capacity && !closed {
+            // Once a stop is asked for, detaching the tracee matters more than a stuck reader: wait
+            // a little, then count what is dropped (reported as a `lost` event at the end).
+            if StopRequest.pending != nil {
+                if !condition.wait(until: Date().addingTimeInterval(0.05)), StopRequest.pending != nil {
+                    dropped += 1
+                    return
+                }
+            } else {
+                condition.wait()
+            }
+        }
         if !closed {
             buffer.append(event)
             condition.broadcast()
         }
-        condition.unlock()
     }
 
     /// Takes everything queued, waiting for at least one event; nil once closed and drained.
@@ -41,6 +55,10 @@ public final class EventQueue: @unchecked Sendable {
     /// No more events will come; the consumer drains what is left.
     public func close() {
         condition.lock()
+        if dropped > 0 {
+            buffer.append(TraceEvent(timestamp: now(), pid: 0, tid: 0, kind: .lost(count: dropped)))
+            dropped = 0
+        }
         closed = true
         condition.broadcast()
         condition.unlock()

@@ -36,6 +36,17 @@ enum ProcFS {
         return nil
     }
 
+    /// Whether a stop signal (SIGTSTP, SIGTTIN, SIGTTOU) would stop the thread: neither caught nor
+    /// ignored. SIGSTOP always does.
+    static func stopsThread(_ signal: Int32, thread tid: pid_t) -> Bool {
+        if signal == SIGSTOP { return true }
+        let bit = UInt64(1) << UInt64(signal - 1)
+        for field in ["SigCgt", "SigIgn"] {
+            if let mask = statusField(field, of: tid).flatMap({ UInt64($0, radix: 16) }), mask & bit != 0 { return false }
+        }
+        return true
+    }
+
     /// Whether `signal` is pending for the thread itself (SigPnd, not the process-wide ShdPnd).
     static func isPending(_ signal: Int32, thread tid: pid_t) -> Bool {
         guard let mask = statusField("SigPnd", of: tid).flatMap({ UInt64($0, radix: 16) }) else { return false }
@@ -49,6 +60,11 @@ enum ProcFS {
               let state = stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first
         else { return true }
         return state == "Z" || state == "X" || state == "x"
+    }
+
+    /// A thread of the process that is not a zombie (the leader, unless it has exited).
+    static func liveTask(of pid: pid_t) -> pid_t? {
+        tasks(of: pid).first { !isExiting($0, of: pid) }
     }
 
     static func threadGroup(of tid: pid_t) -> pid_t? { statusField("Tgid", of: tid).flatMap { pid_t($0) } }

@@ -17,13 +17,19 @@ struct ShadowStack {
 
     mutating func push(_ frame: Frame) { frames.append(frame) }
 
+    /// How far above a frame's entry stack pointer execution may be seen and still be on the same
+    /// stack. Further up is another stack altogether — a signal handler's sigaltstack, a fiber's —
+    /// and says nothing about the frames on this one.
+    static let sameStackReach: UInt64 = 64 << 20
+
     /// Removes and returns the frames that are over when the thread runs at `site` with `sp`,
-    /// innermost first; `returned` says whether a frame returned to this site or was unwound past.
+    /// innermost first; `returned` says whether a frame returned here (its return address, with the
+    /// stack pointer just past it) or was unwound past.
     mutating func popFrames(at site: UInt64?, sp: UInt64) -> [(frame: Frame, depth: Int, returned: Bool)] {
         var closed: [(Frame, Int, Bool)] = []
-        while let top = frames.last, top.entrySP < sp {
+        while let top = frames.last, top.entrySP < sp, sp - top.entrySP <= ShadowStack.sameStackReach {
             frames.removeLast()
-            closed.append((top, frames.count, site == top.returnAddress))
+            closed.append((top, frames.count, site == top.returnAddress && sp == top.entrySP &+ 8))
         }
         return closed
     }

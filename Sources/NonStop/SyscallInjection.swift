@@ -11,6 +11,10 @@ struct SyscallInjection {
     let memory: TraceeMemory
     /// Signals that arrive while the call runs: held, to be delivered when the thread resumes.
     var held: [siginfo_t] = []
+    /// Whether the thread was stepped (and so now sits in a trap's signal-delivery-stop).
+    private(set) var stepped = false
+    /// The thread's end, if it ended while the call ran (that report is consumed here).
+    private(set) var ended: WaitResult?
 
     init(tid: pid_t, memory: TraceeMemory) {
         self.tid = tid
@@ -41,7 +45,12 @@ struct SyscallInjection {
         let argumentRegisters: [WritableKeyPath<user_regs_struct, UInt64>] = [\.rdi, \.rsi, \.rdx, \.r10, \.r8, \.r9]
         for (i, value) in args.prefix(6).enumerated() { regs[keyPath: argumentRegisters[i]] = value }
         try Ptrace.setRegs(tid, regs)
-        try stepOverSyscall(expectedEnd: site + 2)
+        do {
+            try stepOverSyscall(expectedEnd: site + 2)
+        } catch {
+            try? Ptrace.setRegs(tid, saved)
+            throw error
+        }
         let result = try Ptrace.getRegs(tid)
         try Ptrace.setRegs(tid, saved)
         return Int64(bitPattern: result.rax)
@@ -49,6 +58,7 @@ struct SyscallInjection {
 
     private mutating func stepOverSyscall(expectedEnd: UInt64) throws(TraceError) {
         try Ptrace.singleStep(tid)
+        stepped = true
         while true {
             guard let result = try Wait.next(tid) else { continue }
             switch result {
@@ -56,11 +66,17 @@ struct SyscallInjection {
                 let info = try Ptrace.getSigInfo(tid)
                 if info.si_code > 0 { return }  // the trap of the step; kill(SIGTRAP) has si_code <= 0
                 held.append(info)
-            case .signalStop:
-                held.append(try Ptrace.getSigInfo(tid))
+            case .signalStop(_, let signal):
+                let info = try Ptrace.getSigInfo(tid)
+                if info.si_code > 0, [SIGSEGV, SIGBUS, SIGILL].contains(signal) {
+                    // The syscall instruction itself faulted (its page is gone): give up.
+                    throw TraceError("inject syscall (\(signalName(signal)) at the gadget)", tid: tid, errno: EFAULT)
+                }
+                held.append(info)
             case .eventStop:
-                break
+                break  // a group-stop or an interrupt: step on, the call is one instruction
             case .exited, .killed:
+                ended = result
                 throw TraceError("inject syscall", tid: tid, errno: ESRCH)
             }
             try Ptrace.singleStep(tid)

@@ -28,6 +28,20 @@ final class TraceeThread {
     var slotHolds: UInt64?
     /// PTRACE_INTERRUPT sent, its stop not yet seen.
     var interruptPending = false
+    /// The stop the engine has reaped and not yet resumed from, if any. Only from a
+    /// signal-delivery-stop can a resume deliver a signal; from an event stop the kernel ignores it.
+    var hold: Hold = .none
+    /// The site the thread trapped at, while its hit is being handled: a thread let go before the
+    /// hit is done must restart there, not one byte into the instruction.
+    var rewind: UInt64?
+    /// A step the kernel interrupted with a group-stop (SIGSTOP): single-stepped again once the
+    /// group-stop ends, since a plain continue would run on through the slot.
+    var stepAcrossGroupStop: StepInFlight?
+    /// Between a vfork and the child's exec or exit the thread is blocked in the kernel and cannot
+    /// stop; detach does not wait for it (the kernel lets it go when nstrace exits).
+    var inVfork = false
+
+    enum Hold { case none, signalDelivery, event }
 
     init(tid: pid_t, process: TracedProcess) {
         self.tid = tid

@@ -1,5 +1,6 @@
 import CElfutils
 import CShim
+import Foundation
 import Glibc
 
 /// The modules of a live process, or of one ELF file, as elfutils' libdwfl sees them: symbol tables,
@@ -59,7 +60,7 @@ public final class ProcessImage {
     public func refresh() throws(SymbolError) {
         guard case .process(let pid) = origin else { return }
         dwfl_report_begin(dwfl)
-        let rc = dwfl_linux_proc_report(dwfl, pid)
+        let rc = dwfl_linux_proc_report(dwfl, Self.liveTask(of: pid))
         dwfl_report_end(dwfl, nil, nil)
         switch rc {
         case 0: break
@@ -172,6 +173,25 @@ public final class ProcessImage {
         let n = dwfl_module_build_id(mod, &bits, &vaddr)
         guard n > 0, let bits else { return nil }
         return UnsafeBufferPointer(start: bits, count: Int(n)).map { hex2($0) }.joined()
+    }
+
+    /// The process's maps are read through a live thread: a leader that called pthread_exit is a
+    /// zombie whose /proc/PID/maps is empty while the other threads run on.
+    static func liveTask(of pid: pid_t) -> pid_t {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")"),
+              stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first == "Z",
+              let tasks = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")
+        else { return pid }
+        for name in tasks {
+            guard let tid = pid_t(name), tid != pid,
+                  let s = try? String(contentsOfFile: "/proc/\(pid)/task/\(name)/stat", encoding: .utf8),
+                  let c = s.lastIndex(of: ")"),
+                  s[s.index(after: c)...].trimmingCharacters(in: .whitespaces).first != "Z"
+            else { continue }
+            return tid
+        }
+        return pid
     }
 
     private static func checkELF(_ path: String) throws(SymbolError) {

@@ -63,7 +63,7 @@ public final class StackUnwinder {
             detach: nil,
             thread_detach: nil))
         dwfl_report_begin(nst_dwfl_session_dwfl(session))
-        let rc = dwfl_linux_proc_report(nst_dwfl_session_dwfl(session), pid)
+        let rc = dwfl_linux_proc_report(nst_dwfl_session_dwfl(session), ProcessImage.liveTask(of: pid))
         dwfl_report_end(nst_dwfl_session_dwfl(session), nil, nil)
         attached = rc == 0
             && dwfl_attach_state(nst_dwfl_session_dwfl(session), nil, pid, callbacks,

@@ -36,6 +36,12 @@ void nst_install_stop_handlers(void);
 int nst_stop_signal(void);
 void nst_request_stop(int sig);
 
+// Sends a held signal again: with its siginfo where the kernel allows (sigqueue-style), else tgkill.
+int nst_requeue_signal(pid_t tgid, pid_t tid, const siginfo_t *info);
+
+// 1 when two tasks share an address space, 0 when not, -1 when the kernel cannot say.
+int nst_same_address_space(pid_t a, pid_t b);
+
 // fork() is unavailable to Swift. The child stops itself with SIGSTOP before execvp so the parent can
 // PTRACE_SEIZE it with no race; if execvp fails the child exits with 127 after writing errno to
 // `error_fd` (close-on-exec, so a successful exec just closes it).
