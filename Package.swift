@@ -8,6 +8,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // The micro-benchmarks' harness (Benchmarks/): small, and needs nothing but ArgumentParser.
+        .package(url: "https://github.com/google/swift-benchmark", from: "0.1.2"),
     ],
     targets: [
         // System libraries, found through pkg-config; Debian names the packages that provide them.
@@ -49,6 +51,19 @@ let package = Package(
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         // The Relocator execution oracle's C side: fork with PTRACE_TRACEME, affinity, CPUID.
         .target(name: "OracleSupport", path: "Tests/OracleSupport"),
+
+        // `swift run -c release nstrace-bench`: the overhead suite against other tracers, and
+        // micro-benchmarks of the hot paths. Its C programs are compiled with gcc when it runs.
+        .executableTarget(
+            name: "nstrace-bench",
+            dependencies: [
+                "Symbols", "Relocator", "NonStop", "BenchSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Benchmark", package: "swift-benchmark"),
+            ],
+            path: "Benchmarks/Sources/nstrace-bench"
+        ),
+        .target(name: "BenchSupport", path: "Benchmarks/Sources/BenchSupport"),
     ],
     swiftLanguageModes: [.v5]
 )
