@@ -101,7 +101,16 @@ public final class ProcessImage {
     /// The function whose body holds `address` (for return sites and stack frames).
     public func function(containing address: UInt64) -> Function? {
         guard let module = module(containing: address) else { return nil }
-        return functions(in: module).last { $0.address <= address && address < $0.address + max($0.size, 1) }
+        // Sorted by address: the last function starting at or below it, if it reaches that far.
+        let all = functions(in: module)
+        var low = 0, high = all.count
+        while low < high {
+            let mid = (low + high) / 2
+            if all[mid].address <= address { low = mid + 1 } else { high = mid }
+        }
+        guard low > 0 else { return nil }
+        let candidate = all[low - 1]
+        return address < candidate.address + max(candidate.size, 1) ? candidate : nil
     }
 
     /// What DWARF says about a function, or nil when the module has no DWARF for it.
