@@ -82,37 +82,98 @@ final class AddressSpace {
     /// `count` bytes within disp32 reach of `address`, if a region there has room.
     func allocate(_ count: Int, near address: UInt64) -> UInt64? {
         for region in regions where region.isNear(address) {
-            if let chunk = region.allocate(count) { return chunk }
+            if let chunk = region.allocate(count) { return recorded(chunk, in: region) }
         }
         return nil
     }
 
     func allocateAnywhere(_ count: Int) -> UInt64? {
         for region in regions {
-            if let chunk = region.allocate(count) { return chunk }
+            if let chunk = region.allocate(count) { return recorded(chunk, in: region) }
         }
         return nil
     }
 
+    private func recorded(_ chunk: UInt64, in region: ScratchRegion) -> UInt64 {
+        try? memory.writeWord(region.used, at: region.start + ScratchRegion.usedOffset)
+        return chunk
+    }
+
+    /// Regions an earlier nstrace left in the process (`[anon:nstrace]` with nstrace's header),
+    /// taken up again instead of mapping new ones on every attach.
+    func adoptLeftRegions() {
+        guard regions.isEmpty, let maps = ProcFS.text("/proc/\(memory.pid)/maps") else { return }
+        for line in maps.split(separator: "\n") {
+            // Named where the kernel can name it; else an unnamed executable anonymous mapping,
+            // recognised by nstrace's header.
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard fields.count >= 5, fields[1].contains("x"),
+                  line.hasSuffix("[anon:nstrace]") || (fields.count == 5 && fields[4] == "0")
+            else { continue }
+            let range = line.prefix { $0 != " " }.split(separator: "-")
+            guard range.count == 2, let start = UInt64(range[0], radix: 16), let end = UInt64(range[1], radix: 16),
+                  let head = try? memory.read(start, count: Int(ScratchRegion.usedOffset) + 8),
+                  head.count == Int(ScratchRegion.usedOffset) + 8,
+                  Array(head[0..<2]) == ScratchRegion.gadget,
+                  Array(head[Int(ScratchRegion.nameOffset)..<Int(ScratchRegion.nameOffset) + 8]) == Array("nstrace".utf8) + [0]
+            else { continue }
+            let used = head[Int(ScratchRegion.usedOffset)...].enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+            guard used <= end - start else { continue }
+            regions.append(ScratchRegion(start: start, size: end - start, used: used))
+        }
+        if !regions.isEmpty { DebugLog.log("\(memory.pid): adopted \(regions.count) scratch regions") }
+    }
+
     var syscallGadget: UInt64? { regions.first?.syscallAddress }
+
+    /// Addresses where `size` bytes fit between the mappings of `maps`, nearest to `near` first, all
+    /// within ±1.5 GiB of it, a guard page clear of each neighbour.
+    static func freePlaces(for size: UInt64, near: UInt64, maps: String) -> [UInt64] {
+        struct Mapping { let start: UInt64; let end: UInt64; let name: Substring }
+        var mappings: [Mapping] = []
+        for line in maps.split(separator: "\n") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            let range = fields.first?.split(separator: "-") ?? []
+            guard range.count == 2, let start = UInt64(range[0], radix: 16), let end = UInt64(range[1], radix: 16) else { continue }
+            mappings.append(Mapping(start: start, end: end, name: fields.count > 5 ? fields[5] : ""))
+        }
+        mappings.sort { $0.start < $1.start }
+        let guardSize: UInt64 = 0x10000, reach: UInt64 = 0x6000_0000, floor: UInt64 = 0x10_0000
+        let ceiling: UInt64 = 0x7fff_0000_0000
+        var places: [UInt64] = []
+        var previousEnd = floor, previousName: Substring = ""
+        for mapping in mappings + [Mapping(start: ceiling, end: ceiling, name: "")] {
+            defer { previousEnd = max(previousEnd, mapping.end); previousName = mapping.name }
+            // Room for the heap to grow after [heap], and for a stack to grow down to its guard.
+            let low = previousEnd + (previousName == "[heap]" ? 0x1000_0000 : guardSize)
+            let high = mapping.start > guardSize ? mapping.start - guardSize - (mapping.name.hasPrefix("[stack") ? 0x100_0000 : 0) : 0
+            guard high > low, high - low >= size else { continue }
+            // The end of the gap nearest to `near`, aligned to 64 KiB.
+            let top = (high - size) & ~0xffff, bottom = (low + 0xffff) & ~0xffff
+            for candidate in [top, bottom] where candidate >= bottom && candidate <= top {
+                let distance = candidate > near ? candidate - near : near - candidate
+                if distance < reach, !places.contains(candidate) { places.append(candidate) }
+            }
+        }
+        return places.sorted { a, b in
+            (a > near ? a - near : near - a) < (b > near ? b - near : near - b)
+        }
+    }
 
     func isScratch(_ address: UInt64) -> Bool { regions.contains { $0.contains(address) } }
 
-    /// Maps a new region inside the tracee, through `thread` (stopped), as close to `near` as
-    /// MAP_FIXED_NOREPLACE allows: below the module first (above it the heap grows), then above.
+    /// Maps a new region inside the tracee, through `thread` (stopped), in a free gap of
+    /// /proc/PID/maps as close to `near` as there is one (within disp32 reach), MAP_FIXED_NOREPLACE so
+    /// a mapping that appeared meanwhile is never replaced. Gaps just above the heap and just below a
+    /// stack are left alone: those grow.
     func mapRegion(near: UInt64, using injection: inout SyscallInjection) throws(TraceError) -> ScratchRegion? {
         let size = AddressSpace.regionSize
-        let base = near & ~0xffff
-        var hints: [UInt64] = []
-        for k in 1...24 {
-            let gap = UInt64(k) * 0x40_0000  // 4 MiB steps
-            if base > gap + size + 0x10000 { hints.append(base - gap - size) }
-        }
-        for k in 1...24 { hints.append(base + 0x1000_0000 + UInt64(k) * 0x40_0000) }
+        let hints = AddressSpace.freePlaces(for: size, near: near, maps: ProcFS.text("/proc/\(memory.pid)/maps") ?? "")
         let protRX: UInt64 = UInt64(PROT_READ | PROT_EXEC)
         let flags: UInt64 = UInt64(MAP_PRIVATE | MAP_ANONYMOUS) | 0x100000  // MAP_FIXED_NOREPLACE
-        for hint in hints {
+        for hint in hints.prefix(16) {
             let rc = try injection.call(SystemCall.mmap, [hint, size, protRX, flags, UInt64.max, 0], gadget: syscallGadget)
+            DebugLog.log("\(memory.pid): mmap at \(hex(hint)) → \(rc < 0 ? "-\(-rc)" : hex(UInt64(rc)))")
             if rc == Int64(-EEXIST) || rc == Int64(-ENOMEM) { continue }
             guard rc > 0, UInt64(rc) == hint else {
                 if rc > 0 { _ = try injection.call(SystemCall.munmap, [UInt64(rc), size], gadget: syscallGadget) }

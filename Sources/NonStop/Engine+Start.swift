@@ -15,12 +15,22 @@ extension Engine {
         if ProcFS.usesShadowStack(pid) { throw .shadowStack(pid) }
         // A process whose main thread has exited (pthread_exit) has a zombie leader with empty
         // /proc/PID/mem and maps; its live threads see the same memory.
-        let live = ProcFS.liveTask(of: pid) ?? pid
-        let memory: TraceeMemory
-        do { memory = try TraceeMemory(pid: live) } catch {
-            throw .permissionDenied(pid, detail: String(cString: strerror(error.errno)))
+        var memory: TraceeMemory?
+        var lastError = EACCES
+        for candidate in [pid] + (ProcFS.isExiting(pid, of: pid) ? ProcFS.tasks(of: pid).filter { $0 != pid } : []) {
+            do {
+                memory = try TraceeMemory(pid: candidate)
+                if candidate == pid || !ProcFS.isExiting(candidate, of: pid) { break }
+            } catch {
+                lastError = error.errno  // that thread just ended: try the next
+            }
+        }
+        guard let memory else {
+            if lastError == ENOENT || lastError == ESRCH { throw .noSuchProcess(pid) }
+            throw .permissionDenied(pid, detail: String(cString: strerror(lastError)))
         }
         let process = TracedProcess(pid: pid, space: AddressSpace(memory: memory), reportsEvents: true, launched: false)
+        process.space.adoptLeftRegions()
         processes[pid] = process
 
         var seized = Set<pid_t>()
@@ -36,10 +46,15 @@ extension Engine {
                     // A thread that is exiting refuses PTRACE_SEIZE with EPERM, as a gone one does with
                     // ESRCH; so does one already ours (cloned by a seized thread: its clone event and
                     // first stop are on their way).
-                    if error.threadGone || (error.errno == EPERM && tid != pid && ProcFS.isExiting(tid, of: pid)) { continue }
-                    if error.errno == EPERM, ProcFS.tracer(of: tid) == getpid() {
-                        registerAttaching(tid, in: process)
-                        continue
+                    if error.threadGone { continue }
+                    if error.errno == EPERM, tid != pid {
+                        // TracerPid names the tracing thread: this one.
+                        if ProcFS.tracer(of: tid) == nst_gettid() {
+                            registerAttaching(tid, in: process)
+                            continue
+                        }
+                        // Asked second: a thread that ended after the refusal counts as exiting too.
+                        if ProcFS.isExiting(tid, of: pid) { continue }
                     }
                     processes[pid] = nil
                     for t in process.threads.keys { try? Ptrace.detach(t); threads[t] = nil }
@@ -58,8 +73,10 @@ extension Engine {
             emit(process, pid, .attach)
             // Injection needs a thread in a trap or event stop it can step (not one held in group-stop).
             if let runnable = process.threads.values.first(where: { if case .stopped = $0.state { return true }; return false }) {
-                let regs = try Ptrace.getRegs(runnable.tid)
-                try mapFirstRegion(process, near: regs.rip, using: runnable)
+                // Near the program itself: its functions are the likeliest to be traced.
+                var near = ProcFS.entryPoint(of: pid) ?? 0
+                if near == 0 { near = try Ptrace.getRegs(runnable.tid).rip }
+                try mapFirstRegion(process, near: near, using: runnable)
                 try install(process, using: runnable)
             } else {
                 notice(process, "process \(pid) is stopped; breakpoints go in when it continues")

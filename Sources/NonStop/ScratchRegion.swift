@@ -11,12 +11,16 @@ final class ScratchRegion {
     static let gadget: [UInt8] = [0x0f, 0x05]
     /// "nstrace\0", the VMA name, just after the gadget.
     static let nameOffset: UInt64 = 8
+    /// How much of the region is handed out, kept in the tracee too: a later nstrace attaching to the
+    /// same process adopts the region and goes on after it, never over code a thread or a signal
+    /// frame of an earlier session may still be in.
+    static let usedOffset: UInt64 = 16
     static let header: UInt64 = 64
 
-    init(start: UInt64, size: UInt64) {
+    init(start: UInt64, size: UInt64, used: UInt64 = ScratchRegion.header) {
         self.start = start
         self.size = size
-        used = ScratchRegion.header
+        self.used = max(used, ScratchRegion.header)
     }
 
     var syscallAddress: UInt64 { start }
