@@ -62,11 +62,6 @@ enum ProcFS {
         return state == "Z" || state == "X" || state == "x"
     }
 
-    /// A thread of the process that is not a zombie (the leader, unless it has exited).
-    static func liveTask(of pid: pid_t) -> pid_t? {
-        tasks(of: pid).first { !isExiting($0, of: pid) }
-    }
-
     static func threadGroup(of tid: pid_t) -> pid_t? { statusField("Tgid", of: tid).flatMap { pid_t($0) } }
 
     static func tracer(of pid: pid_t) -> pid_t? { statusField("TracerPid", of: pid).flatMap { pid_t($0) } }
