@@ -78,7 +78,7 @@ enum Ptrace {
 
     /// A request that fills (get) or hands over (set) a C struct through `data`.
     private static func transfer<T>(_ name: String, _ request: Int32, _ tid: pid_t, _ value: inout T) throws(TraceError) {
-        try withUnsafeMutablePointer(to: &value) { (p) throws(TraceError) in
+        _ = try withUnsafeMutablePointer(to: &value) { (p) throws(TraceError) in
             try call(name, request, tid, 0, UInt(bitPattern: p))
         }
     }
