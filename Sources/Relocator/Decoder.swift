@@ -91,6 +91,8 @@ public final class Decoder {
         }
 
         var accessed = Set<GPR>()
+        var written = Set<GPR>()
+        var writesVector = false
         var touchesRIP = false
         var readRegs = [UInt16](repeating: 0, count: 64), writeRegs = [UInt16](repeating: 0, count: 64)
         var readCount: UInt8 = 0, writeCount: UInt8 = 0
@@ -99,6 +101,20 @@ public final class Decoder {
                 guard let family = families[UInt32(reg)] else { continue }
                 if family == .rip { touchesRIP = true } else { accessed.insert(family) }
             }
+            for reg in writeRegs.prefix(Int(writeCount)) {
+                if let family = families[UInt32(reg)] {
+                    if family != .rip { written.insert(family) }
+                } else if let name = cs_reg_name(handle, UInt32(reg)) {
+                    let n = String(cString: name)
+                    if n.hasPrefix("xmm") || n.hasPrefix("ymm") || n.hasPrefix("zmm") || n.hasPrefix("st") || n.hasPrefix("mm") {
+                        writesVector = true
+                    }
+                }
+            }
+        } else {
+            // Unknown: assume the worst, so no analysis takes a register for untouched.
+            written = Set(GPR.allCases.filter { $0 != .rip })
+            writesVector = true
         }
         // Registers named inside a memory operand are reads too (Capstone lists them, but be certain).
         for case .memory(let m) in operands {
@@ -116,7 +132,8 @@ public final class Decoder {
             address: insn.pointee.address, bytes: bytes, mnemonic: mnemonic, operandText: operandText,
             id: insn.pointee.id, groups: groups, prefixes: prefixes, operands: operands,
             modrmOffset: modrmOffset, displacementOffset: displacementOffset,
-            displacementSize: displacementSize, registersAccessed: accessed,
+            displacementSize: displacementSize, registersAccessed: accessed, registersWritten: written,
+            writesVectorRegisters: writesVector,
             touchesRIPImplicitly: touchesRIP)
     }
 

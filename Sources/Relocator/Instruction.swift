@@ -18,9 +18,23 @@ public struct Instruction: Sendable, Hashable, CustomStringConvertible {
     let displacementSize: Int
     /// Every register the instruction reads or writes, implicit ones included, as 64-bit families.
     let registersAccessed: Set<GPR>
+    /// The registers it writes (64-bit families), implicit ones included.
+    let registersWritten: Set<GPR>
+    /// Whether it writes an XMM/YMM/ZMM register or the x87/MMX state, where floating-point arguments
+    /// travel (Capstone's register lists).
+    let writesVectorRegisters: Bool
     let touchesRIPImplicitly: Bool
 
     public var length: Int { bytes.count }
+
+    /// The same instruction with other bytes of the same length (a re-encoded form of it).
+    func replacingBytes(_ newBytes: [UInt8]) -> Instruction {
+        Instruction(address: address, bytes: newBytes, mnemonic: mnemonic, operandText: operandText, id: id, groups: groups,
+                    prefixes: prefixes, operands: operands, modrmOffset: modrmOffset, displacementOffset: displacementOffset,
+                    displacementSize: displacementSize, registersAccessed: registersAccessed,
+                    registersWritten: registersWritten, writesVectorRegisters: writesVectorRegisters,
+                    touchesRIPImplicitly: touchesRIPImplicitly)
+    }
     public var next: UInt64 { address &+ UInt64(bytes.count) }
 
     public var description: String {

@@ -2,6 +2,8 @@
 #include "oracle_support.h"
 
 #include <cpuid.h>
+#include <pthread.h>
+#include <sys/syscall.h>
 #include <sched.h>
 #include <string.h>
 #include <sys/ptrace.h>
@@ -48,4 +50,44 @@ uint64_t oracle_xcr0(void) {
     uint32_t lo, hi;
     __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
     return (uint64_t)hi << 32 | lo;
+}
+
+uint64_t oracle_call2(const void *fn, uint64_t a, uint64_t b) {
+    return ((uint64_t (*)(uint64_t, uint64_t))fn)(a, b);
+}
+
+struct call2_job { const void *fn; long calls; long wrong; };
+
+static void *call2_worker(void *arg) {
+    struct call2_job *job = arg;
+    for (long i = 0; i < job->calls; i++)
+        if (oracle_call2(job->fn, (uint64_t)i, (uint64_t)i) != (uint64_t)(2 * i)) job->wrong++;
+    return NULL;
+}
+
+long oracle_call2_threads(const void *fn, int threads, long calls) {
+    pthread_t ids[64];
+    struct call2_job jobs[64];
+    if (threads > 64) threads = 64;
+    for (int t = 0; t < threads; t++) {
+        jobs[t] = (struct call2_job){fn, calls, 0};
+        pthread_create(&ids[t], NULL, call2_worker, &jobs[t]);
+    }
+    long wrong = 0;
+    for (int t = 0; t < threads; t++) {
+        pthread_join(ids[t], NULL);
+        wrong += jobs[t].wrong;
+    }
+    return wrong;
+}
+
+long oracle_tcb_tid_offset(void) {
+    pid_t tid = (pid_t)syscall(SYS_gettid);
+    const unsigned char *self = (const unsigned char *)pthread_self();
+    for (long off = 0; off < 0x1000; off += 4) {
+        pid_t v;
+        memcpy(&v, self + off, 4);
+        if (v == tid) return off;
+    }
+    return -1;
 }

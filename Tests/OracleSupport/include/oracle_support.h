@@ -29,4 +29,15 @@ int oracle_xstate_component(unsigned index, uint32_t *offset, uint32_t *size);
 // The state components enabled in XCR0.
 uint64_t oracle_xcr0(void);
 
+// Calls machine code at `fn` as a function of two integers (the inline pads' in-process tests).
+uint64_t oracle_call2(const void *fn, uint64_t a, uint64_t b);
+
+// Runs `fn(i, i)` `calls` times on each of `threads` threads at once; returns how many results were
+// not 2i (the function under test adds its arguments).
+long oracle_call2_threads(const void *fn, int threads, long calls);
+
+// The offset of the calling thread's tid in its glibc TCB (fs:[offset]), found by searching it; -1
+// if it is not there.
+long oracle_tcb_tid_offset(void);
+
 #endif
