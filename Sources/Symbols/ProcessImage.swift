@@ -19,6 +19,7 @@ public final class ProcessImage {
     private var functionCache: [Module: [Function]] = [:]
     private var unitIndexes: [Module: CompileUnitIndex] = [:]
     private var goRuntimes: [Module: GoRuntime?] = [:]
+    private var landingPadTables: [Module: LandingPadTable] = [:]
 
     /// Where separate debuginfo is looked for when the caller does not say, in elfutils' syntax
     /// (":.debug:/usr/lib/debug"); `NSTRACE_DEBUGINFO_PATH` overrides it.
@@ -74,6 +75,7 @@ public final class ProcessImage {
         for gone in old.subtracting(modules) {
             functionCache[gone] = nil
             unitIndexes[gone] = nil
+            landingPadTables[gone] = nil
         }
     }
 
@@ -130,6 +132,23 @@ public final class ProcessImage {
         let found = handles[module].flatMap { GoRuntime.read(module: $0) }
         goRuntimes[module] = found
         return found
+    }
+
+    /// Where the C++ unwinder can jump into a module's code: its LSDAs' landing pads, with what could
+    /// not be read.
+    public func landingPadTable(in module: Module) -> LandingPadTable {
+        if let known = landingPadTables[module] { return known }
+        let found = handles[module].map(LandingPads.read) ?? .empty
+        landingPadTables[module] = found
+        return found
+    }
+
+    /// Every landing pad of a module, sorted.
+    public func landingPads(in module: Module) -> [UInt64] { landingPadTable(in: module).pads }
+
+    /// The landing pads inside a function's body.
+    public func landingPads(of function: Function) -> [UInt64] {
+        landingPadTable(in: function.module).pads(in: function.address..<(function.address &+ max(function.size, 1)))
     }
 
     /// The bytes of a function as the file holds them (not as a live process may have patched them).
