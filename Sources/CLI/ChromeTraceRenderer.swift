@@ -37,6 +37,8 @@ final class ChromeTraceRenderer: Renderer {
             instant(event, "\(signalName(signal))")
         case .fork, .exec, .exit, .attach, .detach:
             instant(event, JSONLinesRenderer.name(of: event.kind))
+        case .lost(let lost):
+            instant(event, "\(lost.count) events lost")
         default:
             break
         }

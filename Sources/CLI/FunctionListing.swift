@@ -1,15 +1,24 @@
+import NonStop
 import Relocator
 import Symbols
 
 /// How `nstrace list` shows one function.
 enum FunctionListing {
-    static func text(_ f: Function, _ signature: Signature?, _ refusal: Refusal?) -> String {
+    static func text(_ f: Function, _ signature: Signature?, _ refusal: Refusal?, _ plan: InlinePlan) -> String {
         var line = "\(hex(f.address)) \(String(f.size).leftPadded(to: 6)) \(f.module.name)  \(f.name)"
         if let signature { line += prototype(signature) }
         if f.isIndirect { line += "  [ifunc]" }
         if !f.aliases.isEmpty { line += "  (aliases: \(f.aliases.joined(separator: ", ")))" }
-        if let refusal { line += "  [untraceable: \(refusal.reason)]" }
+        if let refusal { line += "  [untraceable: \(refusal.reason)]" } else { line += "  " + inline(plan) }
         return line
+    }
+
+    /// `[inline]`, or where the inline strategy keeps an int3 and why.
+    static func inline(_ plan: InlinePlan) -> String {
+        if plan.isFullyInline { return "[inline]" }
+        if !plan.returnsSeenAtExits { return "[int3s: \(plan.fallbacks.first?.reason ?? "its exits are unknown")]" }
+        let sites = plan.fallbacks.map { "\(hex($0.address)) \($0.kind.rawValue): \($0.reason)" }
+        return "[inline but \(sites.count) int3\(sites.count == 1 ? "" : "s"): \(sites.joined(separator: "; "))]"
     }
 
     static func prototype(_ s: Signature) -> String {
@@ -18,7 +27,7 @@ enum FunctionListing {
         return "(\(params.joined(separator: ", "))) -> \(s.returnType?.name ?? "void")"
     }
 
-    static func json(_ f: Function, _ signature: Signature?, _ refusal: Refusal?) -> String {
+    static func json(_ f: Function, _ signature: Signature?, _ refusal: Refusal?, _ plan: InlinePlan) -> String {
         var o = JSONWriter()
         o.field("function", f.name)
         o.field("module", f.module.name)
@@ -29,6 +38,20 @@ enum FunctionListing {
         if f.isIndirect { o.field("ifunc", true) }
         o.field("traceable", refusal == nil)
         if let refusal { o.field("reason", refusal.reason) }
+        // The inline strategy: every site a jump (no int3), or where int3s stay and why.
+        o.field("inline", refusal == nil && plan.isFullyInline)
+        var fallbacks = plan.fallbacks
+        if !plan.returnsSeenAtExits, !fallbacks.contains(where: { $0.kind == .tailExit }) {
+            fallbacks.append(InlineFallback(address: plan.fallbacks.first?.address ?? f.address, kind: .tailExit,
+                                            reason: "its returns are seen at its callers' return addresses"))
+        }
+        o.field("fallback", json: JSONWriter.array(fallbacks.map { fallback in
+            var site = JSONWriter()
+            site.field("address", hex(fallback.address))
+            site.field("kind", fallback.kind.rawValue)
+            site.field("reason", fallback.reason)
+            return site.finished
+        }))
         if let signature {
             o.field("params", json: JSONWriter.array(signature.parameters.map { p in
                 var param = JSONWriter()

@@ -71,8 +71,11 @@ final class JSONLinesRenderer: Renderer {
                 o.field("status", 128 + signal)
                 o.field("signal", signalName(signal))
             }
-        case .lost(let count):
-            o.field("count", count)
+        case .lost(let lost):
+            o.field("count", lost.count)
+            o.field("calls", lost.calls)
+            o.field("returns", lost.returns)
+            o.field("cause", lost.cause)
         case .notice(let message):
             o.field("message", message)
         }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import NonStop
 import Relocator
 import Symbols
 
@@ -40,8 +41,9 @@ struct ListCommand: ParsableCommand {
         for function in functions {
             let signature = image.signature(of: function)
             let refusal = EntryCheck.refusal(for: function, in: image, decoder: decoder)
-            print(json ? FunctionListing.json(function, signature, refusal)
-                       : FunctionListing.text(function, signature, refusal))
+            let plan = InlineSites.plan(for: function, in: image, decoder: decoder)
+            print(json ? FunctionListing.json(function, signature, refusal, plan)
+                       : FunctionListing.text(function, signature, refusal, plan))
         }
     }
 }

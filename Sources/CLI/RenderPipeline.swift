@@ -9,6 +9,10 @@ final class RenderPipeline: Renderer {
     private let maxCalls: Int?
     private let status: StatusLine?
     private var calls = 0
+    /// Events the engine could not record, told on stderr at the end whatever the output.
+    private var lost = 0
+    private var lostCalls = 0
+    private var lostCauses: [String] = []
     /// Frames of calls shown, per thread, so the returns of calls past --max-calls are not shown either.
     private var shownDepth: [Int32: Int] = [:]
 
@@ -21,6 +25,11 @@ final class RenderPipeline: Renderer {
 
     func render(_ event: TraceEvent) {
         status?.count(event)
+        if case .lost(let more) = event.kind {
+            lost &+= more.count
+            lostCalls &+= more.calls
+            if !lostCauses.contains(more.cause) { lostCauses.append(more.cause) }
+        }
         if !threads.isEmpty, !threads.contains(event.tid) {
             if case .notice = event.kind {} else { return }
         }
@@ -46,6 +55,10 @@ final class RenderPipeline: Renderer {
     func finish() {
         status?.finish()
         renderers.forEach { $0.finish() }
+        if lost > 0 {
+            let advice = lostCauses.contains { $0.contains("ring") } ? " (--lossless makes the program wait instead)" : ""
+            fputs("nstrace: \(lost) events lost, \(lostCalls) of them calls: \(lostCauses.joined(separator: "; "))\(advice)\n", stderr)
+        }
     }
 }
 
@@ -55,6 +68,10 @@ final class StatusLine: @unchecked Sendable {
     private let lock = NSLock()
     private var events = 0
     private var calls = 0
+    /// Events the engine could not record, told on stderr at the end whatever the output.
+    private var lost = 0
+    private var lostCalls = 0
+    private var lostCauses: [String] = []
     private var done = false
 
     init(engine: EngineStatus) {

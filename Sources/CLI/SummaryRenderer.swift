@@ -13,6 +13,7 @@ final class SummaryRenderer: Renderer {
 
     private let output: Output
     private var entries: [String: Entry] = [:]
+    private var lost = LostEvents(calls: 0, returns: 0, others: 0, cause: "")
 
     init(output: Output) {
         self.output = output
@@ -28,6 +29,9 @@ final class SummaryRenderer: Renderer {
             entries[function.name, default: Entry(module: function.module)].unwound += 1
         case .notice(let message):
             output.write("nstrace: \(message)")
+        case .lost(let more):
+            lost = LostEvents(calls: lost.calls &+ more.calls, returns: lost.returns &+ more.returns,
+                              others: lost.others &+ more.others, cause: more.cause)
         default:
             break
         }
@@ -51,6 +55,10 @@ final class SummaryRenderer: Renderer {
             let cells = [String(entry.calls), duration(latency.total), duration(UInt64(latency.mean)), duration(latency.count > 0 ? latency.min : 0),
                          duration(latency.max), duration(latency.percentile(50)), duration(latency.percentile(99))]
             out.append(name.padding(toLength: nameWidth, withPad: " ", startingAt: 0) + cells.map { $0.leftPadded(to: 11) }.joined())
+        }
+        if lost.count > 0 {
+            out.append("")
+            out.append("\(lost.count) events lost (\(lost.calls) calls, \(lost.returns) returns): \(lost.cause); the figures above count what was recorded")
         }
         for (name, entry) in rows where entry.latency.count > 0 {
             out.append("")

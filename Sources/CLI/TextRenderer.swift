@@ -46,7 +46,8 @@ final class TextRenderer: Renderer {
         case .exit(let status): output.write("\(prefix)+++ \(event.pid) \(status) +++")
         case .attach: output.write("\(prefix)+++ attached to \(event.pid) +++")
         case .detach: output.write("\(prefix)+++ detached from \(event.pid) +++")
-        case .lost(let count): output.write("\(prefix)!!! \(count) events lost !!!")
+        case .lost(let lost):
+            output.write("\(prefix)!!! \(lost.count) events lost (\(lost.calls) calls, \(lost.returns) returns): \(lost.cause) !!!")
         case .notice(let message): output.write("nstrace: \(message)")
         }
     }

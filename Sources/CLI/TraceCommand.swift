@@ -57,8 +57,11 @@ struct TraceCommand: ParsableCommand {
 
     // jump by default: step costs 1.6 to 2.6 times as much per call at every thread count measured,
     // and neither misses a call (Benchmarks/README.md).
-    @Option(help: ArgumentHelp("How threads pass a breakpoint: jump (trampoline, one stop) or step (single-step a copy).", valueName: "jump|step"))
-    var strategy: String = Strategy.jump.rawValue
+    @Option(help: ArgumentHelp("How calls are seen: inline (a jump to a pad that records in the process, no stop), jump (int3, a trampoline, one stop) or step (int3, single-step a copy).", valueName: "inline|jump|step"))
+    var strategy: String?
+
+    @Flag(help: "With --strategy inline, make the program wait for nstrace when its ring is full instead of counting lost events.")
+    var lossless = false
 
     @Option(help: ArgumentHelp("Print at most N bytes of each string.", valueName: "N"))
     var maxString = 64
@@ -84,7 +87,13 @@ struct TraceCommand: ParsableCommand {
     func validate() throws {
         if pid.isEmpty && command.isEmpty { throw ValidationError("give a program after -- or a process with -p PID") }
         if !pid.isEmpty && !command.isEmpty { throw ValidationError("-p PID and a program after -- cannot be combined") }
-        if Strategy(rawValue: strategy) == nil { throw ValidationError("--strategy must be jump or step") }
+        if let strategy, Strategy(rawValue: strategy) == nil { throw ValidationError("--strategy must be inline, jump or step") }
+        if stack > 0, strategy == Strategy.inline.rawValue {
+            throw ValidationError("--stack needs a stop at each call to walk the stack: use --strategy jump or step")
+        }
+        if lossless, let strategy, strategy != Strategy.inline.rawValue {
+            throw ValidationError("--lossless applies to --strategy inline (the others stop every call and lose nothing)")
+        }
         if maxString < 0 { throw ValidationError("--max-string must not be negative") }
         if stack < 0 || stack > 256 { throw ValidationError("--stack must be between 0 and 256") }
         if let maxCalls, maxCalls < 1 { throw ValidationError("--max-calls must be at least 1") }
@@ -93,6 +102,12 @@ struct TraceCommand: ParsableCommand {
         if let chromeTrace, chromeTrace == output { throw ValidationError("--chrome-trace and -o must name different files") }
         if Set(pid).count != pid.count { throw ValidationError("the same -p PID is given twice") }
         if pid.contains(where: { $0 <= 0 }) { throw ValidationError("-p takes a process id greater than 0") }
+    }
+
+    /// The strategy asked for; by default jump, which walks stacks (`-s`) at each stop.
+    var chosenStrategy: Strategy {
+        if let strategy, let chosen = Strategy(rawValue: strategy) { return chosen }
+        return .jump
     }
 
     func run() throws {
@@ -116,8 +131,8 @@ struct TraceCommand: ParsableCommand {
         let status = output != nil && isatty(STDERR_FILENO) != 0 && !debug ? StatusLine(engine: engineStatus) : nil
         let pipeline = RenderPipeline(renderers: renderers, threads: Set(tid), maxCalls: maxCalls, status: status)
 
-        let configuration = EngineConfiguration(pattern: pattern, strategy: Strategy(rawValue: strategy) ?? .jump,
-                                                followForks: followForks, maxStringLength: maxString, stackDepth: stack)
+        let configuration = EngineConfiguration(pattern: pattern, strategy: chosenStrategy, followForks: followForks,
+                                                maxStringLength: maxString, stackDepth: stack, lossless: lossless)
         let session = TraceSession(configuration: configuration, renderer: pipeline, status: engineStatus)
         let outcome = try session.run(attach: pid, launch: command, duration: duration)
         out.close()

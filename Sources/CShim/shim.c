@@ -123,6 +123,16 @@ void nst_install_stop_handlers(void) {
 }
 
 int nst_stop_signal(void) { return stop_signal; }
+
+void nst_ensure_kick_handler(void) {
+    struct sigaction current;
+    if (sigaction(SIGUSR2, NULL, &current) != 0 || current.sa_handler != SIG_DFL) return;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_kick;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGUSR2, &sa, NULL);
+}
 void nst_request_stop(int sig) { if (stop_signal == 0) stop_signal = sig; }
 
 void nst_siginfo_set_addr(siginfo_t *info, uintptr_t addr) { info->si_addr = (void *)addr; }

@@ -12,6 +12,14 @@ final class AddressSpace {
     /// Step slots handed out to threads, by tid.
     var slots: [pid_t: UInt64] = [:]
     private var freeSlots: [UInt64] = []
+    /// Inline windows written into the code, by their start.
+    private(set) var windows: [UInt64: InstalledWindow] = [:]
+    /// The inline strategy's ring and probes (shared with a fork child nstrace follows).
+    var inline: InlineTrace?
+    /// Functions whose inline sites are decided (windows, or int3 fallbacks), by address.
+    var inlineFunctions: Set<UInt64> = []
+    /// How pads here learn their thread id, once worked out.
+    var threadIdentity: PadEnvironment.ThreadIdentity?
 
     static let regionSize: UInt64 = 256 * 1024
     static let slotSize = 32
@@ -31,6 +39,10 @@ final class AddressSpace {
         space.trampolines = trampolines.filter { space.sites[$0.value.address] != nil }
         space.regions = regions
         space.freeSlots = freeSlots + slots.values
+        space.windows = windows.filter { _, installed in installed.isPresent(in: memory) }
+        space.inline = inline
+        space.inlineFunctions = inlineFunctions
+        space.threadIdentity = threadIdentity
         return space
     }
 
@@ -71,6 +83,35 @@ final class AddressSpace {
     func forgetVanishedSites() {
         sites = sites.filter { address, _ in (try? memory.read(address, count: 1)) == [0xcc] }
         trampolines = trampolines.filter { sites[$0.value.address] != nil }
+        windows = windows.filter { _, installed in installed.isPresent(in: memory) }
+    }
+
+    // MARK: Inline windows
+
+    /// Writes a window's jump (the padding slot first, then the site); `originals` (the file's bytes
+    /// there) go back at detach. Only while no thread of the address space runs.
+    func install(_ window: InlineWindow, patches: [(address: UInt64, bytes: [UInt8])], originals: [[UInt8]]) throws(TraceError) {
+        for patch in patches { try memory.write(patch.bytes, at: patch.address) }
+        windows[window.start] = InstalledWindow(window: window, originals: zip(patches, originals).map { ($0.address, $1) },
+                                                patches: patches.map { ($0.address, $0.bytes) })
+    }
+
+    /// Puts back the code of every window whose jump is still there. Only while no thread runs.
+    func restoreWindows() -> Int {
+        var restored = 0
+        for installed in windows.values where installed.isPresent(in: memory) {
+            // The site first: once it is back, nothing jumps to the padding slot any more.
+            for (address, bytes) in installed.originals.reversed() where (try? memory.write(bytes, at: address)) != nil {
+                restored += 1
+            }
+        }
+        windows.removeAll()
+        return restored
+    }
+
+    /// A window covering `address` (strictly inside the bytes its jump overwrote), if any.
+    func windowInterior(containing address: UInt64) -> InstalledWindow? {
+        windows.values.first { $0.window.interiorBoundaries.contains(address) }
     }
 
     // MARK: Scratch memory
@@ -208,9 +249,24 @@ final class AddressSpace {
     }
 }
 
+/// A window written into a tracee's code, with what it replaced.
+struct InstalledWindow {
+    let window: InlineWindow
+    let originals: [(UInt64, [UInt8])]
+    let patches: [(UInt64, [UInt8])]
+
+    /// Whether the jump is still in memory (not restored, not overwritten, not unmapped).
+    func isPresent(in memory: TraceeMemory) -> Bool {
+        patches.allSatisfy { address, bytes in (try? memory.read(address, count: bytes.count)) == bytes }
+    }
+}
+
 /// x86-64 system call numbers nstrace injects.
 enum SystemCall {
     static let mmap = 9
     static let munmap = 11
     static let prctl = 157
+    static let close = 3
+    static let ftruncate = 77
+    static let memfdCreate = 319
 }

@@ -2,20 +2,27 @@ import Glibc
 import Relocator
 import Symbols
 
-/// Reads argument and return values out of a stopped thread, as DWARF typed them and the ABI placed
-/// them. Everything read is untrusted: a bad pointer gives `.badString`, never a crash.
-struct ArgumentReader {
-    let regs: user_regs_struct
-    let memory: TraceeMemory
-    let maxString: Int
-    /// Fetched once, only if a value lives in an XMM register.
-    private var fpRegs: user_fpregs_struct?
-    private let tid: pid_t
+/// Where values are read from: a stopped thread (its registers and memory), or a record an inline
+/// pad wrote (the registers and memory it copied).
+protocol ValueSource {
+    /// The register's bytes, low first: 8 for a general register, 16 for an XMM register; empty when
+    /// not available.
+    mutating func registerBytes(_ register: Register) -> [UInt8]
+    /// `count` bytes of memory, or nil when they cannot all be read.
+    func read(_ address: UInt64, count: Int) -> [UInt8]?
+    func string(at address: UInt64, limit: Int) -> (bytes: [UInt8], truncated: Bool)?
+    /// The stack pointer at entry, which stack-passed arguments are found from.
+    var stackPointer: UInt64 { get }
+}
 
-    init(tid: pid_t, regs: user_regs_struct, memory: TraceeMemory, maxString: Int) {
-        self.tid = tid
-        self.regs = regs
-        self.memory = memory
+/// Reads argument and return values, as DWARF typed them and the ABI placed them. Everything read is
+/// untrusted: a bad pointer gives `.badString`, never a crash.
+struct ArgumentReader<Source: ValueSource> {
+    private var source: Source
+    let maxString: Int
+
+    init(_ source: Source, maxString: Int) {
+        self.source = source
         self.maxString = maxString
     }
 
@@ -39,46 +46,21 @@ struct ArgumentReader {
     private mutating func bytes(at location: ParameterLocation, size: Int) -> [UInt8]? {
         switch location {
         case .register(let r):
-            return Array(registerBytes(r).prefix(size))
+            let bytes = source.registerBytes(r)
+            return bytes.isEmpty ? nil : Array(bytes.prefix(size))
         case .pieces(let pieces):
             var out: [UInt8] = []
-            for piece in pieces { out += registerBytes(piece.register).prefix(piece.size) }
+            for piece in pieces {
+                let bytes = source.registerBytes(piece.register)
+                if bytes.isEmpty { return nil }
+                out += bytes.prefix(piece.size)
+            }
             return out
         case .stack(let offset):
-            let bytes = try? memory.read(regs.rsp &+ UInt64(bitPattern: Int64(offset)), count: min(size, 4096))
-            return bytes?.count == min(size, 4096) ? bytes : nil
+            return source.read(source.stackPointer &+ UInt64(bitPattern: Int64(offset)), count: min(size, 4096))
         case .unknown:
             return nil
         }
-    }
-
-    private mutating func registerBytes(_ register: Register) -> [UInt8] {
-        if case .xmm(let i) = register {
-            if fpRegs == nil { fpRegs = try? Ptrace.getFPRegs(tid) }
-            guard let fp = fpRegs, i < 16 else { return [] }
-            return withUnsafeBytes(of: fp.xmm_space) { Array($0[(i * 16)..<(i * 16 + 16)]) }
-        }
-        let value: UInt64
-        switch register {
-        case .rax: value = regs.rax
-        case .rdx: value = regs.rdx
-        case .rcx: value = regs.rcx
-        case .rbx: value = regs.rbx
-        case .rsi: value = regs.rsi
-        case .rdi: value = regs.rdi
-        case .rbp: value = regs.rbp
-        case .rsp: value = regs.rsp
-        case .r8: value = regs.r8
-        case .r9: value = regs.r9
-        case .r10: value = regs.r10
-        case .r11: value = regs.r11
-        case .r12: value = regs.r12
-        case .r13: value = regs.r13
-        case .r14: value = regs.r14
-        case .r15: value = regs.r15
-        case .xmm: value = 0
-        }
-        return withUnsafeBytes(of: value.littleEndian) { Array($0) }
     }
 
     private func word(_ raw: [UInt8], _ index: Int = 0) -> UInt64 {
@@ -88,19 +70,18 @@ struct ArgumentReader {
     }
 
     /// The first few elements of a Go slice, for element types that print on their own.
-    private func sliceElements(at address: UInt64, length: UInt64, of element: ValueType?) -> [ArgumentValue] {
+    private mutating func sliceElements(at address: UInt64, length: UInt64, of element: ValueType?) -> [ArgumentValue] {
         guard let element, address != 0, length > 0, element.byteSize > 0, element.byteSize <= 16,
               [.signed, .unsigned, .float, .bool, .char, .pointer, .goString].contains(element.kind)
         else { return [] }
         let count = Int(min(length, 8))
-        guard let bytes = try? memory.read(address, count: count * element.byteSize),
-              bytes.count == count * element.byteSize else { return [] }
+        guard let bytes = source.read(address, count: count * element.byteSize) else { return [] }
         return (0..<count).map { i in
             interpret(Array(bytes[(i * element.byteSize)..<((i + 1) * element.byteSize)]), as: element)
         }
     }
 
-    private func interpret(_ raw: [UInt8], as type: ValueType) -> ArgumentValue {
+    private mutating func interpret(_ raw: [UInt8], as type: ValueType) -> ArgumentValue {
         let size = min(max(type.byteSize, 1), 8)
         let bits = word(raw)
         let masked = size == 8 ? bits : bits & ((1 << (8 * UInt64(size))) - 1)
@@ -118,12 +99,12 @@ struct ArgumentReader {
         case .pointer: return .pointer(bits)
         case .cString:
             if bits == 0 { return .pointer(0) }
-            guard let s = memory.string(at: bits, limit: maxString) else { return .badString(address: bits) }
+            guard let s = source.string(at: bits, limit: maxString) else { return .badString(address: bits) }
             return .string(s.bytes, truncated: s.truncated, address: bits)
         case .goString:
             let pointer = word(raw, 0), length = word(raw, 1)
             let preview = min(Int(clamping: length), maxString)
-            let bytes = preview > 0 ? (try? memory.read(pointer, count: preview)) ?? [] : []
+            let bytes = preview > 0 ? source.read(pointer, count: preview) ?? [] : []
             return .goString(bytes, truncated: length > UInt64(preview), length: length)
         case .goSlice:
             let address = word(raw, 0), length = word(raw, 1)
@@ -133,6 +114,67 @@ struct ArgumentReader {
             return .goInterface(type: word(raw, 0), data: word(raw, 1))
         case .aggregate: return .aggregate(raw)
         case .other: return .unsigned(bits)
+        }
+    }
+}
+
+/// A thread stopped at a breakpoint: its registers as read at the stop, its memory live.
+struct StoppedThreadValues: ValueSource {
+    let tid: pid_t
+    let regs: user_regs_struct
+    let memory: TraceeMemory
+    /// Fetched once, only if a value lives in an XMM register.
+    private var fpRegs: user_fpregs_struct?
+
+    init(tid: pid_t, regs: user_regs_struct, memory: TraceeMemory) {
+        self.tid = tid
+        self.regs = regs
+        self.memory = memory
+    }
+
+    var stackPointer: UInt64 { regs.rsp }
+
+    mutating func registerBytes(_ register: Register) -> [UInt8] {
+        if case .xmm(let i) = register {
+            if fpRegs == nil { fpRegs = try? Ptrace.getFPRegs(tid) }
+            guard let fp = fpRegs, i >= 0, i < 16 else { return [] }
+            return withUnsafeBytes(of: fp.xmm_space) { Array($0[(i * 16)..<(i * 16 + 16)]) }
+        }
+        guard let gpr = register.gpr else { return [] }
+        return withUnsafeBytes(of: regs[gpr].littleEndian) { Array($0) }
+    }
+
+    func read(_ address: UInt64, count: Int) -> [UInt8]? {
+        guard let bytes = try? memory.read(address, count: count), bytes.count == count else { return nil }
+        return bytes
+    }
+
+    func string(at address: UInt64, limit: Int) -> (bytes: [UInt8], truncated: Bool)? {
+        memory.string(at: address, limit: limit)
+    }
+}
+
+extension Register {
+    /// The same register as the Relocator numbers it; nil for XMM registers.
+    var gpr: GPR? {
+        switch self {
+        case .rax: return .rax
+        case .rdx: return .rdx
+        case .rcx: return .rcx
+        case .rbx: return .rbx
+        case .rsi: return .rsi
+        case .rdi: return .rdi
+        case .rbp: return .rbp
+        case .rsp: return .rsp
+        case .r8: return .r8
+        case .r9: return .r9
+        case .r10: return .r10
+        case .r11: return .r11
+        case .r12: return .r12
+        case .r13: return .r13
+        case .r14: return .r14
+        case .r15: return .r15
+        case .xmm: return nil
         }
     }
 }

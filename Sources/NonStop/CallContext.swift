@@ -16,6 +16,12 @@ struct CallContext {
         let g: UInt64
         let id: Int64
     }
+
+    /// A goroutine's stack pointer measured down from the top of its stack, which survives the
+    /// runtime copying the stack (values from the tracee: wrapping arithmetic, no trap).
+    static func goroutineScale(sp: UInt64, stackHigh: UInt64) -> UInt64 {
+        (1 << 62) &- (stackHigh &- sp)
+    }
 }
 
 extension Engine {
@@ -37,14 +43,19 @@ extension Engine {
             return CallContext(goroutine: nil, stackPointer: regs.rsp)
         }
         let goroutine = CallContext.Goroutine(g: regs.r14, id: Int64(bitPattern: word(go.goidOffset)))
-        return CallContext(goroutine: goroutine, stackPointer: (1 << 62) - (high - regs.rsp))
+        return CallContext(goroutine: goroutine, stackPointer: CallContext.goroutineScale(sp: regs.rsp, stackHigh: high))
     }
 
-    /// The shadow stack of the context: the goroutine's (per process), else the thread's.
-    func withShadowStack<T>(_ thread: TraceeThread, _ context: CallContext, _ body: (inout ShadowStack) -> T) -> T {
-        guard let goroutine = context.goroutine else { return body(&thread.shadowStack) }
-        var stack = thread.process.goroutineStacks[goroutine] ?? ShadowStack()
-        defer { thread.process.goroutineStacks[goroutine] = stack.depth == 0 ? nil : stack }
+    /// The shadow stack of the context: the goroutine's, else the thread's.
+    func withShadowStack<T>(_ process: TracedProcess, _ tid: pid_t, _ goroutine: CallContext.Goroutine?,
+                            _ body: (inout ShadowStack) -> T) -> T {
+        if let goroutine {
+            var stack = process.goroutineStacks[goroutine] ?? ShadowStack()
+            defer { process.goroutineStacks[goroutine] = stack.depth == 0 ? nil : stack }
+            return body(&stack)
+        }
+        var stack = process.threadStacks[tid] ?? ShadowStack()
+        defer { process.threadStacks[tid] = stack.depth == 0 ? nil : stack }
         return body(&stack)
     }
 }

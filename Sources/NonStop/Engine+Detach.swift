@@ -59,8 +59,17 @@ extension Engine {
         var restoredSpaces: [ObjectIdentifier] = []
         for process in processes.values where !restoredSpaces.contains(ObjectIdentifier(process.space)) {
             restoredSpaces.append(ObjectIdentifier(process.space))
+            // int3s first: one may sit on the first byte of a window's jump.
             let restored = process.space.disarmAll()
-            DebugLog.log("\(process.pid): restored \(restored) original bytes")
+            let windows = process.space.restoreWindows()
+            DebugLog.log("\(process.pid): restored \(restored) original bytes and \(windows) windows")
+        }
+        // What the pads wrote up to now; then no pad waits for nstrace any more.
+        drainRecords()
+        ticker?.stop()
+        for trace in inlineTraces {
+            trace.ring.acknowledge(through: UInt64.max - 1)
+            trace.ring.flatline()
         }
         for thread in threads.values {
             // From its own delivery-stop a signal leaves with its siginfo; the rest are queued again.

@@ -30,30 +30,53 @@ extension Engine {
             thread.reexecution = nil
         } else {
             if site.isReturnSite { returned(thread, at: site, regs: regs) }
+            if let function = site.exitOf { exited(function, thread, regs: regs) }
             if let function = site.entryOf { try entered(function, thread, regs: regs) }
+            if let function = site.tailExitOf { try leftByJump(function, thread, regs: regs) }
             if let role = site.internalRole { try internalHit(role, thread) }
         }
         try resumePast(site, thread, regs: &regs)
         return true
     }
 
-    /// A traced function's entry: the call event, a frame on the shadow stack, and a breakpoint on the
-    /// return address.
+    /// A traced function's entry: the call, and — unless its returns are seen at its own `ret`s — a
+    /// breakpoint on the return address.
     private func entered(_ function: TracedFunction, _ thread: TraceeThread, regs: user_regs_struct) throws(TraceError) {
         let process = thread.process
         let context = callContext(thread, regs: regs)
-        closeFrames(thread, context, at: nil, regs: regs)
-        var reader = ArgumentReader(tid: thread.tid, regs: regs, memory: process.space.memory,
+        var reader = ArgumentReader(StoppedThreadValues(tid: thread.tid, regs: regs, memory: process.space.memory),
                                     maxString: configuration.maxStringLength)
         let arguments = reader.arguments(function.signature)
-        let depth = withShadowStack(thread, context) { $0.depth }
-        emit(process, thread.tid, .call(function: function, depth: depth, arguments: arguments,
-                                        stack: stack(of: thread, regs: regs)), goroutine: context.goroutine?.id)
-        guard let returnAddress = try? process.space.memory.readWord(at: regs.rsp) else { return }
-        withShadowStack(thread, context) {
-            $0.push(.init(function: function, entrySP: context.stackPointer, returnAddress: returnAddress, start: monotonicNow()))
+        var returnAddress: UInt64 = 0
+        if !function.returnsSeenAtExits, let word = try? process.space.memory.readWord(at: regs.rsp) {
+            returnAddress = word
+            _ = try ensureReturnSite(at: word, in: process, using: thread)
         }
+        deliver(Observation(kind: .entry(function, arguments: arguments, stack: stack(of: thread, regs: regs),
+                                         returnAddress: returnAddress),
+                            process: process, tid: thread.tid, goroutine: context.goroutine,
+                            stackPointer: context.stackPointer, time: monotonicNow()))
+    }
+
+    /// A `ret` of a traced function that keeps an int3 (inline strategy): its return.
+    private func exited(_ function: TracedFunction, _ thread: TraceeThread, regs: user_regs_struct) {
+        let context = callContext(thread, regs: regs)
+        var reader = ArgumentReader(StoppedThreadValues(tid: thread.tid, regs: regs, memory: thread.process.space.memory),
+                                    maxString: configuration.maxStringLength)
+        deliver(Observation(kind: .exit(function, value: reader.returnValue(function.signature)),
+                            process: thread.process, tid: thread.tid, goroutine: context.goroutine,
+                            stackPointer: context.stackPointer, time: monotonicNow()))
+    }
+
+    /// A jump out of a traced function (inline strategy): the call returns where the return address on
+    /// the stack sends it, so a breakpoint goes there.
+    private func leftByJump(_ function: TracedFunction, _ thread: TraceeThread, regs: user_regs_struct) throws(TraceError) {
+        let process = thread.process
+        guard let returnAddress = try? process.space.memory.readWord(at: regs.rsp) else { return }
         _ = try ensureReturnSite(at: returnAddress, in: process, using: thread)
+        let context = callContext(thread, regs: regs)
+        deliver(Observation(kind: .tailExit(function, returnAddress: returnAddress), process: process, tid: thread.tid,
+                            goroutine: context.goroutine, stackPointer: context.stackPointer, time: monotonicNow()))
     }
 
     private func stack(of thread: TraceeThread, regs: user_regs_struct) -> [StackFrame] {
@@ -71,26 +94,20 @@ extension Engine {
     /// A return site: every frame the thread (or goroutine) has left — its entry stack pointer is
     /// below the current one — is closed, innermost first.
     private func returned(_ thread: TraceeThread, at site: Site, regs: user_regs_struct) {
-        closeFrames(thread, callContext(thread, regs: regs), at: site.address, regs: regs)
-    }
-
-    func closeFrames(_ thread: TraceeThread, _ context: CallContext, at site: UInt64?, regs: user_regs_struct) {
-        let closed = withShadowStack(thread, context) { $0.popFrames(at: site, sp: context.stackPointer) }
-        guard !closed.isEmpty else { return }
-        let end = monotonicNow()
-        var reader = ArgumentReader(tid: thread.tid, regs: regs, memory: thread.process.space.memory,
-                                    maxString: configuration.maxStringLength)
-        for (frame, depth, returnedHere) in closed {
-            let duration = end &- frame.start
-            if returnedHere {
-                let value = reader.returnValue(frame.function.signature)
-                emit(thread.process, thread.tid, .ret(function: frame.function, depth: depth, value: value, duration: duration),
-                     goroutine: context.goroutine?.id)
-            } else {
-                emit(thread.process, thread.tid, .unwound(function: frame.function, depth: depth, duration: duration),
-                     goroutine: context.goroutine?.id)
-            }
+        let context = callContext(thread, regs: regs)
+        let values = StoppedThreadValues(tid: thread.tid, regs: regs, memory: thread.process.space.memory)
+        // Each closed frame's function says what its value is; read while the thread is stopped here.
+        var read: [ObjectIdentifier: ArgumentValue?] = [:]
+        let maxString = configuration.maxStringLength
+        let value: (TracedFunction) -> ArgumentValue? = { function in
+            if let known = read[ObjectIdentifier(function)] { return known }
+            var reader = ArgumentReader(values, maxString: maxString)
+            let v = reader.returnValue(function.signature)
+            read[ObjectIdentifier(function)] = v
+            return v
         }
+        deliver(Observation(kind: .returnAddress(site.address, value: value), process: thread.process, tid: thread.tid,
+                            goroutine: context.goroutine, stackPointer: context.stackPointer, time: monotonicNow()))
     }
 
     private func internalHit(_ role: Site.InternalRole, _ thread: TraceeThread) throws(TraceError) {
@@ -117,7 +134,7 @@ extension Engine {
         let plan: RelocationPlan
         let slot: UInt64
         switch configuration.strategy {
-        case .jump:
+        case .jump, .inline:
             guard let jumpPlan = site.jumpPlan else { throw TraceError("no plan for site \(hex(site.address))", tid: thread.tid, errno: EINVAL) }
             plan = jumpPlan
             slot = 0

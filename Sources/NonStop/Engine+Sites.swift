@@ -29,10 +29,18 @@ extension Engine {
             return
         }
         var armed = 0
+        var inline: [Function] = []
         for function in image.functions(matching: configuration.pattern) {
+            if configuration.strategy == .inline {
+                if function.isIndirect, !process.space.inlineFunctions.contains(function.address) {
+                    notice(process, "\(function.name) is a GNU indirect function: this traces its resolver, not the implementation it selects (with libc6-dbg, trace e.g. __\(function.name)_avx2)")
+                }
+                inline.append(function)
+                continue
+            }
             let isGo = image.goRuntime(in: function.module) != nil
             if isGo, process.goRuntime == nil { process.goRuntime = image.goRuntime(in: function.module) }
-            let entry = isGo ? try goEntry(of: function, in: process) : function.address
+            let entry = InlineSites.entry(of: function, in: image, decoder: decoder)
             if let existing = process.space.site(at: entry) {
                 if existing.entryOf == nil { existing.entryOf = traced(function, image) }
                 continue
@@ -46,18 +54,10 @@ extension Engine {
                 }
             }
         }
+        if !inline.isEmpty { try installInline(inline, in: process, image: image, using: thread) }
         if !process.installed { try watchDynamicLinker(process, image, using: thread) }
         process.installed = true
         DebugLog.log("\(process.pid): \(armed) entry breakpoints armed")
-    }
-
-    /// A Go function's entry breakpoint goes after its stack-growth check (as Delve's does): a call
-    /// that first grows the stack runs the check twice — through runtime.morestack and back to the
-    /// start — but passes the point after it once. The arguments are still in their registers there.
-    private func goEntry(of function: Function, in process: TracedProcess) throws(TraceError) -> UInt64 {
-        let count = Int(min(max(function.size, 1), 64))
-        let bytes = try process.space.originalCode(at: function.address, count: count)
-        return FunctionAnalysis(bytes: bytes, at: function.address, size: function.size, decoder: decoder).prologueEnd
     }
 
     func traced(_ function: Function, _ image: ProcessImage) -> TracedFunction {
@@ -82,7 +82,7 @@ extension Engine {
         }
         var jumpPlan: RelocationPlan?
         switch configuration.strategy {
-        case .jump:
+        case .jump, .inline:
             var plan = Relocator.trampolinePlan(insn, at: address)  // emulated or refused: no trampoline
             if plan.kind == .trampoline || isPush(plan) {
                 // The longest trampoline: a 15-byte instruction and a 5-byte jump back (it is near).
@@ -212,9 +212,30 @@ extension Engine {
               let rDebug = image.address(ofSymbol: "_r_debug", in: linker)
         else { return }
         guard let rBrk = try? process.space.memory.readWord(at: rDebug + 16), rBrk != 0 else { return }
+        if configuration.strategy == .inline, try watchDynamicLinkerInline(process, image, rBrk: rBrk, rDebug: rDebug, using: thread) {
+            return
+        }
         var site = process.space.site(at: rBrk)
         if site == nil { site = try makeSite(at: rBrk, in: process, using: thread) }
         site?.internalRole = .dynamicLinker(rDebug: rDebug)
+    }
+
+    /// r_brk as an inline window whose pad records the change and waits until nstrace has put the new
+    /// libraries' sites in: no int3 left behind if nstrace is killed. False when no window fits.
+    private func watchDynamicLinkerInline(_ process: TracedProcess, _ image: ProcessImage, rBrk: UInt64, rDebug: UInt64,
+                                          using thread: TraceeThread) throws(TraceError) -> Bool {
+        guard let trace = try inlineTrace(for: process, using: thread),
+              let function = image.function(containing: rBrk), function.address == rBrk
+        else { return false }
+        let plan = InlineSites.plan(for: function, in: image, decoder: decoder, isInternal: true)
+        guard let window = plan.windows.first(where: { $0.recordsEntry && $0.start == rBrk }) else { return false }
+        let probe = probe(.linkMap(rDebug: rDebug), .other, [.ticket], go: nil, in: trace)
+        let environment = padEnvironment(trace, process: process, image: image, go: nil)
+        guard let pad = try buildPad(window, probe, nil, environment, in: process, using: thread) else { return false }
+        let watched = TracedFunction(name: function.name, module: function.module.name, address: rBrk, signature: nil)
+        try patchWindows([PendingWindow(window: window, pad: pad, function: watched, entry: rBrk,
+                                        internalRole: .dynamicLinker(rDebug: rDebug))], in: process, using: thread)
+        return true
     }
 
     /// The first scratch region of an address space, which also holds the `syscall` instruction later

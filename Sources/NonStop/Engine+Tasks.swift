@@ -15,7 +15,8 @@ extension Engine {
         return thread
     }
 
-    /// A thread is gone. The leader's end (reported after every other thread's) is the process's.
+    /// A thread is gone. The leader's end (reported after every other thread's) is the process's. A
+    /// thread's frames close, and its end is reported, after the last records it wrote.
     func threadEnded(_ tid: pid_t, _ status: ExitStatus) {
         guard let thread = threads.removeValue(forKey: tid) else { return }
         let process = thread.process
@@ -23,26 +24,37 @@ extension Engine {
         process.space.releaseSlot(of: tid)
         publishStatus()
         let end = monotonicNow()
-        for (frame, depth) in thread.shadowStack.removeAll() {
-            emit(process, tid, .unwound(function: frame.function, depth: depth, duration: end &- frame.start))
-        }
+        let trace = process.space.inline
         if tid != process.pid {
-            if case .exited(let code) = status { emit(process, tid, .threadExit(status: code)) }
-            else { emit(process, tid, .threadExit(status: -1)) }
+            trace?.departed[tid] = process
+            afterRecords(of: process, tid: tid) { [unowned self] in
+                unwindThread(process, tid, at: end)
+                if case .exited(let code) = status { emit(process, tid, .threadExit(status: code)) }
+                else { emit(process, tid, .threadExit(status: -1)) }
+                trace?.departed[tid] = nil
+            }
             return
         }
         DebugLog.log("\(process.pid): \(status)")
-        for (goroutine, var stack) in process.goroutineStacks {
-            for (frame, depth) in stack.removeAll() {
-                emit(process, tid, .unwound(function: frame.function, depth: depth, duration: end &- frame.start),
-                     goroutine: goroutine.id)
-            }
-        }
-        process.goroutineStacks = [:]
+        if let trace { retire(trace, leaving: process) }
+        for other in Array(process.threadStacks.keys) { unwindThread(process, other, at: end) }
+        unwindGoroutines(process, reportedAs: tid, at: end)
         emit(process, tid, .exit(status))
         if process.launched { launchedExit = status }
         for other in process.threads.values { threads[other.tid] = nil }
         processes[process.pid] = nil
+    }
+
+    /// A process leaves a ring (it ended, or exec'd): everything it wrote is read; once no process
+    /// writes to the ring any more, what was never published is counted lost and the ring dropped.
+    func retire(_ trace: InlineTrace, leaving process: TracedProcess) {
+        let stillUsed = processes.values.contains { $0 !== process && $0.space.inline === trace }
+        if stillUsed {
+            drainRecords()
+            return
+        }
+        finishRing(trace)
+        inlineTraces.removeAll { $0 === trace }
     }
 
     /// PTRACE_EVENT_CLONE / FORK / VFORK: the new task is already traced and stopped.
@@ -86,7 +98,14 @@ extension Engine {
         emit(process, parent.tid, .fork(child: child))
         DebugLog.log("\(process.pid): \(event) child \(child) \(follow ? "followed" : "not followed")")
         let thread = TraceeThread(tid: child, process: childProcess)
-        if follow { thread.shadowStack = parent.shadowStack }
+        if follow {
+            // The child goes on with the frames its parent had open when it forked.
+            afterRecords(of: process, tid: parent.tid) { childProcess.threadStacks[child] = process.threadStacks[parent.tid] }
+        }
+        if event == .vfork, let trace = process.space.inline {
+            // Until vfork-done the parent is blocked, and records with its tid are the child's.
+            afterRecords(of: process, tid: parent.tid) { trace.vforkChildren[parent.tid] = childProcess }
+        }
         childProcess.threads[child] = thread
         threads[child] = thread
     }
@@ -94,8 +113,8 @@ extension Engine {
     /// A fork child nstrace does not follow, at its first stop: every original byte back, then detach.
     func releaseChild(_ thread: TraceeThread) {
         let process = thread.process
-        let restored = process.space.disarmAll()
-        DebugLog.log("\(process.pid): restored \(restored) bytes, detaching")
+        let restored = process.space.disarmAll() + process.space.restoreWindows()
+        DebugLog.log("\(process.pid): restored \(restored) sites, detaching")
         try? Ptrace.detach(thread.tid)
         threads[thread.tid] = nil
         processes[process.pid] = nil
@@ -123,6 +142,7 @@ extension Engine {
             processes[process.pid] = nil
             return
         }
+        if let trace = process.space.inline { retire(trace, leaving: process) }
         process.space = AddressSpace(memory: try TraceeMemory(pid: process.pid))
         process.image = nil
         process.installed = false

@@ -10,6 +10,10 @@ public enum Strategy: String, Sendable, CaseIterable {
     case step
     /// The thread jumps to a shared per-site trampoline (relocated instruction + jump back): one stop.
     case jump
+    /// No stop at all: a window of instructions at each site jumps to a pad inside the process that
+    /// records the event into a shared ring and runs the relocated window. Sites no window fits keep an
+    /// int3 with the jump strategy.
+    case inline
 }
 
 public struct EngineConfiguration: Sendable {
@@ -20,14 +24,17 @@ public struct EngineConfiguration: Sendable {
     public var maxStringLength: Int
     /// Callers to record with each call (`-s N`); 0 for none.
     public var stackDepth: Int
+    /// Inline pads wait for room in a full ring instead of counting a lost record.
+    public var lossless: Bool
 
     public init(pattern: NamePattern, strategy: Strategy = .jump, followForks: Bool = false, maxStringLength: Int = 64,
-                stackDepth: Int = 0) {
+                stackDepth: Int = 0, lossless: Bool = false) {
         self.pattern = pattern
         self.strategy = strategy
         self.followForks = followForks
         self.maxStringLength = maxStringLength
         self.stackDepth = stackDepth
+        self.lossless = lossless
     }
 }
 
@@ -40,6 +47,9 @@ public struct EngineStatistics: Sendable {
     public var trampolineEntries = 0
     public var signalsDelivered = 0
     public var sitesArmed = 0
+    /// Inline windows written, and records read from the ring.
+    public var windowsInstalled = 0
+    public var recordsRead = 0
 }
 
 /// Numbers another thread may read while the engine runs (for a live status line).
@@ -74,6 +84,18 @@ public final class Engine {
     var early: [pid_t: [WaitResult]] = [:]
     /// Sites nstrace could not make, reported once each.
     var refusedSites: Set<UInt64> = []
+    /// Stops reaped while waiting for something else (a brief all-stop), handled next by the loop.
+    var deferredStops: [WaitResult] = []
+    /// Events made since the last hand-over to the renderer: handed over in batches.
+    var outbox: [TraceEvent] = []
+    /// The rings of the inline strategy, one per traced process (shared with followed children).
+    var inlineTraces: [InlineTrace] = []
+    var clock = TSCClock()
+    /// CLOCK_REALTIME minus CLOCK_MONOTONIC: events carry wall-clock time.
+    let wallClockOffset: UInt64
+    var ticker: DrainTicker?
+    /// Link-map changes r_brk pads recorded, handled once the rings are drained.
+    var pendingLinkMaps: [LinkMapChange] = []
     public internal(set) var statistics = EngineStatistics()
     /// The launched program's end, which nstrace exits with.
     public internal(set) var launchedExit: ExitStatus?
@@ -87,6 +109,7 @@ public final class Engine {
         self.events = events
         self.status = status
         decoder = try Decoder()
+        wallClockOffset = now() &- monotonicNow()
         StopRequest.registerEngineThread()
     }
 
@@ -94,12 +117,21 @@ public final class Engine {
 
     /// Runs until every tracee is gone or a stop is requested, then detaches from what is left.
     public func run() {
+        defer { ticker?.stop(); ticker = nil }
         while !processes.isEmpty {
             if StopRequest.pending != nil { break }
+            // A bounded share of the rings, then the threads' stops: a flood of records must not make
+            // a stopped thread wait.
+            let moreRecords = drainRecords(budget: 4096)
+            flushEvents()
             let result: WaitResult
             do {
-                guard let next = try Wait.next() else { continue }
-                result = next
+                if !deferredStops.isEmpty {
+                    result = deferredStops.removeFirst()
+                } else {
+                    guard let next = try Wait.next(flags: moreRecords ? Wait.noHang : 0) else { continue }
+                    result = next
+                }
             } catch {
                 if error.errno == ECHILD { break }
                 fail("waitpid: \(error)")
@@ -115,6 +147,7 @@ public final class Engine {
             }
         }
         detachAll()
+        flushEvents()
         StopRequest.acknowledge()
     }
 
@@ -161,6 +194,10 @@ public final class Engine {
             case .stop: try eventStop(thread, signal: signal)
             case .vforkDone:
                 thread.inVfork = false
+                if let trace = thread.process.space.inline {
+                    let tid = thread.tid
+                    afterRecords(of: thread.process, tid: tid) { trace.vforkChildren[tid] = nil }
+                }
                 try resume(thread)
             case .exit: try resume(thread)
             }
@@ -189,9 +226,19 @@ public final class Engine {
         status.update(breakpoints: processes.values.reduce(0) { $0 + $1.space.sites.count }, threads: threads.count)
     }
 
-    func emit(_ process: TracedProcess, _ tid: pid_t, _ kind: TraceEvent.Kind, goroutine: Int64? = nil) {
+    /// `at`: when it happened (CLOCK_MONOTONIC nanoseconds; a record's time), else now.
+    func emit(_ process: TracedProcess, _ tid: pid_t, _ kind: TraceEvent.Kind, goroutine: Int64? = nil, at time: UInt64? = nil) {
         guard process.reportsEvents else { return }
-        events.push(TraceEvent(timestamp: now(), pid: process.pid, tid: tid, goroutine: goroutine, kind: kind))
+        let timestamp = time.map { $0 &+ wallClockOffset } ?? now()
+        outbox.append(TraceEvent(timestamp: timestamp, pid: process.pid, tid: tid, goroutine: goroutine, kind: kind))
+        if outbox.count >= 4096 { flushEvents() }
+    }
+
+    /// Hands what the engine saw to the renderer, in one batch.
+    func flushEvents() {
+        guard !outbox.isEmpty else { return }
+        events.push(contentsOf: outbox)
+        outbox.removeAll(keepingCapacity: true)
     }
 
     func notice(_ process: TracedProcess, _ message: String) {

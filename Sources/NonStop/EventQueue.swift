@@ -39,6 +39,30 @@ public final class EventQueue: @unchecked Sendable {
         }
     }
 
+    /// A batch at once: one lock and one wake-up for all of it.
+    public func push(contentsOf batch: [TraceEvent]) {
+        condition.lock()
+        defer { condition.unlock() }
+        var next = batch[...]
+        while !next.isEmpty {
+            while buffer.count - head >= capacity && !closed {
+                if StopRequest.pending != nil {
+                    if !condition.wait(until: Date().addingTimeInterval(0.05)), StopRequest.pending != nil {
+                        dropped += next.count
+                        return
+                    }
+                } else {
+                    condition.wait()
+                }
+            }
+            if closed { return }
+            let room = capacity - (buffer.count - head)
+            buffer.append(contentsOf: next.prefix(room))
+            next = next.dropFirst(room)
+            condition.broadcast()
+        }
+    }
+
     /// Takes everything queued, waiting for at least one event; nil once closed and drained.
     public func popAll() -> [TraceEvent]? {
         condition.lock()
@@ -56,7 +80,8 @@ public final class EventQueue: @unchecked Sendable {
     public func close() {
         condition.lock()
         if dropped > 0 {
-            buffer.append(TraceEvent(timestamp: now(), pid: 0, tid: 0, kind: .lost(count: dropped)))
+            buffer.append(TraceEvent(timestamp: now(), pid: 0, tid: 0, kind: .lost(LostEvents(calls: 0, returns: 0, others: dropped,
+                                                                                       cause: "the output stalled while nstrace was stopping"))))
             dropped = 0
         }
         closed = true

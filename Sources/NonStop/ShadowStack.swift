@@ -7,7 +7,9 @@ struct ShadowStack {
     struct Frame {
         let function: TracedFunction
         let entrySP: UInt64
-        let returnAddress: UInt64
+        /// Where the call returns to, when its return is watched there (0 when it is seen at the
+        /// function's own `ret`s, as the inline strategy sees it).
+        var returnAddress: UInt64
         let start: UInt64
     }
 
@@ -32,6 +34,34 @@ struct ShadowStack {
             closed.append((top, frames.count, site == top.returnAddress && sp == top.entrySP &+ 8))
         }
         return closed
+    }
+
+    /// A call is entered at `sp`: the top frame, entered at the same stack pointer and whose return is
+    /// seen at its own `ret`s, must have returned unseen (its return record was lost when the ring was
+    /// full) — the caller is calling again from the same place. A frame watched at a return address
+    /// (a tail call's caller, or the jump strategy's) stays: the tail-callee enters at its stack pointer.
+    mutating func popReturnedUnseen(sp: UInt64) -> [(frame: Frame, depth: Int, returned: Bool)] {
+        guard let top = frames.last, top.entrySP == sp, top.returnAddress == 0, top.function.returnsSeenAtExits else { return [] }
+        frames.removeLast()
+        return [(top, frames.count, false)]
+    }
+
+    /// The function's `ret` ran with `sp`: frames below it are over (unwound), and the frame entered at
+    /// `sp` returns.
+    mutating func popReturn(of function: TracedFunction, sp: UInt64) -> [(frame: Frame, depth: Int, returned: Bool)] {
+        var closed = popFrames(at: nil, sp: sp)
+        if let top = frames.last, top.entrySP == sp, top.function === function {
+            frames.removeLast()
+            closed.append((top, frames.count, true))
+        }
+        return closed
+    }
+
+    /// The frame entered at `sp` leaves by a jump (a tail call): it returns where its caller's return
+    /// address sends it.
+    mutating func watchReturnAddress(of function: TracedFunction, sp: UInt64, returnAddress: UInt64) {
+        guard let i = frames.lastIndex(where: { $0.entrySP == sp && $0.function === function }) else { return }
+        frames[i].returnAddress = returnAddress
     }
 
     mutating func removeAll() -> [(frame: Frame, depth: Int)] {

@@ -14,6 +14,11 @@ final class Site {
 
     /// The traced function this is the entry of.
     var entryOf: TracedFunction?
+    /// A `ret` of a traced function no inline window fits (inline strategy): the hit records its return.
+    var exitOf: TracedFunction?
+    /// A jump out of a traced function (a tail call; inline strategy): its return is watched at the
+    /// caller's return address from here on.
+    var tailExitOf: TracedFunction?
     /// A return address of a traced call: hits here close frames on the thread's shadow stack.
     var isReturnSite = false
     var internalRole: InternalRole?

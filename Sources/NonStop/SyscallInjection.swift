@@ -56,6 +56,12 @@ struct SyscallInjection {
         return Int64(bitPattern: result.rax)
     }
 
+    /// One instruction of the thread's own, single-stepped (to get it out of code about to be
+    /// rewritten), with signals that arrive meanwhile held.
+    mutating func step() throws(TraceError) {
+        try stepOverSyscall(expectedEnd: 0)
+    }
+
     private mutating func stepOverSyscall(expectedEnd: UInt64) throws(TraceError) {
         try Ptrace.singleStep(tid)
         stepped = true

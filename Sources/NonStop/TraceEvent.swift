@@ -7,12 +7,16 @@ public final class TracedFunction: Sendable, CustomStringConvertible {
     public let module: String
     public let address: UInt64
     public let signature: Signature?
+    /// Its returns are seen at its own `ret`s (the inline strategy's windows, or int3s there), not at
+    /// its callers' return addresses.
+    public let returnsSeenAtExits: Bool
 
-    public init(name: String, module: String, address: UInt64, signature: Signature?) {
+    public init(name: String, module: String, address: UInt64, signature: Signature?, returnsSeenAtExits: Bool = false) {
         self.name = name
         self.module = module
         self.address = address
         self.signature = signature
+        self.returnsSeenAtExits = returnsSeenAtExits
     }
 
     public var description: String { name }
@@ -42,7 +46,7 @@ public struct TraceEvent: Sendable {
         case exit(ExitStatus)
         case attach
         case detach
-        case lost(count: Int)
+        case lost(LostEvents)
         /// Something the user should know that is not a failure: an untraceable function, say.
         case notice(String)
     }
@@ -54,6 +58,24 @@ public struct TraceEvent: Sendable {
         self.goroutine = goroutine
         self.kind = kind
     }
+}
+
+/// Events nstrace could not report, and why.
+public struct LostEvents: Sendable, Equatable {
+    public let calls: Int
+    public let returns: Int
+    /// Other events (a record nstrace could not read, an event the output had no room for).
+    public let others: Int
+    public let cause: String
+
+    public init(calls: Int, returns: Int, others: Int, cause: String) {
+        self.calls = calls
+        self.returns = returns
+        self.others = others
+        self.cause = cause
+    }
+
+    public var count: Int { calls &+ returns &+ others }
 }
 
 /// One caller in a stack trace: a return address and what it falls in.

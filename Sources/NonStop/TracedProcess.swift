@@ -23,8 +23,10 @@ final class TracedProcess {
     let launched: Bool
     /// runtime.g's layout when the program is written in Go.
     var goRuntime: GoRuntime?
-    /// Open traced calls per goroutine (Go programs); C keeps them per thread.
+    /// Open traced calls per goroutine (Go programs); C keeps them per thread. Kept by the process, not
+    /// the thread: a thread's last records may be read after its end was reported.
     var goroutineStacks: [CallContext.Goroutine: ShadowStack] = [:]
+    var threadStacks: [pid_t: ShadowStack] = [:]
 
     init(pid: pid_t, space: AddressSpace, reportsEvents: Bool, launched: Bool) {
         self.pid = pid

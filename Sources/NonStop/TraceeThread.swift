@@ -18,7 +18,6 @@ final class TraceeThread {
     }
 
     var state: State = .running
-    var shadowStack = ShadowStack()
     /// Signals that arrived mid-step (or mid-injection), delivered once the thread is whole again.
     var heldSignals: [siginfo_t] = []
     /// After a fault is delivered at a site, a handler that returns makes the thread hit the

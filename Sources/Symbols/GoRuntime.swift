@@ -9,11 +9,18 @@ public struct GoRuntime: Sendable, Equatable {
     /// the stack survives the runtime copying a growing stack elsewhere; a raw stack pointer does not.
     public let stackLowOffset: Int
     public let stackHighOffset: Int
+    /// Offset of g.m (the thread running the goroutine) and of m.procid (that thread's tid): how
+    /// code running in a goroutine learns its thread id without a system call. nil when DWARF lacks
+    /// them.
+    public let mOffset: Int?
+    public let procidOffset: Int?
 
-    public init(goidOffset: Int, stackLowOffset: Int, stackHighOffset: Int) {
+    public init(goidOffset: Int, stackLowOffset: Int, stackHighOffset: Int, mOffset: Int? = nil, procidOffset: Int? = nil) {
         self.goidOffset = goidOffset
         self.stackLowOffset = stackLowOffset
         self.stackHighOffset = stackHighOffset
+        self.mOffset = mOffset
+        self.procidOffset = procidOffset
     }
 
     /// Reads runtime.g's layout from a module's DWARF; nil for a module that is not a Go program.
@@ -25,13 +32,19 @@ public struct GoRuntime: Sendable, Equatable {
             guard Int(dwarf_srclang(next)) == DW_LANG_Go, dwarf_diename(next).map({ String(cString: $0) }) == "runtime"
             else { continue }
             var found: GoRuntime?
+            var procid: Int?
             SignatureReader.forEachChild(&next.pointee) { die in
-                guard found == nil, dwarf_tag(&die) == DW_TAG_structure_type,
-                      dwarf_diename(&die).map({ String(cString: $0) }) == "runtime.g"
-                else { return }
-                found = layout(of: &die)
+                guard dwarf_tag(&die) == DW_TAG_structure_type else { return }
+                switch dwarf_diename(&die).map({ String(cString: $0) }) {
+                case "runtime.g" where found == nil: found = layout(of: &die)
+                case "runtime.m" where procid == nil: procid = memberOffsets(of: &die)["procid"]
+                default: break
+                }
             }
-            if let found { return found }
+            if let found {
+                return GoRuntime(goidOffset: found.goidOffset, stackLowOffset: found.stackLowOffset,
+                                 stackHighOffset: found.stackHighOffset, mOffset: found.mOffset, procidOffset: procid)
+            }
         }
         return nil
     }
@@ -55,6 +68,19 @@ public struct GoRuntime: Sendable, Equatable {
             if name == "hi" { high = Int(offset) }
         }
         guard let low, let high else { return nil }
-        return GoRuntime(goidOffset: goid.offset, stackLowOffset: stack.offset + low, stackHighOffset: stack.offset + high)
+        return GoRuntime(goidOffset: goid.offset, stackLowOffset: stack.offset + low, stackHighOffset: stack.offset + high,
+                         mOffset: members["m"]?.offset)
+    }
+
+    private static func memberOffsets(of structure: inout Dwarf_Die) -> [String: Int] {
+        var offsets: [String: Int] = [:]
+        SignatureReader.forEachChild(&structure) { member in
+            guard dwarf_tag(&member) == DW_TAG_member, let name = dwarf_diename(&member).map({ String(cString: $0) }),
+                  let offset = SignatureReader.unsignedAttribute(&member, DW_AT_data_member_location),
+                  let small = Int(exactly: offset)
+            else { return }
+            offsets[name] = small
+        }
+        return offsets
     }
 }

@@ -56,7 +56,7 @@ import TestSupport
     @Test(arguments: [
         (["x"], "give a program after -- or a process with -p PID"),
         (["-p", "1", "x", "--", "/bin/true"], "-p PID and a program after -- cannot be combined"),
-        (["--strategy", "teleport", "x", "--", "/bin/true"], "--strategy must be jump or step"),
+        (["--strategy", "teleport", "x", "--", "/bin/true"], "--strategy must be inline, jump or step"),
         (["-c", "--json", "x", "--", "/bin/true"], "--summary and --json cannot be combined (the summary is text)"),
         (["--max-calls", "0", "x", "--", "/bin/true"], "--max-calls must be at least 1"),
         (["--duration=-1", "x", "--", "/bin/true"], "--duration must be a positive number of seconds"),

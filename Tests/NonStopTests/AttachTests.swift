@@ -10,27 +10,7 @@ import TestSupport
         try Fixtures.build("server", flags: ["-O1", "-g", "-pthread"])
     }
 
-    /// Every byte of every function of every file-backed module, in memory, equals the file's.
-    func expectTextUntouched(_ pid: pid_t, sourceLocation: SourceLocation = #_sourceLocation) throws {
-        let image = try ProcessImage(pid: pid)
-        var checked = 0, differing: [String] = []
-        for module in image.modules where module.path.hasPrefix("/") {
-            let fd = open("/proc/\(pid)/mem", O_RDONLY)
-            defer { close(fd) }
-            for function in image.functions(in: module) where function.size > 0 {
-                guard let onDisk = image.fileBytes(of: function) else { continue }
-                var inMemory = [UInt8](repeating: 0, count: onDisk.count)
-                let n = pread(fd, &inMemory, onDisk.count, off_t(Int64(bitPattern: function.address)))
-                if n != onDisk.count || inMemory != onDisk { differing.append("\(function.name)@\(module.name)") }
-                checked += 1
-            }
-        }
-        #expect(checked > 1000, "too few functions compared", sourceLocation: sourceLocation)
-        #expect(differing.isEmpty, "text differs from the file after detach: \(differing.prefix(10))",
-                sourceLocation: sourceLocation)
-    }
-
-    @Test(arguments: ["jump", "step"])
+    @Test(arguments: ["inline", "jump", "step"])
     func attachTraceDetachTenTimesLeavesTheServerUntouched(strategy: String) throws {
         let fixture = try RunningFixture(try server(), ["4"])
         defer { fixture.stop() }
@@ -45,8 +25,11 @@ import TestSupport
             #expect(log.count("attach") == 1 && log.count("detach") == 1)
             let calls = log.calls()["srv_handle"] ?? 0, returns = log.returns()["srv_handle"] ?? 0
             #expect(calls > 0)
-            // Each of the 4 workers can be inside srv_handle when nstrace detaches.
-            #expect(returns <= calls && calls - returns <= 4, "round \(round): \(calls) calls, \(returns) returns")
+            // Each of the 4 workers can be inside srv_handle when nstrace detaches; and with the inline
+            // strategy a full ring loses records, each counted (a lost return leaves its call open).
+            let lostReturns = log.of("lost").compactMap { $0["returns"] as? Int }.reduce(0, +)
+            #expect(returns <= calls && calls - returns <= 4 + lostReturns,
+                    "round \(round): \(calls) calls, \(returns) returns, \(lostReturns) returns lost")
             #expect(fixture.isRunning, "round \(round): the server died: \(fixture.state)")
             #expect(tracers(of: fixture.pid).values.allSatisfy { $0 == 0 }, "round \(round): a thread is still traced")
         }
@@ -57,7 +40,7 @@ import TestSupport
         #expect(fixture.isRunning)
     }
 
-    @Test(arguments: ["jump", "step"])
+    @Test(arguments: ["inline", "jump", "step"])
     func threadsBornAndDyingDuringAttachAndDetach(strategy: String) throws {
         let fixture = try RunningFixture(try server(), ["2", "churn"])
         defer { fixture.stop() }
@@ -126,6 +109,26 @@ import TestSupport
               let close = stat.lastIndex(of: ")") else { return nil }
         return stat[stat.index(close, offsetBy: 2)...].first
     }
+}
+
+/// Every byte of every function of every file-backed module, in memory, equals the file's.
+func expectTextUntouched(_ pid: pid_t, sourceLocation: SourceLocation = #_sourceLocation) throws {
+    let image = try ProcessImage(pid: pid)
+    var checked = 0, differing: [String] = []
+    for module in image.modules where module.path.hasPrefix("/") {
+        let fd = open("/proc/\(pid)/mem", O_RDONLY)
+        defer { close(fd) }
+        for function in image.functions(in: module) where function.size > 0 {
+            guard let onDisk = image.fileBytes(of: function) else { continue }
+            var inMemory = [UInt8](repeating: 0, count: onDisk.count)
+            let n = pread(fd, &inMemory, onDisk.count, off_t(Int64(bitPattern: function.address)))
+            if n != onDisk.count || inMemory != onDisk { differing.append("\(function.name)@\(module.name)") }
+            checked += 1
+        }
+    }
+    #expect(checked > 1000, "too few functions compared", sourceLocation: sourceLocation)
+    #expect(differing.isEmpty, "text differs from the file after detach: \(differing.prefix(10))",
+            sourceLocation: sourceLocation)
 }
 
 /// Polls a condition until it holds or `timeout` passes.

@@ -9,7 +9,7 @@ import TestSupport
 struct GoPrograms {
     static let traced = "^main\\.(work|recurse|mayPanic|guarded|sum)$"
 
-    @Test(arguments: ["jump", "step"])
+    @Test(arguments: ["inline", "jump", "step"])
     func everyGoroutinesCallsAndReturnsAreSeenExactly(strategy: String) throws {
         let binary = try Fixtures.buildGo("goworkers")
         let untraced = try run(binary, ["work", "8", "60"], environment: ["GOMAXPROCS": "4"])

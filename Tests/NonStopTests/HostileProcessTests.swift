@@ -95,7 +95,7 @@ import TestSupport
 
     /// Signals sent with sigqueue while nstrace attaches, traces and detaches, again and again: every
     /// one arrives, with its code and value.
-    @Test(arguments: ["jump", "step"])
+    @Test(arguments: ["inline", "jump", "step"])
     func sigqueuedSignalsArriveWithTheirValues(strategy: String) throws {
         let fixture = try RunningFixture(try hostile(), ["sigqueue"])
         defer { fixture.stop() }

@@ -13,7 +13,7 @@ import TestSupport
                            variant: cet ? "cet" : "plain")
     }
 
-    @Test(arguments: ["jump", "step"], [false, true])
+    @Test(arguments: ["inline", "jump", "step"], [false, true])
     func eightThreadsUnderSignalStormMissNoCall(strategy: String, cet: Bool) throws {
         let binary = try workers(cet: cet)
         let traceFile = Paths.scratch.appendingPathComponent("workers-\(strategy)-\(cet).jsonl").path
@@ -42,7 +42,7 @@ import TestSupport
         #expect(log.count("thread_exit") == 9)
     }
 
-    @Test(arguments: ["jump", "step"])
+    @Test(arguments: ["inline", "jump", "step"])
     func followedChildrenAreTracedToo(strategy: String) throws {
         let binary = try workers(cet: false)
         let traceFile = Paths.scratch.appendingPathComponent("workers-follow-\(strategy).jsonl").path
@@ -69,7 +69,7 @@ import TestSupport
         let host = try Fixtures.build("dlopen_host", flags: ["-O1", "-g", "-ldl"])
         let library = try Fixtures.build("plugin", flags: ["-O1", "-g", "-shared", "-fPIC"], variant: "so")
         let traceFile = Paths.scratch.appendingPathComponent("dlopen.jsonl").path
-        for strategy in ["jump", "step"] {
+        for strategy in ["inline", "jump", "step"] {
             let result = try nstrace(["--strategy", strategy, "--json", "-o", traceFile, "^plugin_work$", "--", host, library, "300"])
             #expect(result.status == 0, "\(result)")
             #expect(result.stdoutLines.first?.hasPrefix("plugin calls 300") == true)
@@ -81,7 +81,7 @@ import TestSupport
 
     /// The first instruction of a traced function faults: emulated (`jmp [rdi]`), relocated (`mov rax,
     /// [rdi]`), and once more where the handler repairs the page and returns so the load runs again.
-    @Test(arguments: ["jump", "step"])
+    @Test(arguments: ["inline", "jump", "step"])
     func faultsInTracedInstructionsReachTheProgramAsTheyWouldHave(strategy: String) throws {
         let binary = try Fixtures.build("faults", flags: ["-O1", "-g"])
         let traceFile = Paths.scratch.appendingPathComponent("faults-\(strategy).jsonl").path

@@ -10,7 +10,7 @@ import TestSupport
     static let redisCLI = "/usr/bin/redis-cli"
 
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: redisServer), "redis-server is not installed (Scripts/setup installs it)"),
-          arguments: ["jump", "step"])
+          arguments: ["inline", "jump", "step"])
     func redisUnderLoadServesEveryRequestWhileTracedAndAfter(strategy: String) throws {
         let port = 17_000 + Int(getpid() % 1000) + (strategy == "jump" ? 0 : 1)
         let redis = try RunningFixture(Self.redisServer, ["--port", "\(port)", "--save", "", "--appendonly", "no"],

@@ -10,6 +10,13 @@ public struct TraceLog {
         events = try jsonLines(text)
     }
 
+    /// The complete lines of a trace nstrace is still writing (or was killed while writing).
+    public init(growingFile file: String) throws {
+        let text = try String(contentsOfFile: file, encoding: .utf8)
+        let complete = text.hasSuffix("\n") ? Substring(text) : text[..<(text.lastIndex(of: "\n") ?? text.startIndex)]
+        events = try jsonLines(String(complete))
+    }
+
     public func count(_ event: String, function: String? = nil, pid: Int? = nil) -> Int {
         events.filter { e in
             e["event"] as? String == event

@@ -34,6 +34,9 @@ void nst_siginfo_set_addr(siginfo_t *info, uintptr_t addr);
 // a blocking system call in the thread it is sent to.
 void nst_install_stop_handlers(void);
 int nst_stop_signal(void);
+// SIGUSR2 wakes the engine thread out of a blocking call; installs the do-nothing handler (no
+// SA_RESTART) if nothing else did.
+void nst_ensure_kick_handler(void);
 void nst_request_stop(int sig);
 
 // Sends a held signal again: with its siginfo where the kernel allows (sigqueue-style), else tgkill.
@@ -49,6 +52,13 @@ pid_t nst_spawn_stopped(const char *file, char *const argv[], int error_fd);
 
 // The thread id of the calling thread.
 pid_t nst_gettid(void);
+
+// The CPU's time-stamp counter: the clock the inline pads stamp records with.
+static inline uint64_t nst_rdtsc(void) {
+    uint32_t lo, hi;
+    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+    return (uint64_t)hi << 32 | lo;
+}
 int nst_tgkill(pid_t tgid, pid_t tid, int sig);
 
 // libdwfl keeps a pointer to its callback table, and the table to the debuginfo search path, for the

@@ -1,0 +1,249 @@
+import CShim
+import Glibc
+import Relocator
+
+extension Engine {
+    /// Writes inline windows into the code. Five bytes over code other threads run are safe only with
+    /// every thread stopped and none of them — nor any saved PC on their stacks, a signal frame's
+    /// included — strictly inside a window's first five bytes. So: one brief all-stop; a thread inside
+    /// a window is single-stepped out; a window some stack still points into keeps int3s instead.
+    func patchWindows(_ pending: [PendingWindow], in process: TracedProcess, using thread: TraceeThread) throws(TraceError) {
+        let stoppedHere = try stopAllThreads(of: process, except: thread)
+        defer {
+            for t in stoppedHere where threads[t.tid] != nil {
+                if case .groupStopped = t.state { try? listen(t) } else { try? resume(t) }
+            }
+        }
+        var interior: [UInt64: Int] = [:]
+        for (i, p) in pending.enumerated() { for address in p.window.interiorBoundaries { interior[address] = i } }
+        var blocked: [Int: String] = [:]
+        for t in process.threads.values {
+            guard let regs = try? Ptrace.getRegs(t.tid) else { continue }  // a new thread that has not run yet
+            if interior[regs.rip] != nil, !stepOutOfWindow(t, interior) {
+                blocked[interior[regs.rip] ?? 0] = "thread \(t.tid) stays inside it"
+            }
+        }
+        for (index, tid) in savedPointsInside(interior, of: process) {
+            blocked[index] = "a saved PC of thread \(tid) (a signal frame?) points inside it"
+        }
+        let space = process.space
+        for (i, p) in pending.enumerated() {
+            var reason = blocked[i]
+            let patches = p.pad.patches(for: p.window)
+            if reason == nil, patches == nil { reason = "its jump does not reach the pad" }
+            if reason == nil, !codeIsOriginal(p, in: process), !isLeftover(p, in: process) {
+                reason = "its bytes in memory differ from the file (another tracer's breakpoint?)"
+            }
+            if let reason {
+                DebugLog.log("window \(hex(p.window.start)) not written: \(reason)")
+                notice(process, "\(p.function.name): a window at \(hex(p.window.start)) is not written (\(reason)); an int3 stands in")
+                if let role = p.internalRole {
+                    try makeSite(at: p.entry, in: process, using: thread)?.internalRole = role
+                    continue
+                }
+                if p.window.recordsEntry {
+                    try armFallback(InlineFallback(address: p.entry, kind: .entry, reason: reason), of: p.function, in: process, using: thread)
+                }
+                if p.window.recordsReturn, let ret = p.window.instructions.last {
+                    try armFallback(InlineFallback(address: ret.address, kind: .exit, reason: reason), of: p.function, in: process, using: thread)
+                }
+                continue
+            }
+            guard let originals = originalBytes(of: patches ?? [], in: process) else {
+                notice(process, "\(p.function.name): the file's bytes for a window at \(hex(p.window.start)) cannot be read; an int3 stands in")
+                continue
+            }
+            try space.install(p.window, patches: patches ?? [], originals: originals)
+            statistics.windowsInstalled += 1
+        }
+        publishStatus()
+    }
+
+    /// What the patches replace, as the file has it: what detach puts back.
+    private func originalBytes(of patches: [(address: UInt64, bytes: [UInt8])], in process: TracedProcess) -> [[UInt8]]? {
+        var originals: [[UInt8]] = []
+        for patch in patches {
+            guard let bytes = process.image?.fileBytes(at: patch.address, count: patch.bytes.count),
+                  bytes.count == patch.bytes.count else { return nil }
+            originals.append(bytes)
+        }
+        return originals
+    }
+
+    /// The window is already written by an earlier nstrace that was killed before it could restore it:
+    /// its jump leads into nstrace's scratch memory (taken up again at attach). Written over, it is
+    /// this session's; restored, it is the file's.
+    private func isLeftover(_ p: PendingWindow, in process: TracedProcess) -> Bool {
+        let memory = process.space.memory
+        guard let site = try? memory.read(p.window.start, count: 5), site.count == 5 else { return false }
+        func target(ofJumpAt address: UInt64, _ bytes: [UInt8]) -> UInt64? {
+            guard bytes.count == 5, bytes[0] == 0xe9 else { return nil }
+            let rel = bytes[1...4].enumerated().reduce(UInt32(0)) { $0 | UInt32($1.element) << (8 * UInt32($1.offset)) }
+            return address &+ 5 &+ UInt64(bitPattern: Int64(Int32(bitPattern: rel)))
+        }
+        var jump = target(ofJumpAt: p.window.start, site)
+        if site[0] == 0xeb {
+            let slot = p.window.start &+ 2 &+ UInt64(bitPattern: Int64(Int8(bitPattern: site[1])))
+            jump = (try? memory.read(slot, count: 5)).flatMap { target(ofJumpAt: slot, $0) }
+        }
+        guard let jump, process.space.isScratch(jump) else { return false }
+        DebugLog.log("window \(hex(p.window.start)): an earlier nstrace's, left behind; written over")
+        return true
+    }
+
+    /// The window's bytes (and its padding slot) in memory are still the file's.
+    private func codeIsOriginal(_ p: PendingWindow, in process: TracedProcess) -> Bool {
+        guard let image = process.image else { return false }
+        var ranges: [(UInt64, Int)] = [(p.window.start, p.window.shortJumpSlot == nil ? p.window.patchLength : 2)]
+        if let slot = p.window.shortJumpSlot { ranges.append((slot, 5)) }
+        for (address, count) in ranges {
+            guard let file = image.fileBytes(at: address, count: count), file.count == count,
+                  let memory = try? process.space.memory.read(address, count: count), memory == file
+            else { return false }
+        }
+        return true
+    }
+
+    /// Single-steps a thread (every other one stopped) until it is out of the windows' first bytes; a
+    /// window holds at most a few instructions before its fifth byte. False when it does not leave.
+    private func stepOutOfWindow(_ thread: TraceeThread, _ interior: [UInt64: Int]) -> Bool {
+        for _ in 0..<16 {
+            var injection = SyscallInjection(tid: thread.tid, memory: thread.process.space.memory)
+            guard (try? injection.step()) != nil else {
+                thread.heldSignals += injection.held
+                return false
+            }
+            thread.heldSignals += injection.held
+            thread.hold = .signalDelivery
+            guard let regs = try? Ptrace.getRegs(thread.tid) else { return false }
+            if interior[regs.rip] == nil { return true }
+        }
+        return false
+    }
+
+    /// Windows some thread's stack points into: every 8-byte word from each thread's stack pointer to
+    /// the end of its stack's mapping is compared with the windows' inner instruction boundaries (a
+    /// return address can never be one — a window holds no call — but a signal frame's saved RIP can).
+    /// A false match only costs a window.
+    private func savedPointsInside(_ interior: [UInt64: Int], of process: TracedProcess) -> [(Int, pid_t)] {
+        guard !interior.isEmpty, let maps = ProcFS.text("/proc/\(process.pid)/maps") else { return [] }
+        let mappings = maps.split(separator: "\n").compactMap { line -> (UInt64, UInt64)? in
+            let range = line.prefix { $0 != " " }.split(separator: "-")
+            guard range.count == 2, let start = UInt64(range[0], radix: 16), let end = UInt64(range[1], radix: 16) else { return nil }
+            return (start, end)
+        }
+        var found: [(Int, pid_t)] = []
+        for t in process.threads.values {
+            guard let regs = try? Ptrace.getRegs(t.tid),
+                  let mapping = mappings.first(where: { regs.rsp >= $0.0 && regs.rsp < $0.1 })
+            else { continue }
+            let start = regs.rsp & ~7
+            let count = Int(min(mapping.1 &- start, 16 << 20))
+            guard let bytes = try? process.space.memory.read(start, count: count) else { continue }
+            bytes.withUnsafeBytes { raw in
+                for offset in stride(from: 0, to: raw.count - 7, by: 8) {
+                    let word = raw.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
+                    if let index = interior[word] { found.append((index, t.tid)) }
+                }
+            }
+        }
+        return found
+    }
+
+    /// PTRACE_INTERRUPT to every running thread of the process, and wait until each has stopped. What
+    /// arrives meanwhile is kept: a signal is held for delivery, a hit of one of nstrace's int3s is
+    /// rewound to be taken again, a new thread or child is registered, and stops of other processes
+    /// are handled after. Returns the threads it stopped.
+    func stopAllThreads(of process: TracedProcess, except holder: TraceeThread?) throws(TraceError) -> [TraceeThread] {
+        var stopped: [TraceeThread] = []
+        for t in process.threads.values where t !== holder && !t.inVfork {
+            guard case .running = t.state else { continue }
+            do {
+                try Ptrace.interrupt(t.tid)
+            } catch {
+                if error.threadGone { continue }
+                throw error
+            }
+            t.interruptPending = true
+            stopped.append(t)
+        }
+        let deadline = monotonicNow() &+ 5_000_000_000
+        while stopped.contains(where: { $0.interruptPending && threads[$0.tid] != nil }) {
+            guard let result = try Wait.next() else {
+                if monotonicNow() > deadline {
+                    throw TraceError("stop every thread: \(stopped.filter(\.interruptPending).map(\.tid)) never stopped",
+                                     tid: process.pid, errno: ETIMEDOUT)
+                }
+                continue
+            }
+            guard let t = threads[result.tid], t.process === process, t.interruptPending else {
+                if threads[result.tid] == nil { early[result.tid, default: []].append(result) } else { deferredStops.append(result) }
+                continue
+            }
+            try settleForAllStop(t, result)
+        }
+        return stopped.filter { threads[$0.tid] != nil }
+    }
+
+    /// One stop of a thread being stopped for an all-stop.
+    private func settleForAllStop(_ t: TraceeThread, _ result: WaitResult) throws(TraceError) {
+        switch result {
+        case .exited(let tid, let status):
+            threadEnded(tid, .exited(status))
+            return
+        case .killed(let tid, let signal, let core):
+            threadEnded(tid, .killed(signal: signal, coreDumped: core))
+            return
+        case .signalStop(let tid, let signal) where Engine.isGroupStop(signal):
+            // A stop signal goes through at once; the group-stop it starts is this thread's stop.
+            try Ptrace.cont(tid, signal: signal)
+            return
+        case .signalStop(let tid, SIGTRAP):
+            var regs = try Ptrace.getRegs(tid)
+            let info = try Ptrace.getSigInfo(tid)
+            if info.si_code == 0x80, t.process.space.site(at: regs.rip &- 1) != nil {
+                // One of nstrace's int3s, not yet handled: back onto it, to be hit again once resumed.
+                regs.rip &-= 1
+                try Ptrace.setRegs(tid, regs)
+                t.hold = .event
+            } else {
+                t.heldSignals.append(info)
+                t.hold = .signalDelivery
+            }
+        case .signalStop(let tid, _):
+            t.heldSignals.append(try Ptrace.getSigInfo(tid))
+            t.hold = .signalDelivery
+        case .eventStop(_, .clone, _), .eventStop(_, .fork, _), .eventStop(_, .vfork, _):
+            guard case .eventStop(_, let event, _) = result else { break }
+            let child = pid_t(truncatingIfNeeded: try Ptrace.eventMessage(t.tid))
+            // Registered, but its first stop waits for the loop: it must not run while code is rewritten.
+            if event == .clone, ProcFS.threadGroup(of: child) ?? t.process.pid == t.process.pid {
+                let newThread = TraceeThread(tid: child, process: t.process)
+                t.process.threads[child] = newThread
+                threads[child] = newThread
+                emit(t.process, child, .threadStart)
+            } else {
+                try registerChildProcess(child, of: t, event: event)
+            }
+            deferredStops += early.removeValue(forKey: child) ?? []
+            t.hold = .event
+        case .eventStop(_, .exec, _):
+            // The image is gone: nothing to patch. The loop handles the exec next.
+            deferredStops.append(result)
+            t.interruptPending = false
+            throw TraceError("stop every thread: an exec came first", tid: t.tid, errno: EINTR)
+        case .eventStop(_, .stop, let signal) where Engine.isGroupStop(signal):
+            t.state = .groupStopped
+            t.interruptPending = false
+            t.hold = .event
+            return
+        case .eventStop(_, .vforkDone, _):
+            t.inVfork = false
+            t.hold = .event
+        case .eventStop:
+            t.hold = .event
+        }
+        t.interruptPending = false
+        t.state = .stopped
+    }
+}

@@ -1,0 +1,91 @@
+import Glibc
+import Symbols
+
+/// A traced call's entry or exit, seen by a breakpoint or recorded by an inline pad. Both reach the
+/// shadow stacks through `observe`, in the order the thread (or goroutine) made them.
+struct Observation {
+    enum Kind {
+        /// `returnAddress`: where the call returns, when its return is watched there (0 when it is seen
+        /// at the function's own `ret`s).
+        case entry(TracedFunction, arguments: [ArgumentValue], stack: [StackFrame], returnAddress: UInt64)
+        /// The function's `ret` ran (the stack pointer at the `ret`, which is the one at entry).
+        case exit(TracedFunction, value: ArgumentValue?)
+        /// The function left by a jump (a tail call): the call now returns where its caller's return
+        /// address sends it, which a breakpoint watches.
+        case tailExit(TracedFunction, returnAddress: UInt64)
+        /// A watched return address was reached with the stack pointer just past it.
+        case returnAddress(UInt64, value: (TracedFunction) -> ArgumentValue?)
+    }
+
+    let kind: Kind
+    let process: TracedProcess
+    let tid: pid_t
+    let goroutine: CallContext.Goroutine?
+    /// On the scale CallContext uses (from the top of the stack, for a goroutine).
+    let stackPointer: UInt64
+    /// CLOCK_MONOTONIC nanoseconds.
+    let time: UInt64
+}
+
+extension Engine {
+    func observe(_ o: Observation) {
+        switch o.kind {
+        case .entry(let function, let arguments, let stack, let returnAddress):
+            close(withShadowStack(o.process, o.tid, o.goroutine) {
+                $0.popFrames(at: nil, sp: o.stackPointer) + $0.popReturnedUnseen(sp: o.stackPointer)
+            }, o) { _ in nil }
+            let depth = withShadowStack(o.process, o.tid, o.goroutine) { $0.depth }
+            emit(o.process, o.tid, .call(function: function, depth: depth, arguments: arguments, stack: stack),
+                 goroutine: o.goroutine?.id, at: o.time)
+            withShadowStack(o.process, o.tid, o.goroutine) {
+                $0.push(.init(function: function, entrySP: o.stackPointer, returnAddress: returnAddress, start: o.time))
+            }
+        case .exit(let function, let value):
+            let closed = withShadowStack(o.process, o.tid, o.goroutine) { $0.popReturn(of: function, sp: o.stackPointer) }
+            close(closed, o) { _ in value }
+        case .tailExit(let function, let returnAddress):
+            withShadowStack(o.process, o.tid, o.goroutine) {
+                $0.watchReturnAddress(of: function, sp: o.stackPointer, returnAddress: returnAddress)
+            }
+        case .returnAddress(let site, let value):
+            close(withShadowStack(o.process, o.tid, o.goroutine) { $0.popFrames(at: site, sp: o.stackPointer) }, o, value)
+        }
+    }
+
+    /// Reports closed frames, innermost first: returned (with the value) or unwound.
+    private func close(_ closed: [(frame: ShadowStack.Frame, depth: Int, returned: Bool)], _ o: Observation,
+                       _ value: (TracedFunction) -> ArgumentValue?) {
+        for (frame, depth, returned) in closed {
+            let duration = elapsed(from: frame.start, to: o.time)
+            if returned {
+                emit(o.process, o.tid, .ret(function: frame.function, depth: depth, value: value(frame.function), duration: duration),
+                     goroutine: o.goroutine?.id, at: o.time)
+            } else {
+                emit(o.process, o.tid, .unwound(function: frame.function, depth: depth, duration: duration),
+                     goroutine: o.goroutine?.id, at: o.time)
+            }
+        }
+    }
+
+    /// Time between two instants, 0 when they come out reversed: the TSCs of two CPUs (a thread that
+    /// moved between its call and its return) can differ by a little.
+    func elapsed(from start: UInt64, to end: UInt64) -> UInt64 { end > start ? end - start : 0 }
+
+    /// Every open frame of a thread that ended (its goroutines' frames end with the process).
+    func unwindThread(_ process: TracedProcess, _ tid: pid_t, at time: UInt64) {
+        guard var stack = process.threadStacks.removeValue(forKey: tid) else { return }
+        for (frame, depth) in stack.removeAll() {
+            emit(process, tid, .unwound(function: frame.function, depth: depth, duration: elapsed(from: frame.start, to: time)), at: time)
+        }
+    }
+
+    func unwindGoroutines(_ process: TracedProcess, reportedAs tid: pid_t, at time: UInt64) {
+        for (goroutine, var stack) in process.goroutineStacks {
+            for (frame, depth) in stack.removeAll() {
+                emit(process, tid, .unwound(function: frame.function, depth: depth, duration: elapsed(from: frame.start, to: time)),
+                     goroutine: goroutine.id, at: time)
+            }
+        }
+        process.goroutineStacks = [:]
+    }
+}

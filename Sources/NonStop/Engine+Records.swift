@@ -1,0 +1,175 @@
+import CShim
+import Glibc
+import Relocator
+import Symbols
+
+extension Engine {
+    /// The bucket an observation's thread (or goroutine) writes its records to.
+    private func bucket(of o: Observation, in trace: InlineTrace) -> Int {
+        let key = o.goroutine.map { UInt64(bitPattern: $0.id) } ?? UInt64(UInt32(bitPattern: o.tid))
+        return trace.ring.bucket(ofKey: key)
+    }
+
+    /// Hands an observation of the engine's own (a breakpoint hit) to the shadow stacks, after every
+    /// record its thread wrote before it.
+    func deliver(_ o: Observation) {
+        guard let trace = o.process.space.inline else {
+            observe(o)
+            return
+        }
+        let b = bucket(of: o, in: trace)
+        trace.afterRecords(inBucket: b) { [unowned self] in self.observe(o) }
+        drainBucket(b, of: trace)
+    }
+
+    /// Runs `action` after every record the thread has written so far (at once without a ring).
+    func afterRecords(of process: TracedProcess, tid: pid_t, _ action: @escaping () -> Void) {
+        guard let trace = process.space.inline else {
+            action()
+            return
+        }
+        let b = trace.ring.bucket(ofKey: UInt64(UInt32(bitPattern: tid)))
+        trace.afterRecords(inBucket: b, action)
+        drainBucket(b, of: trace)
+    }
+
+    /// Reads the published records of every ring, about `budget` of them in all (shared out among the
+    /// buckets), so that a flood of records never keeps the engine from its threads' stops. True when
+    /// more are waiting.
+    @discardableResult
+    func drainRecords(budget: Int = Int.max) -> Bool {
+        guard !inlineTraces.isEmpty else { return false }
+        clock.refine()
+        var more = false
+        for trace in inlineTraces {
+            let buckets = trace.ring.geometry.bucketCount
+            let share = budget == Int.max ? Int.max : max(64, budget / (buckets * inlineTraces.count))
+            for b in 0..<buckets where !drainBucket(b, of: trace, budget: share) { more = true }
+            reportLost(trace)
+        }
+        handleLinkMapChanges()
+        return more
+    }
+
+    /// Reads a bucket up to its head as it is now (records written meanwhile wait for the next
+    /// drain), or `budget` records. True when that head was reached.
+    @discardableResult
+    private func drainBucket(_ b: Int, of trace: InlineTrace, budget: Int = Int.max) -> Bool {
+        let ring = trace.ring
+        let head = ring.head(of: b)
+        var consumed = 0
+        while consumed < budget, ring.positions[b] < head {
+            guard let record = ring.next(in: b, slotsOf: trace.slots) else {
+                // Reserved and not published: a record being written now, or one whose writer is gone
+                // (killed, or longjmp'd out of a signal handler that interrupted its pad): after a
+                // second, given up and counted.
+                let skipped = ring.skipStalled(b, olderThan: clock.ticks(in: 1_000_000_000), now: nst_rdtsc())
+                if skipped == 0 { break }
+                trace.skipped += skipped
+                continue
+            }
+            for action in trace.takeReady(b, upTo: record.position) { action() }
+            process(record, of: trace)
+            ring.advance(b, past: record)
+            consumed += 1
+        }
+        for action in trace.takeReady(b, upTo: ring.positions[b]) { action() }
+        if consumed > 0 { ring.release(b) }
+        return ring.positions[b] >= head
+    }
+
+    /// Everything left in a ring whose process is gone: what was published is read, what was reserved
+    /// and never published is counted as lost, and every waiting action runs.
+    func finishRing(_ trace: InlineTrace) {
+        for b in 0..<trace.ring.geometry.bucketCount {
+            drainBucket(b, of: trace)
+            trace.skipped += trace.ring.abandonUnpublished(b)
+        }
+        for action in trace.takeAll() { action() }
+        reportLost(trace)
+    }
+
+    private func process(_ record: EventRing.Record, of trace: InlineTrace) {
+        statistics.recordsRead += 1
+        guard let probe = trace.probe(record.probe) else {
+            trace.skipped += 1
+            return
+        }
+        var tid = record.thread
+        var owner = threads[tid]?.process ?? trace.departed[tid] ?? trace.owner
+        if let child = trace.vforkChildren[tid] {
+            // The parent is blocked in vfork: these are its child's, which runs in its memory and TCB.
+            owner = child
+            tid = child.pid
+        }
+        let values = RecordValues(captures: probe.captures, offsets: probe.offsets, record: record)
+        var goroutine: CallContext.Goroutine?
+        var stackPointer = record.stackPointer
+        if let go = probe.go, let g = values.word(of: .register(.r14)),
+           let goid = values.word(of: .goroutineField(Int32(truncatingIfNeeded: go.goidOffset))),
+           let high = values.word(of: .goroutineField(Int32(truncatingIfNeeded: go.stackHighOffset))) {
+            goroutine = CallContext.Goroutine(g: g, id: Int64(bitPattern: goid))
+            stackPointer = CallContext.goroutineScale(sp: stackPointer, stackHigh: high)
+        }
+        let time = clock.nanoseconds(at: record.tsc)
+        var reader = ArgumentReader(values, maxString: configuration.maxStringLength)
+        switch probe.role {
+        case .entry(let function):
+            observe(Observation(kind: .entry(function, arguments: reader.arguments(function.signature), stack: [], returnAddress: 0),
+                                process: owner, tid: tid, goroutine: goroutine, stackPointer: stackPointer, time: time))
+        case .exit(let function):
+            observe(Observation(kind: .exit(function, value: reader.returnValue(function.signature)),
+                                process: owner, tid: tid, goroutine: goroutine, stackPointer: stackPointer, time: time))
+        case .linkMap(let rDebug):
+            pendingLinkMaps.append(LinkMapChange(trace: trace, process: owner, rDebug: rDebug,
+                                                 ticket: values.word(of: .ticket) ?? 0))
+        }
+    }
+
+    private func reportLost(_ trace: InlineTrace) {
+        var lost = trace.ring.lost
+        lost.others &+= UInt64(trace.skipped)
+        let before = trace.lostReported
+        guard lost != before else { return }
+        let calls = Int(clamping: lost.calls &- before.calls), returns = Int(clamping: lost.returns &- before.returns)
+        let others = Int(clamping: lost.others &- before.others)
+        emit(trace.owner, trace.owner.pid, .lost(LostEvents(calls: calls, returns: returns, others: others,
+                                                            cause: "the inline ring was full")))
+        trace.lostReported = lost
+    }
+
+    /// The dynamic linker's r_brk pad recorded a change and waits: once the link map is consistent, the
+    /// new libraries get their sites (every thread stopped for it), then the pad may go on.
+    private func handleLinkMapChanges() {
+        while !pendingLinkMaps.isEmpty {
+            let change = pendingLinkMaps.removeFirst()
+            defer { change.trace.ring.acknowledge(through: change.ticket) }
+            let process = change.process
+            guard StopRequest.pending == nil, processes[process.pid] != nil, process.installed,
+                  let state = try? process.space.memory.read(change.rDebug + 24, count: 4), state == [0, 0, 0, 0]
+            else { continue }
+            do {
+                let stopped = try stopAllThreads(of: process, except: nil)
+                defer {
+                    for t in stopped where threads[t.tid] != nil {
+                        if case .groupStopped = t.state { try? listen(t) } else { try? resume(t) }
+                    }
+                }
+                guard let holder = process.threads.values.first(where: { if case .stopped = $0.state { return true }; return false })
+                else { continue }
+                try install(process, using: holder)
+                process.space.forgetVanishedSites()
+            } catch {
+                if !error.threadGone { notice(process, "libraries loaded by dlopen could not be traced: \(error)") }
+            }
+        }
+    }
+}
+
+/// A change of the link map an r_brk pad recorded, waiting for nstrace.
+struct LinkMapChange {
+    let trace: InlineTrace
+    let process: TracedProcess
+    let rDebug: UInt64
+    let ticket: UInt64
+}

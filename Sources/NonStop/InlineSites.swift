@@ -1,0 +1,76 @@
+import Relocator
+import Symbols
+
+/// The inline strategy's sites for one function, decided from the module file's bytes (never from
+/// memory, where another tracer's int3 may sit): the one decision both `nstrace list` and the engine
+/// use.
+public enum InlineSites {
+    /// `isInternal` marks nstrace's own sites (the dynamic linker's r_brk), whose window may cover the
+    /// first instruction.
+    public static func plan(for function: Function, in image: ProcessImage, decoder: Decoder,
+                            isInternal: Bool = false) -> InlinePlan {
+        let entry = self.entry(of: function, in: image, decoder: decoder)
+        if image.goRuntime(in: function.module) != nil, entry == function.address {
+            // No stack check (NOSPLIT, or assembly): nothing promises a pad the stack it uses, and R14
+            // need not hold the goroutine.
+            return InlinePlan(windows: [], fallbacks: [
+                InlineFallback(address: entry, kind: .entry,
+                               reason: "a Go function without a stack check: a pad could run past the stack the runtime promises"),
+            ], returnsSeenAtExits: false)
+        }
+        guard function.size > 0, let body = image.fileBytes(of: function), body.count == Int(clamping: function.size) else {
+            return InlinePlan(windows: [], fallbacks: [
+                InlineFallback(address: entry, kind: .entry, reason: "its size is unknown (no symbol size): its code cannot be analysed"),
+            ], returnsSeenAtExits: false)
+        }
+        let all = image.functions(in: function.module)
+        var parts = [CodePart(start: function.address, bytes: body, padding: padding(after: function, among: all, in: image))]
+        var landingPads = Set(image.landingPads(of: function))
+        for cold in coldParts(of: function, among: all) {
+            guard let bytes = image.fileBytes(of: cold) else { continue }
+            parts.append(CodePart(start: cold.address, bytes: bytes, padding: padding(after: cold, among: all, in: image)))
+            landingPads.formUnion(image.landingPads(of: cold))
+        }
+        let table = image.landingPadTable(in: function.module)
+        let incomplete = parts.allSatisfy { table.isComplete(in: $0.start..<$0.end) } ? nil
+            : "its exception table could not be read to its end: a landing pad could be anywhere"
+        let planner = InlinePlanner(decoder: decoder)
+        let bias = function.module.bias
+        return planner.plan(InlinePlanner.Function(start: function.address, entry: entry, parts: parts,
+                                                   extraEntryPoints: landingPads, extraEntryPointsIncomplete: incomplete,
+                                                   mayCoverStart: isInternal, tracesEntry: true)) { instructions, ranges in
+            JumpTables.classify(instructions: instructions, ranges: ranges, bias: bias) { address, count in
+                image.fileBytes(at: address, count: count)
+            }
+        }
+    }
+
+    /// Where a function's entry is recorded: after the stack-growth check of a Go function (a call
+    /// that grows the stack runs the check twice but passes this point once), at its start otherwise.
+    public static func entry(of function: Function, in image: ProcessImage, decoder: Decoder) -> UInt64 {
+        guard image.goRuntime(in: function.module) != nil,
+              let bytes = image.fileBytes(of: function, limit: 64), !bytes.isEmpty
+        else { return function.address }
+        return FunctionAnalysis(bytes: bytes, at: function.address, size: function.size, decoder: decoder).prologueEnd
+    }
+
+    /// gcc moves a function's unlikely paths to `NAME.cold` (in .text.unlikely): part of the function,
+    /// whose returns are the function's.
+    static func coldParts(of function: Function, among all: [Function]) -> [Function] {
+        let names = Set(function.names.map { $0 + ".cold" })
+        return all.filter { candidate in candidate.name.hasSuffix(".cold") && candidate.names.contains { names.contains($0) } }
+    }
+
+    /// The alignment padding after a function: the bytes up to the next function (at most 32).
+    static func padding(after function: Function, among all: [Function], in image: ProcessImage) -> [UInt8] {
+        let end = function.address &+ function.size
+        var low = 0, high = all.count
+        while low < high {
+            let mid = (low + high) / 2
+            if all[mid].address < end { low = mid + 1 } else { high = mid }
+        }
+        let next = low < all.count ? all[low].address : end &+ 32
+        guard next > end else { return [] }
+        return image.fileBytes(at: end, count: Int(min(next - end, 32))) ?? []
+    }
+}

@@ -1,0 +1,102 @@
+import Glibc
+import Relocator
+import Symbols
+
+/// The inline strategy's state for one ring: the ring itself (mapped in the tracee and here), what
+/// each probe id means, and engine actions that must wait until a bucket has been read up to a point.
+/// A process and the fork children nstrace follows share one ring (a MAP_SHARED mapping survives
+/// fork), so this is shared by their address spaces.
+final class InlineTrace {
+    let ring: EventRing
+    /// Where the ring is mapped in the tracee.
+    let ringAddress: UInt64
+    /// The process that mapped it: records of threads nstrace does not know are reported as its.
+    unowned let owner: TracedProcess
+    private(set) var probes: [InlineProbe] = []
+    /// Per bucket: actions to run once every record before `position` has been read — the engine's own
+    /// observations (breakpoint hits, thread ends, forks) kept in order with the thread's records.
+    private var waiting: [[(position: UInt64, action: () -> Void)]]
+    /// A thread in vfork: its records until vfork-done are its child's (glibc's vfork leaves the
+    /// parent's tid in the TCB the child shares).
+    var vforkChildren: [pid_t: TracedProcess] = [:]
+    /// Threads whose end has been seen but whose last records may not have been read yet.
+    var departed: [pid_t: TracedProcess] = [:]
+    /// Records given up: half-written ones, and those of unknown probes (a corrupted ring).
+    var skipped = 0
+    /// Lost records already reported (the ring's counters only grow): calls, returns, others.
+    var lostReported: (calls: UInt64, returns: UInt64, others: UInt64) = (0, 0, 0)
+
+    init(ring: EventRing, ringAddress: UInt64, owner: TracedProcess) {
+        self.ring = ring
+        self.ringAddress = ringAddress
+        self.owner = owner
+        waiting = Array(repeating: [], count: ring.geometry.bucketCount)
+    }
+
+    /// The geometry every nstrace ring has: 16 buckets of 8192 slots (512 KiB each; 16 MiB of address
+    /// space in all, touched only as records are written), records of up to 64 slots.
+    static let geometry = RingGeometry(bucketCount: 16, slotsPerBucket: 8192, maxSlotsPerRecord: 64)
+
+    func register(_ probe: InlineProbe) -> UInt32 {
+        probes.append(probe)
+        return UInt32(probes.count)
+    }
+
+    func probe(_ id: UInt32) -> InlineProbe? {
+        let index = Int(id) - 1
+        return index >= 0 && index < probes.count ? probes[index] : nil
+    }
+
+    func slots(of id: UInt32) -> Int? { probe(id)?.slots }
+
+    /// Runs `action` once the bucket's records reserved so far are read (at once if they are).
+    func afterRecords(inBucket bucket: Int, _ action: @escaping () -> Void) {
+        let position = ring.head(of: bucket)
+        if waiting[bucket].isEmpty, ring.positions[bucket] >= position {
+            action()
+            return
+        }
+        waiting[bucket].append((position, action))
+    }
+
+    /// The actions of a bucket that the reader has caught up with.
+    func takeReady(_ bucket: Int, upTo position: UInt64) -> [() -> Void] {
+        var ready: [() -> Void] = []
+        while let first = waiting[bucket].first, first.position <= position {
+            ready.append(first.action)
+            waiting[bucket].removeFirst()
+        }
+        return ready
+    }
+
+    /// Every waiting action, whatever the bucket's position (the process is gone).
+    func takeAll() -> [() -> Void] {
+        defer { for b in waiting.indices { waiting[b] = [] } }
+        return waiting.flatMap { $0.map(\.action) }
+    }
+}
+
+/// What a probe id stands for, and how its records are laid out.
+struct InlineProbe {
+    enum Role {
+        case entry(TracedFunction)
+        case exit(TracedFunction)
+        /// The dynamic linker's r_brk: libraries were loaded or unloaded.
+        case linkMap(rDebug: UInt64)
+    }
+
+    let role: Role
+    let captures: [Capture]
+    let offsets: [Int]
+    let slots: Int
+    /// The goroutine fields captured first in Go code (g, goid, stack top).
+    let go: GoRuntime?
+
+    init(role: Role, captures: [Capture], go: GoRuntime?) {
+        self.role = role
+        self.captures = captures
+        offsets = RecordLayout.offsets(for: captures).offsets
+        slots = RecordLayout.slots(for: captures)
+        self.go = go
+    }
+}

@@ -1,0 +1,245 @@
+import Foundation
+import Glibc
+import Symbols
+import Testing
+import TestSupport
+
+/// The inline strategy on what only it has: a ring that can fill, pads that outlive nstrace, and
+/// windows beside another tracer's uprobes. (Every test that runs the jump strategy runs it too.)
+@Suite(.serialized) struct InlineStrategy {
+    static let valuesFunctions = ["vx_ints", "vx_strings", "vx_floats", "vx_many", "vx_name", "vx_pair_sum"]
+
+    func values(cet: Bool) throws -> String {
+        try Fixtures.build("values", flags: ["-O1", "-g", "-pthread"] + (cet ? ["-fcf-protection=full"] : ["-fcf-protection=none"]),
+                           variant: cet ? "cet" : "plain")
+    }
+
+    func file(_ name: String) -> String { Paths.scratch.appendingPathComponent(name).path }
+
+    /// Which of `functions` `nstrace list` says are traced with no int3 at all.
+    func fullyInline(_ binary: String, _ pattern: String) throws -> Set<String> {
+        let listing = try nstrace(["list", "--json", binary, pattern])
+        #expect(listing.status == 0, "\(listing)")
+        return Set(try jsonLines(listing.stdout).filter { $0["inline"] as? Bool == true }.compactMap { $0["function"] as? String })
+    }
+
+    /// (function, arguments) of every call and (function, value) of every return, as multisets.
+    func reported(_ log: TraceLog) -> [String: Int] {
+        var seen: [String: Int] = [:]
+        for event in log.events {
+            guard let kind = event["event"] as? String, let function = event["function"] as? String else { continue }
+            let detail: Any?
+            switch kind {
+            case "call": detail = event["args"]
+            case "return": detail = event["retval"]
+            default: continue
+            }
+            let json = (try? JSONSerialization.data(withJSONObject: ["d": detail ?? NSNull()], options: [.sortedKeys]))
+                .map { String(decoding: $0, as: UTF8.self) } ?? "?"
+            seen["\(kind) \(function) \(json)", default: 0] += 1
+        }
+        return seen
+    }
+
+    @Test(arguments: [false, true])
+    func inlineAndJumpReportTheSameCallsArgumentsAndResults(cet: Bool) throws {
+        let binary = try values(cet: cet)
+        var logs: [String: TraceLog] = [:]
+        for strategy in ["jump", "inline"] {
+            let trace = file("values-\(strategy)-\(cet).jsonl")
+            let result = try nstrace(["--strategy", strategy, "--json", "-o", trace, "^vx_", "--", binary, "calls", "4", "50"])
+            #expect(result.status == 0, "\(result)")
+            #expect(result.stdoutLines.contains("wrong 0"), "\(result)")
+            let log = try TraceLog(file: trace)
+            let expected = fixtureCounts(result.stdout)
+            #expect(log.calls() == expected && log.returns() == expected, "\(strategy): calls seen vs made")
+            logs[strategy] = log
+        }
+        let jump = reported(try #require(logs["jump"])), inline = reported(try #require(logs["inline"]))
+        #expect(jump.values.reduce(0, +) == 2 * 6 * 200)
+        #expect(jump == inline, "differences: \(Set(jump.keys).symmetricDifference(inline.keys).prefix(6))")
+        if cet {
+            // With endbr64 first, every one of them is inline: the pads read strings, stack arguments,
+            // doubles and a struct themselves.
+            #expect(try fullyInline(binary, "^vx_").isSuperset(of: Self.valuesFunctions))
+        }
+    }
+
+    @Test func losslessRingMakesTheProgramWaitAndMissesNothing() throws {
+        let binary = try values(cet: true)
+        #expect(try fullyInline(binary, "^vx_hot$") == ["vx_hot"])
+        let trace = file("hot-lossless.jsonl")
+        let result = try nstrace(["--strategy", "inline", "--lossless", "-c", "-o", trace, "^vx_hot$", "--",
+                                  binary, "hot", "4", "100000"], timeout: 300)
+        #expect(result.status == 0, "\(result)")
+        #expect(result.stdoutLines.contains("wrong 0"))
+        let summary = try String(contentsOfFile: trace, encoding: .utf8)
+        let row = summary.split(separator: "\n").first { $0.hasPrefix("vx_hot ") }
+        let calls = row?.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap { Int($0) }
+        #expect(calls == 400_000, "\(summary.prefix(400))")
+        #expect(!summary.contains("lost"), "\(summary.prefix(400))")
+    }
+
+    @Test func aFullRingCountsEveryCallItCouldNotRecord() throws {
+        let binary = try values(cet: true)
+        let trace = file("hot-lossy.jsonl")
+        let result = try nstrace(["--strategy", "inline", "--json", "-o", trace, "^vx_hot$", "--", binary, "hot", "4", "200000"],
+                                 timeout: 300)
+        #expect(result.status == 0, "\(result)")
+        #expect(result.stdoutLines.contains("wrong 0"))
+        let log = try TraceLog(file: trace)
+        let lostCalls = log.of("lost").compactMap { $0["calls"] as? Int }.reduce(0, +)
+        // Seen and lost are counted apart, by nstrace and by the pads: together, every call made.
+        #expect((log.calls()["vx_hot"] ?? 0) + lostCalls == 800_000, "seen \(log.calls()["vx_hot"] ?? 0), lost \(lostCalls)")
+        if lostCalls > 0 {
+            #expect(result.stderr.contains("events lost"), "the exit notice: \(result.stderr)")
+        }
+    }
+
+    /// With every traced site a window, nothing of nstrace's can kill the program: its pads go on
+    /// writing into the ring (and counting what no one reads) after nstrace is SIGKILLed.
+    @Test func sigkilledNstraceLeavesAnInlineTracedServerRunningCorrectly() throws {
+        let server = try Fixtures.build("server", flags: ["-O1", "-g", "-pthread"])
+        #expect(try fullyInline(server, "^srv_(handle|helper)$") == ["srv_handle", "srv_helper"])
+        let fixture = try RunningFixture(server, ["4"])
+        defer { fixture.stop() }
+        let trace = file("sigkill.jsonl")
+        let background = try BackgroundTrace(["--strategy", "inline", "--json", "-o", trace, "-p", "\(fixture.pid)",
+                                              "^srv_(handle|helper)$"], outputFile: trace)
+        #expect(background.waitForLines(containing: "\"return\"", count: 200))
+        let log = try TraceLog(growingFile: trace)
+        #expect(log.of("notice").isEmpty, "\(log.of("notice"))")
+        background.process.kill(SIGKILL)
+        _ = background.process.wait(timeout: 30)
+        #expect(waitFor { tracers(of: fixture.pid).values.allSatisfy { $0 == 0 } }, "still traced after nstrace died")
+        // The server goes on, right, through the pads nstrace left.
+        fixture.skipPrinted()
+        for _ in 0..<10 { #expect(fixture.waitForLine(containing: "tick") != nil, "the server stopped: \(fixture.state)") }
+        #expect(!fixture.hasPrinted("BAD"))
+        #expect(fixture.isRunning, "\(fixture.state)")
+        // A later nstrace attaches to it as to any other process, and leaves it as it found it.
+        let again = try BackgroundTrace(["--strategy", "inline", "--json", "-o", file("sigkill-2.jsonl"), "-p", "\(fixture.pid)",
+                                         "^srv_(handle|helper)$"], outputFile: file("sigkill-2.jsonl"))
+        #expect(again.waitForLines(containing: "\"return\"", count: 50))
+        let end = try #require(again.stop())
+        #expect(end.status == 0, "\(end.stderr)")
+        // It took the windows the killed one left for its own, and put the file's code back.
+        try expectTextUntouched(fixture.pid)
+        fixture.skipPrinted()
+        #expect(fixture.waitForLine(containing: "tick") != nil, "\(fixture.state)")
+        #expect(!fixture.hasPrinted("BAD"))
+    }
+
+    /// A uprobe is an int3 the kernel writes over a function's first byte (and puts back when it is
+    /// removed); inline windows start after the first instruction, so both tracers see every call,
+    /// whichever came first, and the one that leaves last still sees them.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/bpftrace") && getuid() == 0,
+                   "needs bpftrace and root"))
+    func uprobesOnTracedFunctionsBeforeAndAfterNstraceBothSeeEveryCall() throws {
+        let binary = try values(cet: true)
+        #expect(try fullyInline(binary, "^vx_(hot|ints)$") == ["vx_hot", "vx_ints"])
+        let fixture = try RunningFixture(binary, ["gate", "4", "2000"])
+        defer { fixture.stop() }
+        func bpftrace(_ function: String) throws -> (Subprocess, LinesReader) {
+            // BEGIN runs once every probe is attached.
+            let p = try Subprocess("/usr/bin/bpftrace", ["-e", "BEGIN { printf(\"live\\n\"); } uprobe:\(binary):\(function) { @c = count(); }"],
+                                   stdout: .pipe, stderr: .pipe)
+            let reader = LinesReader(p.stdoutHandle)
+            return (p, reader)
+        }
+        // One uprobe before nstrace attaches (its int3 is in memory when nstrace reads the code)...
+        let (before, beforeOut) = try bpftrace("vx_hot")
+        defer { if before.isRunning { before.kill(SIGKILL) } }
+        #expect(beforeOut.waitForLine(containing: "live") != nil)
+        let trace = file("uprobes.jsonl")
+        let background = try BackgroundTrace(["--strategy", "inline", "--json", "-o", trace, "-p", "\(fixture.pid)",
+                                              "^vx_hot$"], outputFile: trace)
+        // nstrace has patched once the jump is in memory, just after the endbr64 the uprobe sits on.
+        let listing = try jsonLines(try nstrace(["list", "--json", "-p", "\(fixture.pid)", "^vx_hot$"]).stdout)
+        let address = try #require((listing.first?["address"] as? String).flatMap { UInt64($0.dropFirst(2), radix: 16) })
+        #expect(waitFor { memory(of: fixture.pid, at: address + 4, count: 1) == [0xe9] }, "the window never appeared")
+        #expect(memory(of: fixture.pid, at: address, count: 1) == [0xcc], "the first uprobe's int3 is gone")
+        // ...one after.
+        let (after, afterOut) = try bpftrace("vx_hot")
+        defer { if after.isRunning { after.kill(SIGKILL) } }
+        #expect(afterOut.waitForLine(containing: "live") != nil)
+        kill(fixture.pid, SIGUSR1)
+        #expect(fixture.waitForLine(containing: "batch 1 done") != nil)
+        // Both uprobes go; nstrace stays and sees the next batch too.
+        for p in [before, after] { p.kill(SIGINT); _ = p.wait(timeout: 30) }
+        let counts = [beforeOut, afterOut].map { out in out.lines().first { $0.hasPrefix("@c: ") }.flatMap { Int($0.dropFirst(4)) } }
+        #expect(counts == [8000, 8000], "bpftrace saw \(counts)")
+        kill(fixture.pid, SIGUSR1)
+        #expect(fixture.waitForLine(containing: "batch 2 done") != nil)
+        let end = try #require(background.stop())
+        #expect(end.status == 0, "\(end.stderr)")
+        let log = try TraceLog(file: trace)
+        #expect(log.calls()["vx_hot"] == 16_000 && log.returns()["vx_hot"] == 16_000,
+                "nstrace saw \(log.calls()) calls, \(log.returns()) returns")
+        #expect(log.of("lost").isEmpty)
+        kill(fixture.pid, SIGTERM)
+        #expect(fixture.waitForLine(containing: "wrong 0") != nil)
+    }
+}
+
+/// Lines of a child's stdout, collected as they come.
+final class LinesReader: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var collected: [String] = []
+    private var finished = false
+
+    init(_ handle: FileHandle?) {
+        guard let handle else { return }
+        Thread.detachNewThread { [self] in
+            var pending = Data()
+            while true {
+                let data = handle.availableData
+                if data.isEmpty {
+                    condition.lock()
+                    finished = true
+                    condition.broadcast()
+                    condition.unlock()
+                    return
+                }
+                pending.append(data)
+                while let newline = pending.firstIndex(of: 0x0a) {
+                    let line = String(decoding: pending[pending.startIndex..<newline], as: UTF8.self)
+                    pending.removeSubrange(pending.startIndex...newline)
+                    condition.lock()
+                    collected.append(line)
+                    condition.broadcast()
+                    condition.unlock()
+                }
+            }
+        }
+    }
+
+    func waitForLine(containing text: String, timeout: TimeInterval = 30) -> String? {
+        let deadline = Date().addingTimeInterval(timeout)
+        condition.lock()
+        defer { condition.unlock() }
+        while true {
+            if let line = collected.first(where: { $0.contains(text) }) { return line }
+            if !condition.wait(until: deadline) { return nil }
+        }
+    }
+
+    /// Everything, once the child has closed its end (it exited), or what came within `timeout`.
+    func lines(timeout: TimeInterval = 30) -> [String] {
+        let deadline = Date().addingTimeInterval(timeout)
+        condition.lock()
+        defer { condition.unlock() }
+        while !finished, condition.wait(until: deadline) {}
+        return collected
+    }
+}
+
+/// Bytes of a process's memory, read through /proc (nil when they cannot be).
+func memory(of pid: pid_t, at address: UInt64, count: Int) -> [UInt8]? {
+    let fd = open("/proc/\(pid)/mem", O_RDONLY)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var bytes = [UInt8](repeating: 0, count: count)
+    guard pread(fd, &bytes, count, off_t(Int64(bitPattern: address))) == count else { return nil }
+    return bytes
+}
