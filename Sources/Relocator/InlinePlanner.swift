@@ -93,15 +93,15 @@ private struct Analysis {
     var fallbacks: [InlineFallback] = []
     /// Instructions already inside a window.
     var covered: Set<UInt64> = []
-    /// Padding bytes already taken, per part.
-    var paddingUsed: [Int]
+    /// Never-executed bytes windows may use.
+    var holes: [Hole] = []
 
     init(function: InlinePlanner.Function, parts: [[Instruction]], indirectJumps: [UInt64: IndirectJumpTarget]) {
         self.function = function
         self.parts = parts
         self.indirectJumps = indirectJumps
-        paddingUsed = Array(repeating: 0, count: parts.count)
         findEntryPoints()
+        findHoles()
     }
 
     private mutating func findEntryPoints() {
@@ -265,17 +265,21 @@ private struct Analysis {
             j -= 1
             bytes += previous.length
         }
-        let run = Array(instructions[j...k])
-        if bytes >= 5 { return makeWindow(run, patch: bytes, entry: false, adjust: 0, slot: nil) }
-        // The ret ends its part: the padding after it is never executed and can take the jump's tail.
-        let part = function.parts[p]
-        if k == instructions.count - 1, paddingUsed[p] == 0, isFiller(part.padding), part.padding.count >= 5 - bytes {
-            paddingUsed[p] = 5 - bytes
-            return makeWindow(run, patch: 5, entry: false, adjust: 0, slot: nil)
+        return finishWindow(Array(instructions[j...k]), bytes: bytes, entry: false, adjust: 0)
+    }
+
+    /// A run of instructions made a window if it can be: 5 bytes or more as it is; or ending in a
+    /// transfer with the padding right after it taking the jump's tail; or, 2 bytes or more, a short
+    /// jump to padding within reach that holds the long one (E9Patch's and Dyninst's answer to short
+    /// code).
+    private mutating func finishWindow(_ run: [Instruction], bytes: Int, entry: Bool, adjust: Int32) -> InlineWindow? {
+        guard let last = run.last else { return nil }
+        if bytes >= 5 { return makeWindow(run, patch: bytes, entry: entry, adjust: adjust, slot: nil) }
+        if InlinePlanner.isUnconditionalTransfer(last), extendIntoHole(after: last, needing: 5 - bytes) {
+            return makeWindow(run, patch: 5, entry: entry, adjust: adjust, slot: nil)
         }
-        // A short jump from the window into padding, where the long jump fits.
-        if bytes >= 2, let slot = paddingSlot(part: p, reachableFrom: run[0].address &+ 2) {
-            return makeWindow(run, patch: bytes, entry: false, adjust: 0, slot: slot)
+        if bytes >= 2, let slot = holeSlot(reachableFrom: run[0].address &+ 2) {
+            return makeWindow(run, patch: bytes, entry: entry, adjust: adjust, slot: slot)
         }
         return nil
     }
@@ -288,17 +292,63 @@ private struct Analysis {
         return "less than 5 bytes of straight-line code end with this ret, and no padding within reach"
     }
 
-    /// Five bytes of never-executed padding within a rel8 of `from`, if the part has them.
-    private mutating func paddingSlot(part p: Int, reachableFrom from: UInt64) -> UInt64? {
-        let part = function.parts[p]
-        guard isFiller(part.padding), parts[p].last.map(InlinePlanner.isUnconditionalTransfer) == true else { return nil }
-        let offset = paddingUsed[p]
-        guard part.padding.count - offset >= 5 else { return nil }
-        let slot = part.end &+ UInt64(offset)
-        let distance = Int64(bitPattern: slot &- from)
-        guard distance >= -128, distance <= 127 else { return nil }
-        paddingUsed[p] = offset + 5
-        return slot
+    /// Never-executed bytes: alignment padding after a part that ends in an unconditional transfer, and
+    /// nops (or int3s) after a transfer inside a part up to the next instruction something enters.
+    /// Windows take the start of a hole (the tail of a jump that runs on into it) and short jumps'
+    /// slots come from its end.
+    struct Hole {
+        let start: UInt64
+        let length: Int
+        var front = 0
+        var back = 0
+    }
+
+    private mutating func findHoles() {
+        for (p, instructions) in parts.enumerated() {
+            var i = 0
+            while i < instructions.count {
+                guard InlinePlanner.isUnconditionalTransfer(instructions[i]) else { i += 1; continue }
+                var j = i + 1, length = 0
+                while j < instructions.count, isFillerInstruction(instructions[j]), entryPoints[instructions[j].address] == nil {
+                    length += instructions[j].length
+                    j += 1
+                }
+                if length > 0 { holes.append(Hole(start: instructions[i].next, length: length)) }
+                i = j
+            }
+            let part = function.parts[p]
+            guard isFiller(part.padding), let last = instructions.last else { continue }
+            if let h = holes.indices.last, holes[h].start &+ UInt64(holes[h].length) == part.end {
+                holes[h] = Hole(start: holes[h].start, length: holes[h].length + part.padding.count)
+            } else if InlinePlanner.isUnconditionalTransfer(last) {
+                holes.append(Hole(start: part.end, length: part.padding.count))
+            }
+        }
+    }
+
+    private func isFillerInstruction(_ insn: Instruction) -> Bool {
+        insn.id == X86_INS_NOP.rawValue || insn.id == X86_INS_INT3.rawValue
+    }
+
+    /// The hole right after `last`, if `n` bytes of it are free for a window's jump to run on into.
+    private mutating func extendIntoHole(after last: Instruction, needing n: Int) -> Bool {
+        guard let h = holes.firstIndex(where: { $0.start == last.next }), holes[h].front == 0,
+              holes[h].length - holes[h].back >= n
+        else { return false }
+        holes[h].front = n
+        return true
+    }
+
+    /// Five free bytes of a hole within a rel8 of `from`.
+    private mutating func holeSlot(reachableFrom from: UInt64) -> UInt64? {
+        for h in holes.indices where holes[h].length - holes[h].front - holes[h].back >= 5 {
+            let slot = holes[h].start &+ UInt64(holes[h].length - holes[h].back - 5)
+            let distance = Int64(bitPattern: slot &- from)
+            guard distance >= -128, distance <= 127 else { continue }
+            holes[h].back += 5
+            return slot
+        }
+        return nil
     }
 
     /// Alignment padding: nops and int3s, nothing else.
@@ -317,33 +367,29 @@ private struct Analysis {
         var run: [Instruction] = []
         var bytes = 0
         var k = i
+        // Up to 5 bytes, or to the first thing a window may not hold (it then ends before it: the pad
+        // jumps back there).
         while k < instructions.count, bytes < 5 {
             let insn = instructions[k]
-            if !run.isEmpty, entryPoints[insn.address] != nil { return nil }
+            if !run.isEmpty, entryPoints[insn.address] != nil { break }
+            if covered.contains(insn.address) { break }
             // A call may end the window: the pad pushes the original return address, the window's end.
-            if InlinePlanner.isCall(insn), bytes + insn.length >= 5, !covered.contains(insn.address),
-               RefusalTable.reason(for: insn) == nil, WindowRelocator.refusedAsLast(insn) == nil {
+            if InlinePlanner.isCall(insn), bytes + insn.length >= 5, RefusalTable.reason(for: insn) == nil,
+               WindowRelocator.refusedAsLast(insn) == nil {
                 run.append(insn)
                 return makeWindow(run, patch: bytes + insn.length, entry: recordsEntry, adjust: stackAdjust, slot: nil)
             }
-            guard mayHold(insn), !covered.contains(insn.address) else { return nil }
-            if insn.id == X86_INS_JMP.rawValue, !isInternalJump(insn) { return nil }  // a tail call keeps its int3
+            guard mayHold(insn) else { break }
+            if insn.id == X86_INS_JMP.rawValue, !isInternalJump(insn) { break }  // a tail call keeps its int3
             run.append(insn)
             bytes += insn.length
             if InlinePlanner.isUnconditionalTransfer(insn) { break }
             k += 1
         }
-        if bytes >= 5 {
-            if let last = run.last, !InlinePlanner.isUnconditionalTransfer(last) {
-                run += straightLineToReturn(part: p, from: k)
-            }
-            return makeWindow(run, patch: bytes, entry: recordsEntry, adjust: stackAdjust, slot: nil)
+        if bytes >= 5, let last = run.last, !InlinePlanner.isUnconditionalTransfer(last) {
+            run += straightLineToReturn(part: p, from: k)
         }
-        guard let last = run.last, InlinePlanner.isUnconditionalTransfer(last), k == instructions.count - 1,
-              paddingUsed[p] == 0, isFiller(function.parts[p].padding), function.parts[p].padding.count >= 5 - bytes
-        else { return nil }
-        paddingUsed[p] = 5 - bytes
-        return makeWindow(run, patch: 5, entry: recordsEntry, adjust: stackAdjust, slot: nil)
+        return finishWindow(run, bytes: bytes, entry: recordsEntry, adjust: stackAdjust)
     }
 
     /// The instructions from `k` up to and including a `ret` a few instructions on, when nothing else
