@@ -131,8 +131,9 @@ struct TraceCommand: ParsableCommand {
         let status = output != nil && isatty(STDERR_FILENO) != 0 && !debug ? StatusLine(engine: engineStatus) : nil
         let pipeline = RenderPipeline(renderers: renderers, threads: Set(tid), maxCalls: maxCalls, status: status)
 
-        let configuration = EngineConfiguration(pattern: pattern, strategy: chosenStrategy, followForks: followForks,
+        var configuration = EngineConfiguration(pattern: pattern, strategy: chosenStrategy, followForks: followForks,
                                                 maxStringLength: maxString, stackDepth: stack, lossless: lossless)
+        configuration.decodesValues = !summary || chromeTrace != nil
         let session = TraceSession(configuration: configuration, renderer: pipeline, status: engineStatus)
         let outcome = try session.run(attach: pid, launch: command, duration: duration)
         out.close()

@@ -47,15 +47,16 @@ extension Engine {
     }
 
     /// The shadow stack of the context: the goroutine's, else the thread's.
+    /// Mutated in place (no copy of its frames per call); an emptied stack is dropped.
     func withShadowStack<T>(_ process: TracedProcess, _ tid: pid_t, _ goroutine: CallContext.Goroutine?,
                             _ body: (inout ShadowStack) -> T) -> T {
         if let goroutine {
-            var stack = process.goroutineStacks[goroutine] ?? ShadowStack()
-            defer { process.goroutineStacks[goroutine] = stack.depth == 0 ? nil : stack }
-            return body(&stack)
+            let result = body(&process.goroutineStacks[goroutine, default: ShadowStack()])
+            if process.goroutineStacks[goroutine]?.depth == 0 { process.goroutineStacks[goroutine] = nil }
+            return result
         }
-        var stack = process.threadStacks[tid] ?? ShadowStack()
-        defer { process.threadStacks[tid] = stack.depth == 0 ? nil : stack }
-        return body(&stack)
+        let result = body(&process.threadStacks[tid, default: ShadowStack()])
+        if process.threadStacks[tid]?.depth == 0 { process.threadStacks[tid] = nil }
+        return result
     }
 }

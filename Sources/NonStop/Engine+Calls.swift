@@ -31,15 +31,16 @@ extension Engine {
     func observe(_ o: Observation) {
         switch o.kind {
         case .entry(let function, let arguments, let stack, let returnAddress):
-            close(withShadowStack(o.process, o.tid, o.goroutine) {
-                $0.popFrames(at: nil, sp: o.stackPointer) + $0.popReturnedUnseen(sp: o.stackPointer)
-            }, o) { _ in nil }
-            let depth = withShadowStack(o.process, o.tid, o.goroutine) { $0.depth }
+            var depth = 0
+            let closed = withShadowStack(o.process, o.tid, o.goroutine) { shadow in
+                let closed = shadow.popFrames(at: nil, sp: o.stackPointer) + shadow.popReturnedUnseen(sp: o.stackPointer)
+                depth = shadow.depth
+                shadow.push(.init(function: function, entrySP: o.stackPointer, returnAddress: returnAddress, start: o.time))
+                return closed
+            }
+            close(closed, o) { _ in nil }
             emit(o.process, o.tid, .call(function: function, depth: depth, arguments: arguments, stack: stack),
                  goroutine: o.goroutine?.id, at: o.time)
-            withShadowStack(o.process, o.tid, o.goroutine) {
-                $0.push(.init(function: function, entrySP: o.stackPointer, returnAddress: returnAddress, start: o.time))
-            }
         case .exit(let function, let value):
             let closed = withShadowStack(o.process, o.tid, o.goroutine) { $0.popReturn(of: function, sp: o.stackPointer) }
             close(closed, o) { _ in value }

@@ -33,32 +33,46 @@ extension Engine {
         drainBucket(b, of: trace)
     }
 
-    /// Reads the published records of every ring, about `budget` of them in all (shared out among the
-    /// buckets), so that a flood of records never keeps the engine from its threads' stops. True when
-    /// more are waiting.
+    /// Reads the published records of every ring for about `milliseconds` at most (Int.max: all), so
+    /// that a flood of records never keeps the engine from its threads' stops for long. True when more
+    /// are waiting.
     @discardableResult
-    func drainRecords(budget: Int = Int.max) -> Bool {
+    func drainRecords(milliseconds: Int = Int.max) -> Bool {
+        let deadline = milliseconds == Int.max ? UInt64.max : monotonicNow() &+ UInt64(milliseconds) &* 1_000_000
         guard !inlineTraces.isEmpty else { return false }
         clock.refine()
         var more = false
+        var backlog = 0, slots = 1
         for trace in inlineTraces {
-            let buckets = trace.ring.geometry.bucketCount
-            let share = budget == Int.max ? Int.max : max(64, budget / (buckets * inlineTraces.count))
-            for b in 0..<buckets where !drainBucket(b, of: trace, budget: share) { more = true }
+            let ring = trace.ring
+            let buckets = ring.geometry.bucketCount
+            slots = ring.geometry.slotsPerBucket
+            // Round the buckets from a different one each time, so a busy one cannot starve the rest.
+            drainStart &+= 1
+            for i in 0..<buckets {
+                let b = (i &+ drainStart) % buckets
+                let waiting = Int(clamping: ring.head(of: b) &- ring.positions[b])
+                backlog = max(backlog, waiting)
+                if !drainBucket(b, of: trace, until: deadline) { more = true }
+            }
             reportLost(trace)
         }
+        // A bucket an eighth full since the last time: read twice as often; a thirty-second: half.
+        ticker?.adjust(busy: backlog > slots / 8, idle: backlog < slots / 32)
         handleLinkMapChanges()
         return more
     }
 
     /// Reads a bucket up to its head as it is now (records written meanwhile wait for the next
-    /// drain), or `budget` records. True when that head was reached.
+    /// drain), or until `deadline` (CLOCK_MONOTONIC, looked at every 64 records). True when that head
+    /// was reached.
     @discardableResult
-    private func drainBucket(_ b: Int, of trace: InlineTrace, budget: Int = Int.max) -> Bool {
+    private func drainBucket(_ b: Int, of trace: InlineTrace, until deadline: UInt64 = UInt64.max) -> Bool {
         let ring = trace.ring
         let head = ring.head(of: b)
         var consumed = 0
-        while consumed < budget, ring.positions[b] < head {
+        while ring.positions[b] < head {
+            if consumed & 63 == 63, deadline != UInt64.max, monotonicNow() > deadline { break }
             guard let record = ring.next(in: b, slotsOf: trace.slots) else {
                 // Reserved and not published: a record being written now, or one whose writer is gone
                 // (killed, or longjmp'd out of a signal handler that interrupted its pad): after a
@@ -113,12 +127,15 @@ extension Engine {
         }
         let time = clock.nanoseconds(at: record.tsc)
         var reader = ArgumentReader(values, maxString: configuration.maxStringLength)
+        let decode = configuration.decodesValues
         switch probe.role {
         case .entry(let function):
-            observe(Observation(kind: .entry(function, arguments: reader.arguments(function.signature), stack: [], returnAddress: 0),
+            let arguments = decode ? reader.arguments(function.signature) : []
+            observe(Observation(kind: .entry(function, arguments: arguments, stack: [], returnAddress: 0),
                                 process: owner, tid: tid, goroutine: goroutine, stackPointer: stackPointer, time: time))
         case .exit(let function):
-            observe(Observation(kind: .exit(function, value: reader.returnValue(function.signature)),
+            let value = decode ? reader.returnValue(function.signature) : nil
+            observe(Observation(kind: .exit(function, value: value),
                                 process: owner, tid: tid, goroutine: goroutine, stackPointer: stackPointer, time: time))
         case .linkMap(let rDebug):
             pendingLinkMaps.append(LinkMapChange(trace: trace, process: owner, rDebug: rDebug,

@@ -26,6 +26,9 @@ public struct EngineConfiguration: Sendable {
     public var stackDepth: Int
     /// Inline pads wait for room in a full ring instead of counting a lost record.
     public var lossless: Bool
+    /// Whether the renderers show arguments and return values (a summary does not: they are then not
+    /// decoded at all).
+    public var decodesValues = true
 
     public init(pattern: NamePattern, strategy: Strategy = .jump, followForks: Bool = false, maxStringLength: Int = 64,
                 stackDepth: Int = 0, lossless: Bool = false) {
@@ -94,6 +97,8 @@ public final class Engine {
     /// CLOCK_REALTIME minus CLOCK_MONOTONIC: events carry wall-clock time.
     let wallClockOffset: UInt64
     var ticker: DrainTicker?
+    /// Where the last drain started (it goes round the buckets).
+    var drainStart = 0
     /// Link-map changes r_brk pads recorded, handled once the rings are drained.
     var pendingLinkMaps: [LinkMapChange] = []
     public internal(set) var statistics = EngineStatistics()
@@ -118,32 +123,39 @@ public final class Engine {
     /// Runs until every tracee is gone or a stop is requested, then detaches from what is left.
     public func run() {
         defer { ticker?.stop(); ticker = nil }
-        while !processes.isEmpty {
+        loop: while !processes.isEmpty {
             if StopRequest.pending != nil { break }
-            // A bounded share of the rings, then the threads' stops: a flood of records must not make
-            // a stopped thread wait.
-            let moreRecords = drainRecords(budget: 4096)
-            flushEvents()
-            let result: WaitResult
-            do {
-                if !deferredStops.isEmpty {
-                    result = deferredStops.removeFirst()
-                } else {
-                    guard let next = try Wait.next(flags: moreRecords ? Wait.noHang : 0) else { continue }
-                    result = next
+            // A bounded share of the rings, then every stop that is ready: a flood of records must not
+            // keep a stopped thread waiting.
+            let moreRecords = drainRecords(milliseconds: 2)
+            if !moreRecords || outbox.count >= 1024 { flushEvents() }
+            var handled = 0
+            while true {
+                let result: WaitResult
+                do {
+                    if !deferredStops.isEmpty {
+                        result = deferredStops.removeFirst()
+                    } else {
+                        // Block only when there is nothing else to do.
+                        let wait = moreRecords || handled > 0 ? Wait.noHang : 0
+                        guard let next = try Wait.next(flags: wait) else { break }
+                        result = next
+                    }
+                } catch {
+                    if error.errno == ECHILD { break loop }
+                    fail("waitpid: \(error)")
+                    break loop
                 }
-            } catch {
-                if error.errno == ECHILD { break }
-                fail("waitpid: \(error)")
-                break
-            }
-            statistics.stops += 1
-            do {
-                try handle(result)
-            } catch {
-                if error.threadGone { continue }  // its exit is reported next
-                fail(String(describing: error))
-                break
+                statistics.stops += 1
+                handled += 1
+                do {
+                    try handle(result)
+                } catch {
+                    if error.threadGone { continue }  // its exit is reported next
+                    fail(String(describing: error))
+                    break loop
+                }
+                if processes.isEmpty || StopRequest.pending != nil { break }
             }
         }
         detachAll()

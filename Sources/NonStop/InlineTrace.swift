@@ -76,8 +76,9 @@ final class InlineTrace {
     }
 }
 
-/// What a probe id stands for, and how its records are laid out.
-struct InlineProbe {
+/// What a probe id stands for, and how its records are laid out. A class: read once per record, it
+/// is shared rather than copied.
+final class InlineProbe {
     enum Role {
         case entry(TracedFunction)
         case exit(TracedFunction)
