@@ -18,6 +18,8 @@ final class AddressSpace {
     var inline: InlineTrace?
     /// Functions whose inline sites are decided (windows, or int3 fallbacks), by address.
     var inlineFunctions: Set<UInt64> = []
+    /// Functions whose returns are watched by windows for the traced functions that tail-call them.
+    var watchedFunctions: Set<UInt64> = []
     /// How pads here learn their thread id, once worked out.
     var threadIdentity: PadEnvironment.ThreadIdentity?
 
@@ -42,6 +44,7 @@ final class AddressSpace {
         space.windows = windows.filter { _, installed in installed.isPresent(in: memory) }
         space.inline = inline
         space.inlineFunctions = inlineFunctions
+        space.watchedFunctions = watchedFunctions
         space.threadIdentity = threadIdentity
         return space
     }

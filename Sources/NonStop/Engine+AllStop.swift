@@ -7,7 +7,9 @@ extension Engine {
     /// every thread stopped and none of them — nor any saved PC on their stacks, a signal frame's
     /// included — strictly inside a window's first five bytes. So: one brief all-stop; a thread inside
     /// a window is single-stepped out; a window some stack still points into keeps int3s instead.
-    func patchWindows(_ pending: [PendingWindow], in process: TracedProcess, using thread: TraceeThread) throws(TraceError) {
+    func patchWindows(_ unordered: [PendingWindow], in process: TracedProcess, using thread: TraceeThread) throws(TraceError) {
+        // The return windows of watched tail-callees first: the tail calls that count on them follow.
+        let pending = unordered.filter { $0.watches != nil } + unordered.filter { $0.watches == nil }
         let stoppedHere = try stopAllThreads(of: process, except: thread)
         defer {
             for t in stoppedHere where threads[t.tid] != nil {
@@ -29,10 +31,20 @@ extension Engine {
         let space = process.space
         for (i, p) in pending.enumerated() {
             var reason = blocked[i]
+            if reason == nil, let lost = p.dependsOn.first(where: { !space.watchedFunctions.contains($0) }) {
+                reason = "the return windows of the function it tail-calls (\(hex(lost))) could not all be written"
+            }
             let patches = p.pad.patches(for: p.window)
             if reason == nil, patches == nil { reason = "its jump does not reach the pad" }
             if reason == nil, !codeIsOriginal(p, in: process), !isLeftover(p, in: process) {
                 reason = "its bytes in memory differ from the file (another tracer's breakpoint?)"
+            }
+            if let reason, let watched = p.watches {
+                // A watched tail-callee's return not seen would leave its tail-callers open: none of its
+                // tail-callers' tail calls is written as a window.
+                DebugLog.log("watched return window \(hex(p.window.start)) not written: \(reason)")
+                space.watchedFunctions.remove(watched)
+                continue
             }
             if let reason {
                 DebugLog.log("window \(hex(p.window.start)) not written: \(reason)")
@@ -46,6 +58,9 @@ extension Engine {
                 }
                 if p.window.recordsReturn, let ret = p.window.instructions.last {
                     try armFallback(InlineFallback(address: ret.address, kind: .exit, reason: reason), of: p.function, in: process, using: thread)
+                }
+                if p.window.tailCallTarget != nil, let jump = p.window.instructions.last {
+                    try armFallback(InlineFallback(address: jump.address, kind: .tailExit, reason: reason), of: p.function, in: process, using: thread)
                 }
                 continue
             }

@@ -8,8 +8,13 @@ struct Observation {
         /// `returnAddress`: where the call returns, when its return is watched there (0 when it is seen
         /// at the function's own `ret`s).
         case entry(TracedFunction, arguments: [ArgumentValue], stack: [StackFrame], returnAddress: UInt64)
-        /// The function's `ret` ran (the stack pointer at the `ret`, which is the one at entry).
-        case exit(TracedFunction, value: ArgumentValue?)
+        /// The function's `ret` ran (the stack pointer at the `ret`, which is the one at entry). `value`
+        /// reads a result as a function's signature says (the callers that tail-called it return it too).
+        case exit(TracedFunction, value: (TracedFunction) -> ArgumentValue?)
+        /// The function left by a tail call its pad recorded: it returns when the callee returns.
+        case tailCall(TracedFunction)
+        /// A callee watched for the traced functions that tail-call it returned.
+        case tailCalleeReturn(value: (TracedFunction) -> ArgumentValue?)
         /// The function left by a jump (a tail call): the call now returns where its caller's return
         /// address sends it, which a breakpoint watches.
         case tailExit(TracedFunction, returnAddress: UInt64)
@@ -43,7 +48,17 @@ extension Engine {
                  goroutine: o.goroutine?.id, at: o.time)
         case .exit(let function, let value):
             let closed = withShadowStack(o.process, o.tid, o.goroutine) { $0.popReturn(of: function, sp: o.stackPointer) }
-            close(closed, o) { _ in value }
+            close(closed, o, value)
+        case .tailCall(let function):
+            let marked = withShadowStack(o.process, o.tid, o.goroutine) { $0.markTailCall(of: function, sp: o.stackPointer) }
+            // No open frame to mark (its call was lost, or began before nstrace came): nothing will
+            // return for it, so its count of tail calls in flight goes down now.
+            if !marked { o.process.space.inline?.ring.tailCallReturned(tid: o.tid) }
+        case .tailCalleeReturn(let value):
+            let closed = withShadowStack(o.process, o.tid, o.goroutine) {
+                $0.popFrames(at: nil, sp: o.stackPointer) + $0.popTailCallers(sp: o.stackPointer)
+            }
+            close(closed, o, value)
         case .tailExit(let function, let returnAddress):
             withShadowStack(o.process, o.tid, o.goroutine) {
                 $0.watchReturnAddress(of: function, sp: o.stackPointer, returnAddress: returnAddress)
@@ -57,6 +72,7 @@ extension Engine {
     private func close(_ closed: [(frame: ShadowStack.Frame, depth: Int, returned: Bool)], _ o: Observation,
                        _ value: (TracedFunction) -> ArgumentValue?) {
         for (frame, depth, returned) in closed {
+            if frame.tailPending { o.process.space.inline?.ring.tailCallReturned(tid: o.tid) }
             let duration = elapsed(from: frame.start, to: o.time)
             if returned {
                 emit(o.process, o.tid, .ret(function: frame.function, depth: depth, value: value(frame.function), duration: duration),
@@ -76,6 +92,7 @@ extension Engine {
     func unwindThread(_ process: TracedProcess, _ tid: pid_t, at time: UInt64) {
         guard var stack = process.threadStacks.removeValue(forKey: tid) else { return }
         for (frame, depth) in stack.removeAll() {
+            if frame.tailPending { process.space.inline?.ring.tailCallReturned(tid: tid) }
             emit(process, tid, .unwound(function: frame.function, depth: depth, duration: elapsed(from: frame.start, to: time)), at: time)
         }
     }

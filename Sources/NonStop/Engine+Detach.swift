@@ -64,12 +64,13 @@ extension Engine {
             let windows = process.space.restoreWindows()
             DebugLog.log("\(process.pid): restored \(restored) original bytes and \(windows) windows")
         }
-        // What the pads wrote up to now; then no pad waits for nstrace any more.
+        // What the pads wrote up to now (and what waited on it); then no pad waits for nstrace any more.
         drainRecords()
         ticker?.stop()
         for trace in inlineTraces {
             trace.ring.acknowledge(through: UInt64.max - 1)
             trace.ring.flatline()
+            for action in trace.takeAll() { action() }
         }
         for thread in threads.values {
             // From its own delivery-stop a signal leaves with its siginfo; the rest are queued again.

@@ -63,7 +63,8 @@ extension Engine {
         let context = callContext(thread, regs: regs)
         var reader = ArgumentReader(StoppedThreadValues(tid: thread.tid, regs: regs, memory: thread.process.space.memory),
                                     maxString: configuration.maxStringLength)
-        deliver(Observation(kind: .exit(function, value: reader.returnValue(function.signature)),
+        let value = reader.returnValue(function.signature)
+        deliver(Observation(kind: .exit(function, value: { _ in value }),
                             process: thread.process, tid: thread.tid, goroutine: context.goroutine,
                             stackPointer: context.stackPointer, time: monotonicNow()))
     }

@@ -13,6 +13,11 @@ struct PendingWindow {
     let entry: UInt64
     /// nstrace's own site (r_brk) rather than a traced function's.
     var internalRole: Site.InternalRole? = nil
+    /// A return window of a function watched for the traced functions that tail-call it (its address).
+    var watches: UInt64? = nil
+    /// The watched functions a tail call's window counts on: if one of them cannot be watched after all,
+    /// the tail call keeps an int3.
+    var dependsOn: Set<UInt64> = []
 }
 
 extension Engine {
@@ -27,39 +32,52 @@ extension Engine {
         }
         var pending: [PendingWindow] = []
         var fullyInline = 0, withFallbacks = 0
+        let traced = Set(functions.map(\.address))
         for function in functions where !space.inlineFunctions.contains(function.address) {
             space.inlineFunctions.insert(function.address)
             let go = image.goRuntime(in: function.module)
             if go != nil, process.goRuntime == nil { process.goRuntime = go }
             let entry = InlineSites.entry(of: function, in: image, decoder: decoder)
-            let plan = InlineSites.plan(for: function, in: image, decoder: decoder)
+            let decision = InlineSites.decide(for: function, in: image, decoder: decoder)
+            let plan = decision.plan
             guard plan.returnsSeenAtExits else {
                 DebugLog.log("\(function.name): \(plan.fallbacks.map(\.reason).joined(separator: "; "))")
                 try installClassic(function, in: process, image: image, using: thread)
                 withFallbacks += 1
                 continue
             }
-            let traced = TracedFunction(name: function.name, module: function.module.name, address: function.address,
-                                        signature: image.signature(of: function), returnsSeenAtExits: true)
+            let tracedFunction = TracedFunction(name: function.name, module: function.module.name, address: function.address,
+                                                signature: image.signature(of: function), returnsSeenAtExits: true)
             let environment = padEnvironment(trace, process: process, image: image, go: go)
             let captures = CapturePlan(maxString: configuration.maxStringLength,
                                        copiesMemory: ProcFS.statusField("Seccomp", of: process.pid) != "2", go: go)
             var fallbacks = plan.fallbacks
+            // The callees of its tail calls (that are not traced themselves) get return windows first.
+            let watched = Set(decision.tailCallees.map(\.address)).subtracting(traced)
+            for callee in decision.tailCallees where watched.contains(callee.address) && !space.watchedFunctions.contains(callee.address) {
+                space.watchedFunctions.insert(callee.address)
+                pending += try watchWindows(of: callee, image: image, trace: trace, in: process, using: thread)
+            }
             for window in plan.windows {
                 let entryProbe = window.recordsEntry
-                    ? probe(.entry(traced), .entry, captures.entry(traced.signature), go: go, in: trace) : nil
-                let returnProbe = window.recordsReturn
-                    ? probe(.exit(traced), .exit, captures.exit(traced.signature), go: go, in: trace) : nil
+                    ? probe(.entry(tracedFunction), .entry, captures.entry(tracedFunction.signature), go: go, in: trace) : nil
+                var returnProbe: Probe?
+                if window.recordsReturn {
+                    returnProbe = probe(.exit(tracedFunction), .exit, captures.exit(tracedFunction.signature), go: go, in: trace)
+                } else if window.tailCallTarget != nil {
+                    returnProbe = probe(.tailCall(tracedFunction), .exit, [], go: go, in: trace, gate: .countsTailCall)
+                }
                 guard let pad = try buildPad(window, entryProbe, returnProbe, environment, in: process, using: thread) else {
                     fallbacks += fallbackSites(of: window, entry: entry, reason: "no pad could be placed within ±2 GiB")
                     continue
                 }
-                pending.append(PendingWindow(window: window, pad: pad, function: traced, entry: entry))
+                pending.append(PendingWindow(window: window, pad: pad, function: tracedFunction, entry: entry,
+                                             dependsOn: window.tailCallTarget != nil ? watched : []))
             }
             if fallbacks.isEmpty { fullyInline += 1 } else { withFallbacks += 1 }
             for fallback in fallbacks {
                 DebugLog.log("\(function.name): int3 at \(hex(fallback.address)) (\(fallback.kind.rawValue)): \(fallback.reason)")
-                try armFallback(fallback, of: traced, in: process, using: thread)
+                try armFallback(fallback, of: tracedFunction, in: process, using: thread)
             }
         }
         if !pending.isEmpty { try patchWindows(pending, in: process, using: thread) }
@@ -86,9 +104,33 @@ extension Engine {
         try makeSite(at: entry, in: process, using: thread, entryOf: traced(function, image))
     }
 
-    func probe(_ role: InlineProbe.Role, _ kind: Probe.Kind, _ captures: [Capture], go: GoRuntime?, in trace: InlineTrace) -> Probe {
+    func probe(_ role: InlineProbe.Role, _ kind: Probe.Kind, _ captures: [Capture], go: GoRuntime?, in trace: InlineTrace,
+               gate: Probe.Gate = .none) -> Probe {
         let id = trace.register(InlineProbe(role: role, captures: captures, go: go))
-        return Probe(id: id, kind: kind, captures: captures)
+        return Probe(id: id, kind: kind, captures: captures, gate: gate)
+    }
+
+    /// Windows at every `ret` of a function a traced function tail-calls: they record (only while the
+    /// thread has a tail call in flight) so that the tail-caller's return is seen.
+    private func watchWindows(of callee: Function, image: ProcessImage, trace: InlineTrace, in process: TracedProcess,
+                              using thread: TraceeThread) throws(TraceError) -> [PendingWindow] {
+        let go = image.goRuntime(in: callee.module)
+        let plan = InlineSites.returnSites(of: callee, in: image, decoder: decoder)
+        let environment = padEnvironment(trace, process: process, image: image, go: go)
+        let captures = CapturePlan(maxString: configuration.maxStringLength, copiesMemory: false, go: go)
+        let watchedFunction = TracedFunction(name: callee.name, module: callee.module.name, address: callee.address, signature: nil)
+        var windows: [PendingWindow] = []
+        for window in plan.windows where window.recordsReturn {
+            let returnProbe = probe(.watchedReturn, .other, captures.watchedReturn(), go: go, in: trace, gate: .whileTailCallPending)
+            guard let pad = try buildPad(window, nil, returnProbe, environment, in: process, using: thread) else {
+                // Not watched after all: its tail-callers keep int3s (patchWindows sees it).
+                process.space.watchedFunctions.remove(callee.address)
+                return []
+            }
+            windows.append(PendingWindow(window: window, pad: pad, function: watchedFunction, entry: callee.address,
+                                         watches: callee.address))
+        }
+        return windows
     }
 
     /// The pad for a window, in scratch memory near it; nil when none can be had.

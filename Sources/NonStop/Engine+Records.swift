@@ -134,8 +134,13 @@ extension Engine {
             observe(Observation(kind: .entry(function, arguments: arguments, stack: [], returnAddress: 0),
                                 process: owner, tid: tid, goroutine: goroutine, stackPointer: stackPointer, time: time))
         case .exit(let function):
-            let value = decode ? reader.returnValue(function.signature) : nil
-            observe(Observation(kind: .exit(function, value: value),
+            observe(Observation(kind: .exit(function, value: { decode ? reader.returnValue($0.signature) : nil }),
+                                process: owner, tid: tid, goroutine: goroutine, stackPointer: stackPointer, time: time))
+        case .tailCall(let function):
+            observe(Observation(kind: .tailCall(function), process: owner, tid: tid, goroutine: goroutine,
+                                stackPointer: stackPointer, time: time))
+        case .watchedReturn:
+            observe(Observation(kind: .tailCalleeReturn(value: { decode ? reader.returnValue($0.signature) : nil }),
                                 process: owner, tid: tid, goroutine: goroutine, stackPointer: stackPointer, time: time))
         case .linkMap(let rDebug):
             pendingLinkMaps.append(LinkMapChange(trace: trace, process: owner, rDebug: rDebug,

@@ -36,19 +36,27 @@ extension Engine {
             return
         }
         DebugLog.log("\(process.pid): \(status)")
-        if let trace { retire(trace, leaving: process) }
-        for other in Array(process.threadStacks.keys) { unwindThread(process, other, at: end) }
-        unwindGoroutines(process, reportedAs: tid, at: end)
-        emit(process, tid, .exit(status))
         if process.launched { launchedExit = status }
         for other in process.threads.values { threads[other.tid] = nil }
         processes[process.pid] = nil
+        // Its frames close, and its end is told, after the last records it wrote — which may be
+        // behind a record another process sharing the ring is writing right now.
+        let ended = { [unowned self] in
+            for other in Array(process.threadStacks.keys) { unwindThread(process, other, at: end) }
+            unwindGoroutines(process, reportedAs: tid, at: end)
+            emit(process, tid, .exit(status))
+            trace?.departed[tid] = nil
+        }
+        guard let trace else { return ended() }
+        trace.departed[tid] = process
+        afterRecords(of: process, tid: tid, ended)
+        retire(trace, leaving: process)
     }
 
     /// A process leaves a ring (it ended, or exec'd): everything it wrote is read; once no process
     /// writes to the ring any more, what was never published is counted lost and the ring dropped.
     func retire(_ trace: InlineTrace, leaving process: TracedProcess) {
-        let stillUsed = processes.values.contains { $0 !== process && $0.space.inline === trace }
+        let stillUsed = processes.values.contains { $0 !== process && $0.space.inline === trace && processes[$0.pid] != nil }
         if stillUsed {
             drainRecords()
             return
@@ -100,7 +108,11 @@ extension Engine {
         let thread = TraceeThread(tid: child, process: childProcess)
         if follow {
             // The child goes on with the frames its parent had open when it forked.
-            afterRecords(of: process, tid: parent.tid) { childProcess.threadStacks[child] = process.threadStacks[parent.tid] }
+            // Read behind the parent's records, perhaps after the child's first ones: underneath them.
+            afterRecords(of: process, tid: parent.tid) {
+                guard let inherited = process.threadStacks[parent.tid] else { return }
+                childProcess.threadStacks[child, default: ShadowStack()].putUnderneath(inherited)
+            }
         }
         if event == .vfork, let trace = process.space.inline {
             // Until vfork-done the parent is blocked, and records with its tid are the child's.

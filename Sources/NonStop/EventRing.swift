@@ -55,6 +55,13 @@ final class EventRing: @unchecked Sendable {
         if word(offset) < ticket &+ 1 { setWord(offset, ticket &+ 1) }
     }
 
+    /// nstrace has seen a tail call of thread `tid` return: its count of tail calls in flight goes down.
+    func tailCallReturned(tid: pid_t) {
+        let slot = Int(UInt32(bitPattern: tid)) & (RingGeometry.pendingTailCallSlots - 1)
+        nst_atomic_decrement_to_zero(base.advanced(by: RingGeometry.pendingTailCallsOffset + 8 * slot)
+            .assumingMemoryBound(to: UInt64.self))
+    }
+
     /// Records lost because a bucket was full, over all buckets: calls, returns, others.
     var lost: (calls: UInt64, returns: UInt64, others: UInt64) {
         func sum(_ kind: Probe.Kind) -> UInt64 {

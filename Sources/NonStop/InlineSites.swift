@@ -5,10 +5,62 @@ import Symbols
 /// memory, where another tracer's int3 may sit): the one decision both `nstrace list` and the engine
 /// use.
 public enum InlineSites {
-    /// `isInternal` marks nstrace's own sites (the dynamic linker's r_brk), whose window may cover the
-    /// first instruction.
+    /// A function's sites, and the functions its tail calls go to (transitively), whose returns must
+    /// be watched: the function returns when they do.
+    public struct Decision {
+        public let plan: InlinePlan
+        public let tailCallees: [Function]
+    }
+
     public static func plan(for function: Function, in image: ProcessImage, decoder: Decoder,
                             isInternal: Bool = false) -> InlinePlan {
+        decide(for: function, in: image, decoder: decoder, isInternal: isInternal).plan
+    }
+
+    /// A tail call's window is kept only when the callee's returns can all be watched by windows of
+    /// their own (every `ret` a window, every tail call of its own to such a function, at most four
+    /// deep); else the tail call keeps an int3, and its return is seen at the caller's return address.
+    public static func decide(for function: Function, in image: ProcessImage, decoder: Decoder,
+                              isInternal: Bool = false) -> Decision {
+        let plan = sites(for: function, in: image, decoder: decoder, isInternal: isInternal, tracesEntry: true)
+        guard !plan.tailCallTargets.isEmpty else { return Decision(plan: plan, tailCallees: []) }
+        var callees: [UInt64: Function] = [function.address: function]
+        for target in plan.tailCallTargets.sorted() {
+            if let reason = watch(target, in: image, decoder: decoder, depth: 0, into: &callees) {
+                let entry = self.entry(of: function, in: image, decoder: decoder)
+                return Decision(plan: plan.withoutTailCallWindows(entry: entry, because: "a tail call whose callee's returns cannot be watched (\(reason)): its return is seen at the caller's return address"),
+                                tailCallees: [])
+            }
+        }
+        callees[function.address] = nil
+        return Decision(plan: plan, tailCallees: callees.values.sorted { $0.address < $1.address })
+    }
+
+    /// The sites of a function watched only for its returns (it is tail-called by a traced function).
+    public static func returnSites(of function: Function, in image: ProcessImage, decoder: Decoder) -> InlinePlan {
+        sites(for: function, in: image, decoder: decoder, isInternal: false, tracesEntry: false)
+    }
+
+    /// nil when every return of the function at `address` (and of what it tail-calls) has a window.
+    private static func watch(_ address: UInt64, in image: ProcessImage, decoder: Decoder, depth: Int,
+                              into callees: inout [UInt64: Function]) -> String? {
+        if callees[address] != nil { return nil }
+        guard depth < 4 else { return "tail calls more than four deep" }
+        guard let callee = image.function(containing: address), callee.address == address else {
+            return "\(hex(address)) is not the start of a function"
+        }
+        let plan = returnSites(of: callee, in: image, decoder: decoder)
+        guard plan.returnsSeenAtExits else { return "the code of \(callee.name) cannot be analysed" }
+        if let site = plan.fallbacks.first { return "\(callee.name): \(site.reason)" }
+        callees[address] = callee
+        for target in plan.tailCallTargets.sorted() {
+            if let reason = watch(target, in: image, decoder: decoder, depth: depth + 1, into: &callees) { return reason }
+        }
+        return nil
+    }
+
+    private static func sites(for function: Function, in image: ProcessImage, decoder: Decoder,
+                              isInternal: Bool, tracesEntry: Bool) -> InlinePlan {
         let entry = self.entry(of: function, in: image, decoder: decoder)
         if image.goRuntime(in: function.module) != nil, entry == function.address {
             // No stack check (NOSPLIT, or assembly): nothing promises a pad the stack it uses, and R14
@@ -38,7 +90,7 @@ public enum InlineSites {
         let bias = function.module.bias
         return planner.plan(InlinePlanner.Function(start: function.address, entry: entry, parts: parts,
                                                    extraEntryPoints: landingPads, extraEntryPointsIncomplete: incomplete,
-                                                   mayCoverStart: isInternal, tracesEntry: true)) { instructions, ranges in
+                                                   mayCoverStart: isInternal, tracesEntry: tracesEntry)) { instructions, ranges in
             JumpTables.classify(instructions: instructions, ranges: ranges, bias: bias) { address, count in
                 image.fileBytes(at: address, count: count)
             }

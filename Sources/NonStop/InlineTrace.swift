@@ -82,6 +82,10 @@ final class InlineProbe {
     enum Role {
         case entry(TracedFunction)
         case exit(TracedFunction)
+        /// The function leaves by a tail call: its frame now returns when the callee does.
+        case tailCall(TracedFunction)
+        /// A return of a function watched only because a traced function tail-calls it.
+        case watchedReturn
         /// The dynamic linker's r_brk: libraries were loaded or unloaded.
         case linkMap(rDebug: UInt64)
     }

@@ -25,6 +25,12 @@ struct CapturePlan {
         return captures
     }
 
+    /// A tail-callee's return, read with the tail-caller's signature (whatever it is): every register
+    /// a result can be in.
+    func watchedReturn() -> [Capture] {
+        goCaptures() + [.register(.rax), .register(.rdx), .xmm(0), .xmm(1)]
+    }
+
     /// In Go code: the goroutine's g (R14), its id and the top of its stack, which CallContext needs.
     private func goCaptures() -> [Capture] {
         guard let go, let goid = Int32(exactly: go.goidOffset), let high = Int32(exactly: go.stackHighOffset) else { return [] }

@@ -11,6 +11,9 @@ struct ShadowStack {
         /// function's own `ret`s, as the inline strategy sees it).
         var returnAddress: UInt64
         let start: UInt64
+        /// The function left by a tail call (inline strategy): it returns when the callee returns,
+        /// with the callee's stack pointer, which is its own.
+        var tailPending = false
     }
 
     private(set) var frames: [Frame] = []
@@ -18,6 +21,9 @@ struct ShadowStack {
     var depth: Int { frames.count }
 
     mutating func push(_ frame: Frame) { frames.append(frame) }
+
+    /// Frames opened before these, underneath them (a fork child's, from its parent).
+    mutating func putUnderneath(_ older: ShadowStack) { frames = older.frames + frames }
 
     /// How far above a frame's entry stack pointer execution may be seen and still be on the same
     /// stack. Further up is another stack altogether — a signal handler's sigaltstack, a fiber's —
@@ -31,7 +37,8 @@ struct ShadowStack {
         var closed: [(Frame, Int, Bool)] = []
         while let top = frames.last, top.entrySP < sp, sp - top.entrySP <= ShadowStack.sameStackReach {
             frames.removeLast()
-            closed.append((top, frames.count, site == top.returnAddress && sp == top.entrySP &+ 8))
+            let returnedHere = site != nil && (site == top.returnAddress || top.tailPending) && sp == top.entrySP &+ 8
+            closed.append((top, frames.count, returnedHere))
         }
         return closed
     }
@@ -41,7 +48,8 @@ struct ShadowStack {
     /// full) — the caller is calling again from the same place. A frame watched at a return address
     /// (a tail call's caller, or the jump strategy's) stays: the tail-callee enters at its stack pointer.
     mutating func popReturnedUnseen(sp: UInt64) -> [(frame: Frame, depth: Int, returned: Bool)] {
-        guard let top = frames.last, top.entrySP == sp, top.returnAddress == 0, top.function.returnsSeenAtExits else { return [] }
+        guard let top = frames.last, top.entrySP == sp, top.returnAddress == 0, !top.tailPending,
+              top.function.returnsSeenAtExits else { return [] }
         frames.removeLast()
         return [(top, frames.count, false)]
     }
@@ -54,7 +62,25 @@ struct ShadowStack {
             frames.removeLast()
             closed.append((top, frames.count, true))
         }
+        return closed + popTailCallers(sp: sp)
+    }
+
+    /// A return with `sp` (of a traced function, or of a callee watched for its tail-callers): the
+    /// frames that tail-called into it return too.
+    mutating func popTailCallers(sp: UInt64) -> [(frame: Frame, depth: Int, returned: Bool)] {
+        var closed: [(Frame, Int, Bool)] = []
+        while let top = frames.last, top.entrySP == sp, top.tailPending {
+            frames.removeLast()
+            closed.append((top, frames.count, true))
+        }
         return closed
+    }
+
+    /// The frame entered at `sp` left by a tail call; false when there is no such frame.
+    mutating func markTailCall(of function: TracedFunction, sp: UInt64) -> Bool {
+        guard let i = frames.lastIndex(where: { $0.entrySP == sp && $0.function === function }) else { return false }
+        frames[i].tailPending = true
+        return true
     }
 
     /// The frame entered at `sp` leaves by a jump (a tail call): it returns where its caller's return

@@ -3,7 +3,7 @@
 /// and a test holds the two together.
 ///
 /// ```
-/// control page (4 KiB)   magic, heartbeat, lossless flag, dynamic-linker tickets
+/// control (8 KiB)        magic, heartbeat, lossless flag, dynamic-linker tickets; tail calls in flight
 /// bucket 0               head | tail | lost calls, returns, others (a cache line each), then slots
 /// bucket 1 …
 /// ```
@@ -30,7 +30,7 @@ public struct RingGeometry: Sendable, Hashable {
     public static let slotSize = 64
     public static let slotShift: UInt8 = 6
 
-    public static let controlSize = 4096
+    public static let controlSize = 8192
     public static let magic: [UInt8] = Array("nstrace-ring-v1".utf8) + [0]
     /// The consumer's rdtsc at its last drain: a lossless pad waits only while this is recent.
     public static let heartbeatOffset = 64
@@ -42,6 +42,11 @@ public struct RingGeometry: Sendable, Hashable {
     /// ticket not yet acknowledged.
     public static let ticketOffset = 128
     public static let acknowledgedOffset = 192
+    /// Tail calls in flight, per thread (hashed by tid): a traced function that left by a tail call
+    /// adds one, nstrace takes it away once it has seen the call return; the tail-callee's watched
+    /// returns are recorded only while their thread's count is not zero.
+    public static let pendingTailCallsOffset = 4096
+    public static let pendingTailCallSlots = 512
 
     public static let bucketHeaderSize = 256
     public static let headOffset = 0

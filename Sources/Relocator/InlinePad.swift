@@ -42,7 +42,8 @@ public struct InlinePad: Sendable {
             slowPaths.append(probes.emit(entryProbe, stackAdjust: window.entryStackAdjust, into: &w))
         }
         for (i, insn) in window.instructions.enumerated() {
-            if i == window.instructions.count - 1, window.recordsReturn, let returnProbe {
+            // The return probe: before the ret, or before the jump of a tail call.
+            if i == window.instructions.count - 1, window.recordsReturn || window.tailCallTarget != nil, let returnProbe {
                 slowPaths.append(probes.emit(returnProbe, stackAdjust: 0, into: &w))
             }
             let isLast = i == window.instructions.count - 1

@@ -17,6 +17,29 @@ public struct InlinePlan: Sendable {
         self.fallbacks = fallbacks
         self.returnsSeenAtExits = returnsSeenAtExits
     }
+
+    /// Where the function's tail calls go: those callees' returns are the function's.
+    public var tailCallTargets: Set<UInt64> { Set(windows.compactMap(\.tailCallTarget)) }
+
+    /// The same plan with the tail-call windows given up for int3s (their callees' returns cannot be
+    /// watched).
+    /// `entry`: where the function's entry int3 goes, for an entry window that ends in a tail call.
+    public func withoutTailCallWindows(entry: UInt64, because reason: String) -> InlinePlan {
+        var fallbacks = self.fallbacks
+        var windows: [InlineWindow] = []
+        for window in self.windows {
+            guard window.tailCallTarget != nil, let jump = window.instructions.last else {
+                windows.append(window)
+                continue
+            }
+            fallbacks.append(InlineFallback(address: jump.address, kind: .tailExit, reason: reason))
+            if window.recordsEntry {
+                // An entry window that ends in the tail call: the entry needs its own int3 too.
+                fallbacks.append(InlineFallback(address: entry, kind: .entry, reason: reason))
+            }
+        }
+        return InlinePlan(windows: windows, fallbacks: fallbacks, returnsSeenAtExits: returnsSeenAtExits)
+    }
 }
 
 /// A run of whole instructions that nothing enters except at `start`.
@@ -34,18 +57,22 @@ public struct InlineWindow: Sendable, Hashable {
     public let entryStackAdjust: Int32
     /// The last instruction is a `ret`: record the return just before it.
     public let recordsReturn: Bool
+    /// The last instruction jumps out of the function (a tail call) to this address: record that the
+    /// call goes on there just before it. Its return is then seen where the tail-callee returns.
+    public let tailCallTarget: UInt64?
     /// The window's site holds a `jmp rel8` to this address in padding, which holds the `jmp rel32` to
     /// the pad (E9Patch's and Dyninst's answer to windows shorter than 5 bytes).
     public let shortJumpSlot: UInt64?
 
     public init(start: UInt64, instructions: [Instruction], patchLength: Int, recordsEntry: Bool,
-                entryStackAdjust: Int32, recordsReturn: Bool, shortJumpSlot: UInt64?) {
+                entryStackAdjust: Int32, recordsReturn: Bool, tailCallTarget: UInt64? = nil, shortJumpSlot: UInt64?) {
         self.start = start
         self.instructions = instructions
         self.patchLength = patchLength
         self.recordsEntry = recordsEntry
         self.entryStackAdjust = entryStackAdjust
         self.recordsReturn = recordsReturn
+        self.tailCallTarget = tailCallTarget
         self.shortJumpSlot = shortJumpSlot
     }
 

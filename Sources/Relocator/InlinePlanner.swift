@@ -85,8 +85,11 @@ private struct Analysis {
     let indirectJumps: [UInt64: IndirectJumpTarget]
     /// Addresses reached other than by falling through, with how many ways.
     var entryPoints: [UInt64: Int] = [:]
-    /// Jumps that leave the function: tail calls, and indirect jumps that cannot be resolved.
+    /// Jumps that leave the function for places unknown: indirect tail calls, and indirect jumps that
+    /// cannot be resolved.
     var leavingJumps: [(Instruction, String)] = []
+    /// Direct jumps to other functions: tail calls whose callee is known.
+    var tailCalls: [Instruction] = []
     /// An indirect jump whose targets are unknown could land anywhere: no window for an exit then.
     var unresolved: String?
     var windows: [InlineWindow] = []
@@ -118,7 +121,7 @@ private struct Analysis {
                 if function.contains(target) {
                     entryPoints[target, default: 0] += 1
                 } else if insn.id == X86_INS_JMP.rawValue {
-                    leavingJumps.append((insn, "a tail call to \(hex(target)): its return is seen at the caller's return address"))
+                    tailCalls.append(insn)
                 }
                 continue
             }
@@ -232,9 +235,20 @@ private struct Analysis {
         for (jump, reason) in leavingJumps {
             fallbacks.append(InlineFallback(address: jump.address, kind: .tailExit, reason: reason))
         }
+        let tailCallAt = Set(tailCalls.map(\.address))
         for (p, instructions) in parts.enumerated() {
-            for (k, insn) in instructions.enumerated() where insn.id == X86_INS_RET.rawValue {
+            for (k, insn) in instructions.enumerated() where insn.id == X86_INS_RET.rawValue || tailCallAt.contains(insn.address) {
                 if covered.contains(insn.address) { continue }
+                if insn.id != X86_INS_RET.rawValue {
+                    // A tail call: its window records that the call goes on in the callee.
+                    if let window = exitWindow(part: p, ret: k) {
+                        add(window)
+                    } else {
+                        fallbacks.append(InlineFallback(address: insn.address, kind: .tailExit,
+                                                        reason: "a tail call with no room for a window: its return is seen at the caller's return address"))
+                    }
+                    continue
+                }
                 if let unresolved {
                     fallbacks.append(InlineFallback(address: insn.address, kind: .exit,
                                                     reason: "\(unresolved): it could land inside any window"))
@@ -249,7 +263,8 @@ private struct Analysis {
         }
     }
 
-    /// The shortest straight-line run ending with the `ret` that spans 5 bytes (or reaches padding).
+    /// The shortest straight-line run ending with the `ret` (or tail call) that spans 5 bytes (or
+    /// reaches padding).
     private mutating func exitWindow(part p: Int, ret k: Int) -> InlineWindow? {
         let instructions = parts[p]
         var j = k
@@ -265,6 +280,8 @@ private struct Analysis {
             j -= 1
             bytes += previous.length
         }
+        // Never over the function's first byte, where uprobes write (a function that is one ret or one jmp).
+        if instructions[j].address == function.start, !function.mayCoverStart { return nil }
         return finishWindow(Array(instructions[j...k]), bytes: bytes, entry: false, adjust: 0)
     }
 
@@ -380,7 +397,8 @@ private struct Analysis {
                 return makeWindow(run, patch: bytes + insn.length, entry: recordsEntry, adjust: stackAdjust, slot: nil)
             }
             guard mayHold(insn) else { break }
-            if insn.id == X86_INS_JMP.rawValue, !isInternalJump(insn) { break }  // a tail call keeps its int3
+            // A jump out of the function may end the window only as a known tail call.
+            if insn.id == X86_INS_JMP.rawValue, !isInternalJump(insn), tailCallTarget(insn) == nil { break }
             run.append(insn)
             bytes += insn.length
             if InlinePlanner.isUnconditionalTransfer(insn) { break }
@@ -424,7 +442,15 @@ private struct Analysis {
     private func makeWindow(_ run: [Instruction], patch: Int, entry: Bool, adjust: Int32, slot: UInt64?) -> InlineWindow {
         let last = run[run.count - 1]
         return InlineWindow(start: run[0].address, instructions: run, patchLength: patch, recordsEntry: entry,
-                            entryStackAdjust: adjust, recordsReturn: last.id == X86_INS_RET.rawValue, shortJumpSlot: slot)
+                            entryStackAdjust: adjust, recordsReturn: last.id == X86_INS_RET.rawValue,
+                            tailCallTarget: tailCallTarget(last), shortJumpSlot: slot)
+    }
+
+    /// Where a direct jump out of the function goes (a tail call), or nil.
+    private func tailCallTarget(_ insn: Instruction) -> UInt64? {
+        guard insn.id == X86_INS_JMP.rawValue, case .immediate(let raw)? = insn.operands.first else { return nil }
+        let target = UInt64(bitPattern: raw)
+        return function.contains(target) ? nil : target
     }
 
     private mutating func add(_ window: InlineWindow) {

@@ -6,14 +6,27 @@ public struct Probe: Sendable, Hashable {
         case entry = 0, exit = 1, other = 2
     }
 
+    /// How a probe takes part in following tail calls.
+    public enum Gate: Sendable, Hashable {
+        case none
+        /// A traced function leaving by a tail call: after the record, its thread's count of tail calls
+        /// in flight goes up.
+        case countsTailCall
+        /// A return of a tail-callee, watched only to see its tail-caller return: recorded only while
+        /// the thread has a tail call in flight (the callee is called from everywhere else too).
+        case whileTailCallPending
+    }
+
     public let id: UInt32
     public let kind: Kind
     public let captures: [Capture]
+    public let gate: Gate
 
-    public init(id: UInt32, kind: Kind, captures: [Capture]) {
+    public init(id: UInt32, kind: Kind, captures: [Capture], gate: Gate = .none) {
         self.id = id
         self.kind = kind
         self.captures = captures
+        self.gate = gate
     }
 
     /// Whether the pad waits, after publishing, until nstrace has seen the record (the dynamic
@@ -107,6 +120,12 @@ struct ProbeWriter {
             w.putSyscall()
             w.putMov32(.rsi, .rax)
         }
+        let retry = w.newLabel(), full = w.newLabel(), done = w.newLabel()
+        if probe.gate == .whileTailCallPending {
+            emitPendingTailCallSlot(w: &w)
+            w.putCmpIndexedImm8(base: .rdx, index: .rax, displacement: Int32(RingGeometry.pendingTailCallsOffset), 0)
+            w.putJcc(.e, done)
+        }
         // The bucket, in r11.
         switch environment.bucketKey {
         case .thread: w.putMov32(.rax, .rsi)
@@ -119,7 +138,6 @@ struct ProbeWriter {
 
         // Reserve: head += slots, unless that would pass the tail by more than the bucket holds.
         let slots = Int32(max(1, RecordLayout.slots(for: probe.captures)))
-        let retry = w.newLabel(), full = w.newLabel(), done = w.newLabel()
         w.putLoad(.rax, base: .r11, displacement: Int32(RingGeometry.headOffset))
         w.bind(retry)
         w.putLea(.rdx, base: .rax, displacement: slots)
@@ -192,6 +210,10 @@ struct ProbeWriter {
         w.putStore(.rax, base: .rcx, displacement: Int32(RecordLayout.sequenceOffset))
 
         if let ticketOffset { emitWaitForAcknowledgement(ticketAt: ticketOffset, done: done, w: &w) }
+        if probe.gate == .countsTailCall {
+            emitPendingTailCallSlot(w: &w)
+            w.putLockIncIndexed(base: .rdx, index: .rax, displacement: Int32(RingGeometry.pendingTailCallsOffset))
+        }
 
         w.bind(done)
         for r in savedRegisters.reversed() { w.putPop(r) }
@@ -199,6 +221,13 @@ struct ProbeWriter {
         w.putLea(.rsp, base: .rsp, displacement: ProbeWriter.redZone)
         return SlowPath(full: full, retry: retry, done: done,
                         lostCounter: Int32(RingGeometry.lostOffset + 8 * probe.kind.rawValue))
+    }
+
+    /// rdx = the ring, rax = this thread's slot in the table of tail calls in flight (tid in esi).
+    private func emitPendingTailCallSlot(w: inout X86Writer) {
+        w.putMov32(.rax, .rsi)
+        w.putAnd32(.rax, UInt32(RingGeometry.pendingTailCallSlots - 1))
+        w.putLoadRIPRelative(.rdx, address: literal)
     }
 
     /// A full bucket: in lossless mode wait for room while nstrace is alive (its heartbeat is recent);

@@ -308,6 +308,27 @@ public struct X86Writer {
         code.append(value)
     }
 
+    /// `cmp qword [base + index*8 + disp], imm8`.
+    public mutating func putCmpIndexedImm8(base: GPR, index: GPR, displacement: Int32, _ value: Int8) {
+        putIndexedOperandPrefix(0x83, reg: 7, base: base, index: index, displacement: displacement)
+        code.append(UInt8(bitPattern: value))
+    }
+
+    /// `lock inc qword [base + index*8 + disp]`.
+    public mutating func putLockIncIndexed(base: GPR, index: GPR, displacement: Int32) {
+        code.append(0xf0)
+        putIndexedOperandPrefix(0xff, reg: 0, base: base, index: index, displacement: displacement)
+    }
+
+    /// REX.W, `opcode`, ModRM and SIB for `[base + index*8 + disp32]`.
+    private mutating func putIndexedOperandPrefix(_ opcode: UInt8, reg: Int, base: GPR, index: GPR, displacement: Int32) {
+        code.append(0x48 | (index.rawValue >= 8 ? 2 : 0) | (base.rawValue >= 8 ? 1 : 0))
+        code.append(opcode)
+        code.append(0b10 << 6 | UInt8(reg & 7) << 3 | 0b100)
+        code.append(0b11 << 6 | UInt8(index.rawValue & 7) << 3 | UInt8(base.rawValue & 7))
+        putImm32(displacement)
+    }
+
     // MARK: Atomics
 
     /// `lock cmpxchg qword [base + disp], src`: compares with rax.

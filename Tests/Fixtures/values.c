@@ -39,6 +39,13 @@ __attribute__((noinline, noipa)) long vx_pair_sum(struct vx_pair p) { return p.a
 
 __attribute__((noinline, noipa)) long vx_hot(long x) { return x + 1; }
 
+// A tail call (jmp to vx_leaf): vx_tail returns when vx_leaf does.
+__attribute__((noinline, noipa)) long vx_leaf(long x) { return x * 3 + 1; }
+__attribute__((noinline, noipa, optimize("optimize-sibling-calls"))) long vx_tail(long x) {
+    if (x < 0) return 0;
+    return vx_leaf(x + 1);
+}
+
 static long rounds = 100;
 static atomic_long wrong;
 
@@ -54,6 +61,7 @@ static void *caller(void *arg) {
         if (vx_many(1, 2, 3, 4, 5, 6, k, id, "many") != 21 + k + id + 'm') atomic_fetch_add(&wrong, 1);
         if (strcmp(vx_name((int)k), ((const char *[]){"zero", "one", "two", "three"})[k & 3]) != 0) atomic_fetch_add(&wrong, 1);
         if (vx_pair_sum((struct vx_pair){k * 10, id}) != k * 10 - id) atomic_fetch_add(&wrong, 1);
+        if (vx_tail(k) != 3 * (k + 1) + 1) atomic_fetch_add(&wrong, 1);
     }
     return NULL;
 }
@@ -81,8 +89,8 @@ int main(int argc, char **argv) {
     if (strcmp(mode, "calls") == 0) {
         rounds = count;
         run_threads(threads, caller);
-        const char *names[] = {"vx_ints", "vx_strings", "vx_floats", "vx_many", "vx_name", "vx_pair_sum"};
-        for (int i = 0; i < 6; i++) printf("calls %s %ld\n", names[i], threads * rounds);
+        const char *names[] = {"vx_ints", "vx_strings", "vx_floats", "vx_many", "vx_name", "vx_pair_sum", "vx_tail", "vx_leaf"};
+        for (int i = 0; i < 8; i++) printf("calls %s %ld\n", names[i], threads * rounds);
     } else if (strcmp(mode, "hot") == 0) {
         hot_calls = count;
         run_threads(threads, hammer);

@@ -53,6 +53,12 @@ pid_t nst_spawn_stopped(const char *file, char *const argv[], int error_fd);
 // The thread id of the calling thread.
 pid_t nst_gettid(void);
 
+// Takes one from a counter shared with tracee code, never below zero.
+static inline void nst_atomic_decrement_to_zero(uint64_t *counter) {
+    uint64_t value = __atomic_load_n(counter, __ATOMIC_RELAXED);
+    while (value > 0 && !__atomic_compare_exchange_n(counter, &value, value - 1, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}
+}
+
 // The CPU's time-stamp counter: the clock the inline pads stamp records with.
 static inline uint64_t nst_rdtsc(void) {
     uint32_t lo, hi;
