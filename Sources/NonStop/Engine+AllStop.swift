@@ -138,8 +138,9 @@ extension Engine {
 
     /// Windows some thread's stack points into: every 8-byte word from each thread's stack pointer to
     /// the end of its stack's mapping is compared with the windows' inner instruction boundaries (a
-    /// return address can never be one — a window holds no call — but a signal frame's saved RIP can).
-    /// A false match only costs a window.
+    /// return address can never be one — a window holds no call but as its last instruction — but a
+    /// signal frame's saved RIP can). In Go, every goroutine's stack too: one preempted asynchronously
+    /// holds the PC it was stopped at. A false match only costs a window.
     private func savedPointsInside(_ interior: [UInt64: Int], of process: TracedProcess) -> [(Int, pid_t)] {
         guard !interior.isEmpty, let maps = ProcFS.text("/proc/\(process.pid)/maps") else { return [] }
         let mappings = maps.split(separator: "\n").compactMap { line -> (UInt64, UInt64)? in
@@ -148,21 +149,51 @@ extension Engine {
             return (start, end)
         }
         var found: [(Int, pid_t)] = []
+        func scan(_ start: UInt64, _ end: UInt64, owner: pid_t) {
+            guard end > start, let bytes = try? process.space.memory.read(start & ~7, count: Int(min(end &- (start & ~7), 16 << 20)))
+            else { return }
+            bytes.withUnsafeBytes { raw in
+                for offset in stride(from: 0, to: raw.count - 7, by: 8) {
+                    if let index = interior[raw.loadUnaligned(fromByteOffset: offset, as: UInt64.self)] { found.append((index, owner)) }
+                }
+            }
+        }
         for t in process.threads.values {
             guard let regs = try? Ptrace.getRegs(t.tid),
                   let mapping = mappings.first(where: { regs.rsp >= $0.0 && regs.rsp < $0.1 })
             else { continue }
-            let start = regs.rsp & ~7
-            let count = Int(min(mapping.1 &- start, 16 << 20))
-            guard let bytes = try? process.space.memory.read(start, count: count) else { continue }
-            bytes.withUnsafeBytes { raw in
-                for offset in stride(from: 0, to: raw.count - 7, by: 8) {
-                    let word = raw.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
-                    if let index = interior[word] { found.append((index, t.tid)) }
-                }
-            }
+            scan(regs.rsp, mapping.1, owner: t.tid)
         }
+        for (low, high) in goroutineStacks(of: process) { scan(low, high, owner: 0) }
         return found
+    }
+
+    /// Every goroutine's stack bounds, from runtime.allgs (at most 512 MiB of stacks in all).
+    private func goroutineStacks(of process: TracedProcess) -> [(UInt64, UInt64)] {
+        guard let go = process.goRuntime, let image = process.image,
+              let module = image.modules.first(where: { image.goRuntime(in: $0) != nil }),
+              let allgs = image.address(ofSymbol: "runtime.allgs", in: module),
+              let header = try? process.space.memory.read(allgs, count: 16), header.count == 16
+        else { return [] }
+        func word(_ bytes: [UInt8], _ at: Int) -> UInt64 {
+            bytes[at..<at + 8].enumerated().reduce(0) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+        }
+        let count = Int(min(word(header, 8), 1 << 20))
+        guard count > 0, let pointers = try? process.space.memory.read(word(header, 0), count: count * 8),
+              pointers.count == count * 8 else { return [] }
+        var stacks: [(UInt64, UInt64)] = []
+        var total: UInt64 = 0
+        for i in 0..<count {
+            let g = word(pointers, i * 8)
+            guard g != 0, let low = try? process.space.memory.readWord(at: g &+ UInt64(go.stackLowOffset)),
+                  let high = try? process.space.memory.readWord(at: g &+ UInt64(go.stackHighOffset)),
+                  high > low, high &- low <= 1 << 30
+            else { continue }
+            total &+= high &- low
+            if total > 512 << 20 { break }
+            stacks.append((low, high))
+        }
+        return stacks
     }
 
     /// PTRACE_INTERRUPT to every running thread of the process, and wait until each has stopped. What

@@ -45,10 +45,11 @@ struct GoPrograms {
         #expect(log.of("signal").contains { $0["signal"] as? String == "SIGURG" })
     }
 
-    @Test func goArgumentsAndResultsReadTheRegisterABI() throws {
+    @Test(arguments: ["inline", "jump"])
+    func goArgumentsAndResultsReadTheRegisterABI(strategy: String) throws {
         let binary = try Fixtures.buildGo("goworkers")
-        let file = Paths.scratch.appendingPathComponent("go-args.jsonl").path
-        let result = try nstrace(["--json", "-o", file, "^main\\.(work|sum)$", "--", binary, "work", "1", "2"])
+        let file = Paths.scratch.appendingPathComponent("go-args-\(strategy).jsonl").path
+        let result = try nstrace(["--strategy", strategy, "--json", "-o", file, "^main\\.(work|sum)$", "--", binary, "work", "1", "2"])
         #expect(result.status == 0, "\(result)")
         let log = try TraceLog(file: file)
         let work = try #require(log.of("call").first { $0["function"] as? String == "main.work" })
@@ -68,13 +69,15 @@ struct GoPrograms {
         #expect(values.first as? Int == 6 && values.last is NSNull, "(6, nil): \(values)")
     }
 
-    @Test func goServerAttachedTenTimesKeepsServing() throws {
+    @Test(arguments: ["inline", "jump"])
+    func goServerAttachedTenTimesKeepsServing(strategy: String) throws {
         let binary = try Fixtures.buildGo("goworkers")
         let server = try RunningFixture(binary, ["serve"])
         defer { server.stop() }
-        let file = Paths.scratch.appendingPathComponent("go-serve.jsonl").path
+        let file = Paths.scratch.appendingPathComponent("go-serve-\(strategy).jsonl").path
         for round in 1...10 {
-            let trace = try BackgroundTrace(["--json", "-o", file, "-p", "\(server.pid)", "^main\\.compute$"], outputFile: file)
+            let trace = try BackgroundTrace(["--strategy", strategy, "--json", "-o", file, "-p", "\(server.pid)", "^main\\.compute$"],
+                                            outputFile: file)
             #expect(trace.waitForLines(containing: "\"return\"", count: 20), "round \(round): no calls seen")
             let end = try #require(trace.stop(), "round \(round): nstrace did not exit after SIGINT")
             #expect(end.status == 0, "round \(round): \(end.stderr)")
