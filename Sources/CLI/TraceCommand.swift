@@ -55,8 +55,9 @@ struct TraceCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Also write a Chrome/Perfetto trace to FILE.", valueName: "FILE"))
     var chromeTrace: String?
 
-    // jump by default: step costs 1.6 to 2.6 times as much per call at every thread count measured,
-    // and neither misses a call (Benchmarks/README.md).
+    // inline by default: no stop per call (tens of nanoseconds, not tens of microseconds, Benchmarks/
+    // README.md); sites no window fits keep an int3 with jump, which costs 1.6 to 2.6 times less than
+    // step, and none of them misses a call.
     @Option(help: ArgumentHelp("How calls are seen: inline (a jump to a pad that records in the process, no stop), jump (int3, a trampoline, one stop) or step (int3, single-step a copy).", valueName: "inline|jump|step"))
     var strategy: String?
 
@@ -91,7 +92,7 @@ struct TraceCommand: ParsableCommand {
         if stack > 0, strategy == Strategy.inline.rawValue {
             throw ValidationError("--stack needs a stop at each call to walk the stack: use --strategy jump or step")
         }
-        if lossless, let strategy, strategy != Strategy.inline.rawValue {
+        if lossless, chosenStrategy != .inline {
             throw ValidationError("--lossless applies to --strategy inline (the others stop every call and lose nothing)")
         }
         if maxString < 0 { throw ValidationError("--max-string must not be negative") }
@@ -104,10 +105,11 @@ struct TraceCommand: ParsableCommand {
         if pid.contains(where: { $0 <= 0 }) { throw ValidationError("-p takes a process id greater than 0") }
     }
 
-    /// The strategy asked for; by default jump, which walks stacks (`-s`) at each stop.
+    /// The strategy asked for; by default inline — or jump with `-s`, which needs a stop to walk the
+    /// stack.
     var chosenStrategy: Strategy {
         if let strategy, let chosen = Strategy(rawValue: strategy) { return chosen }
-        return .jump
+        return stack > 0 ? .jump : .inline
     }
 
     func run() throws {

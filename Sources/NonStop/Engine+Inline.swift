@@ -81,11 +81,9 @@ extension Engine {
             }
         }
         if !pending.isEmpty { try patchWindows(pending, in: process, using: thread) }
+        // Quietly, as strace is: `nstrace list` says which sites keep an int3 and why.
         if fullyInline + withFallbacks > 0 {
             DebugLog.log("\(process.pid): inline: \(fullyInline) functions fully inline, \(withFallbacks) with int3s")
-            if withFallbacks > 0 {
-                notice(process, "inline: \(fullyInline) of \(fullyInline + withFallbacks) functions traced with no int3; the rest keep some (`nstrace list` says where and why)")
-            }
         }
     }
 

@@ -30,7 +30,7 @@ public struct EngineConfiguration: Sendable {
     /// decoded at all).
     public var decodesValues = true
 
-    public init(pattern: NamePattern, strategy: Strategy = .jump, followForks: Bool = false, maxStringLength: Int = 64,
+    public init(pattern: NamePattern, strategy: Strategy = .inline, followForks: Bool = false, maxStringLength: Int = 64,
                 stackDepth: Int = 0, lossless: Bool = false) {
         self.pattern = pattern
         self.strategy = strategy
