@@ -38,13 +38,33 @@ struct ListCommand: ParsableCommand {
         let functions = image.functions(matching: pattern)
         guard !functions.isEmpty else { throw NoFunctionMatches(pattern: pattern.source) }
         let decoder = try Decoder()
+        // A running process's GOT says where its tail calls through the PLT go (a file's does not).
+        let memory = pid.flatMap { MemoryFile(pid: $0) }
         for function in functions {
             let signature = image.signature(of: function)
             let refusal = EntryCheck.refusal(for: function, in: image, decoder: decoder)
-            let plan = InlineSites.plan(for: function, in: image, decoder: decoder)
+            let plan = InlineSites.plan(for: function, in: image, decoder: decoder, memory: memory.map { m in m.read })
             print(json ? FunctionListing.json(function, signature, refusal, plan)
                        : FunctionListing.text(function, signature, refusal, plan))
         }
+    }
+}
+
+/// A process's memory read through /proc/PID/mem (nil where it cannot be opened).
+final class MemoryFile {
+    private let fd: Int32
+
+    init?(pid: Int32) {
+        fd = open("/proc/\(pid)/mem", O_RDONLY | O_CLOEXEC)
+        if fd < 0 { return nil }
+    }
+
+    deinit { close(fd) }
+
+    func read(_ address: UInt64, _ count: Int) -> [UInt8]? {
+        var bytes = [UInt8](repeating: 0, count: count)
+        let n = pread(fd, &bytes, count, off_t(Int64(bitPattern: address)))
+        return n == count ? bytes : nil
     }
 }
 

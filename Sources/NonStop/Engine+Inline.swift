@@ -38,7 +38,10 @@ extension Engine {
             let go = image.goRuntime(in: function.module)
             if go != nil, process.goRuntime == nil { process.goRuntime = go }
             let entry = InlineSites.entry(of: function, in: image, decoder: decoder)
-            let decision = InlineSites.decide(for: function, in: image, decoder: decoder)
+            let memory = process.space.memory
+            let decision = InlineSites.decide(for: function, in: image, decoder: decoder) { address, count in
+                try? memory.read(address, count: count)
+            }
             let plan = decision.plan
             guard plan.returnsSeenAtExits else {
                 DebugLog.log("\(function.name): \(plan.fallbacks.map(\.reason).joined(separator: "; "))")

@@ -12,21 +12,22 @@ public enum InlineSites {
         public let tailCallees: [Function]
     }
 
-    public static func plan(for function: Function, in image: ProcessImage, decoder: Decoder,
-                            isInternal: Bool = false) -> InlinePlan {
-        decide(for: function, in: image, decoder: decoder, isInternal: isInternal).plan
+    /// `memory` reads the live process (GOT slots, for tail calls through the PLT); nil for a file.
+    public static func plan(for function: Function, in image: ProcessImage, decoder: Decoder, isInternal: Bool = false,
+                            memory: ((UInt64, Int) -> [UInt8]?)? = nil) -> InlinePlan {
+        decide(for: function, in: image, decoder: decoder, isInternal: isInternal, memory: memory).plan
     }
 
     /// A tail call's window is kept only when the callee's returns can all be watched by windows of
-    /// their own (every `ret` a window, every tail call of its own to such a function, at most four
+    /// their own (every `ret` a window, every tail call of its own to such a function, at most eight
     /// deep); else the tail call keeps an int3, and its return is seen at the caller's return address.
     public static func decide(for function: Function, in image: ProcessImage, decoder: Decoder,
-                              isInternal: Bool = false) -> Decision {
+                              isInternal: Bool = false, memory: ((UInt64, Int) -> [UInt8]?)? = nil) -> Decision {
         let plan = sites(for: function, in: image, decoder: decoder, isInternal: isInternal, tracesEntry: true)
         guard !plan.tailCallTargets.isEmpty else { return Decision(plan: plan, tailCallees: []) }
         var callees: [UInt64: Function] = [function.address: function]
         for target in plan.tailCallTargets.sorted() {
-            if let reason = watch(target, in: image, decoder: decoder, depth: 0, into: &callees) {
+            if let reason = watch(target, in: image, decoder: decoder, memory: memory, depth: 0, into: &callees) {
                 let entry = self.entry(of: function, in: image, decoder: decoder)
                 return Decision(plan: plan.withoutTailCallWindows(entry: entry, because: "a tail call whose callee's returns cannot be watched (\(reason)): its return is seen at the caller's return address"),
                                 tailCallees: [])
@@ -42,21 +43,52 @@ public enum InlineSites {
     }
 
     /// nil when every return of the function at `address` (and of what it tail-calls) has a window.
-    private static func watch(_ address: UInt64, in image: ProcessImage, decoder: Decoder, depth: Int,
+    private static func watch(_ address: UInt64, in image: ProcessImage, decoder: Decoder,
+                              memory: ((UInt64, Int) -> [UInt8]?)?, depth: Int,
                               into callees: inout [UInt64: Function]) -> String? {
         if callees[address] != nil { return nil }
-        guard depth < 4 else { return "tail calls more than four deep" }
+        guard depth < 8 else { return "tail calls more than eight deep" }
         guard let callee = image.function(containing: address), callee.address == address else {
-            return "\(hex(address)) is not the start of a function"
+            // A PLT stub (`jmp [rip+GOT]`): the callee is the function its GOT slot holds in the running
+            // process (bound at load with BIND_NOW, or by a first call); a file says nothing of it.
+            switch pltTarget(address, in: image, decoder: decoder, memory: memory) {
+            case .success(let resolved):
+                return watch(resolved, in: image, decoder: decoder, memory: memory, depth: depth + 1, into: &callees)
+            case .failure(let reason):
+                return reason.reason
+            }
         }
         let plan = returnSites(of: callee, in: image, decoder: decoder)
         guard plan.returnsSeenAtExits else { return "the code of \(callee.name) cannot be analysed" }
         if let site = plan.fallbacks.first { return "\(callee.name): \(site.reason)" }
         callees[address] = callee
         for target in plan.tailCallTargets.sorted() {
-            if let reason = watch(target, in: image, decoder: decoder, depth: depth + 1, into: &callees) { return reason }
+            if let reason = watch(target, in: image, decoder: decoder, memory: memory, depth: depth + 1, into: &callees) {
+                return reason
+            }
         }
         return nil
+    }
+
+    /// Where the PLT stub at `address` jumps: the function its GOT slot holds now.
+    private static func pltTarget(_ address: UInt64, in image: ProcessImage, decoder: Decoder,
+                                  memory: ((UInt64, Int) -> [UInt8]?)?) -> Result<UInt64, Refusal> {
+        guard let bytes = image.fileBytes(at: address, count: 16),
+              var stub = decoder.decode(bytes, at: address)
+        else { return .failure(Refusal(reason: "\(hex(address)) is code no symbol names (a stripped static function?): its extent is unknown")) }
+        if stub.isEndBranch, let next = decoder.decode(Array(bytes.dropFirst(stub.length)), at: stub.next) { stub = next }
+        guard stub.isJumpThroughMemory, let slot = stub.ripRelativeTarget else {
+            return .failure(Refusal(reason: "\(hex(address)) is code no symbol names (a stripped static function?): its extent is unknown"))
+        }
+        guard let memory else { return .failure(Refusal(reason: "a call through the PLT, whose callee only a running process says")) }
+        guard let word = memory(slot, 8), word.count == 8 else {
+            return .failure(Refusal(reason: "the GOT slot of a PLT call cannot be read"))
+        }
+        let target = word.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+        guard let function = image.function(containing: target), function.address == target else {
+            return .failure(Refusal(reason: "a call through the PLT not bound yet (lazy binding)"))
+        }
+        return .success(target)
     }
 
     private static func sites(for function: Function, in image: ProcessImage, decoder: Decoder,

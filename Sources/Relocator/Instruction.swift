@@ -1,3 +1,5 @@
+import CCapstone
+
 /// A decoded x86-64 instruction: what the Relocator needs of Capstone's detail, as plain values that
 /// outlive the decoder.
 public struct Instruction: Sendable, Hashable, CustomStringConvertible {
@@ -48,6 +50,20 @@ public struct Instruction: Sendable, Hashable, CustomStringConvertible {
     }
 
     var isRIPRelative: Bool { ripRelativeOperand != nil }
+
+    /// The address a RIP-relative operand refers to (a GOT slot, for a PLT stub's `jmp [rip+…]`).
+    public var ripRelativeTarget: UInt64? {
+        ripRelativeOperand.map { insn in UInt64(bitPattern: Int64(bitPattern: next) &+ insn.displacement) }
+    }
+
+    /// An indirect jump through memory (`jmp qword [...]`).
+    public var isJumpThroughMemory: Bool {
+        guard id == X86_INS_JMP.rawValue, case .memory? = operands.first else { return false }
+        return true
+    }
+
+    /// `endbr64`, which CET puts first in a PLT stub too.
+    public var isEndBranch: Bool { id == X86_INS_ENDBR64.rawValue }
 
     func inGroup(_ group: Int32) -> Bool { groups.contains(UInt8(truncatingIfNeeded: group)) }
 
