@@ -49,7 +49,7 @@ let package = Package(
         .testTarget(name: "NonStopTests", dependencies: ["Symbols", "TestSupport"]),
         .testTarget(
             name: "RelocatorTests",
-            dependencies: ["Relocator", "Symbols", "CShim", "TestSupport", "OracleSupport"]
+            dependencies: ["Relocator", "Symbols", "NonStop", "CShim", "TestSupport", "OracleSupport"]
         ),
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         // The Relocator execution oracle's C side: fork with PTRACE_TRACEME, affinity, CPUID.

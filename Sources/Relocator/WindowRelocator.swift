@@ -74,6 +74,7 @@ public enum WindowRelocator {
         if insn.hasOperandSizePrefix { return "a 16-bit operand-size call: truncates RIP" }
         switch insn.operands.first {
         case .immediate?: return nil
+        case .register(.rsp?, _)?: return "a call through the stack pointer, which pushing the return address moves"
         case .register(let r?, 8)? where r != .rip: return nil
         case .memory(let m)? where m.size == 8:
             if m.base == .rsp || m.index == .rsp { return "a call through memory addressed by the stack pointer, which pushing moves" }

@@ -2,12 +2,18 @@
 #include "oracle_support.h"
 
 #include <cpuid.h>
+#include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sys/syscall.h>
 #include <sched.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/ptrace.h>
+#include <sys/user.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
 
 _Static_assert(sizeof(cpu_set_t) <= ORACLE_AFFINITY_SIZE, "ORACLE_AFFINITY_SIZE too small");
 
@@ -90,4 +96,25 @@ long oracle_tcb_tid_offset(void) {
         if (v == tid) return off;
     }
     return -1;
+}
+
+int oracle_continue_to(pid_t pid, uint64_t address, int *stop_signal, int *code, uint64_t *address_out) {
+    long dr0 = offsetof(struct user, u_debugreg[0]), dr7 = offsetof(struct user, u_debugreg[7]);
+    // DR7: L0 set, R/W0 = 00 (instruction execution), LEN0 = 00.
+    if (address != 0 && (ptrace(PTRACE_POKEUSER, pid, (void *)dr0, (void *)address) != 0 ||
+                         ptrace(PTRACE_POKEUSER, pid, (void *)dr7, (void *)1) != 0))
+        return -1;
+    if (ptrace(PTRACE_CONT, pid, NULL, NULL) != 0) return -1;
+    int status = 0;
+    pid_t got;
+    do got = waitpid(pid, &status, __WALL); while (got < 0 && errno == EINTR);
+    if (got != pid) return -1;
+    if (!WIFSTOPPED(status)) return 1;
+    *stop_signal = WSTOPSIG(status);
+    siginfo_t info;
+    if (ptrace(PTRACE_GETSIGINFO, pid, NULL, &info) != 0) return -1;
+    *code = info.si_code;
+    *address_out = (uint64_t)info.si_addr;
+    if (address != 0 && ptrace(PTRACE_POKEUSER, pid, (void *)dr7, (void *)0) != 0) return -1;
+    return 0;
 }

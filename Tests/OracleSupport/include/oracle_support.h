@@ -40,4 +40,12 @@ long oracle_call2_threads(const void *fn, int threads, long calls);
 // if it is not there.
 long oracle_tcb_tid_offset(void);
 
+// Continues a child stopped under ptrace (suppressing the signal it stopped with) until it is about to
+// execute the instruction at `address` (hardware breakpoint 0; none when `address` is 0) or a signal
+// stops it, and waits for that stop (EINTR retried); the breakpoint is cleared again. Returns 0 with
+// the stop's signal, siginfo code and address in *stop_signal, *code and *address (the breakpoint:
+// SIGTRAP, TRAP_HWBKPT); 1 if the child exited or was killed instead (it is reaped then); -1 with
+// errno set if ptrace or waitpid failed.
+int oracle_continue_to(pid_t pid, uint64_t address, int *stop_signal, int *code, uint64_t *address_out);
+
 #endif
