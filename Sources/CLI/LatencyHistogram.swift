@@ -19,6 +19,16 @@ struct LatencyHistogram {
 
     var mean: Double { count == 0 ? 0 : Double(total) / Double(count) }
 
+    /// Another histogram's values added to this one's.
+    mutating func merge(_ other: LatencyHistogram) {
+        guard other.count > 0 else { return }
+        for i in counts.indices { counts[i] += other.counts[i] }
+        count += other.count
+        total &+= other.total
+        min = Swift.min(min, other.min)
+        max = Swift.max(max, other.max)
+    }
+
     /// Values below 2^subBits get a bucket each; above, the top subBits+1 significant bits choose.
     private static func index(of value: UInt64) -> Int {
         let bits = 64 - value.leadingZeroBitCount

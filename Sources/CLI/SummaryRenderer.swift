@@ -12,7 +12,9 @@ final class SummaryRenderer: Renderer {
     }
 
     private let output: Output
-    private var entries: [String: Entry] = [:]
+    /// By function (hashing an object's identity, not its name, for each event); merged by name when
+    /// printed.
+    private var entries: [ObjectIdentifier: (name: String, entry: Entry)] = [:]
     private var lost = LostEvents(calls: 0, returns: 0, others: 0, cause: "")
 
     init(output: Output) {
@@ -22,11 +24,11 @@ final class SummaryRenderer: Renderer {
     func render(_ event: TraceEvent) {
         switch event.kind {
         case .call(let function, _, _, _):
-            entries[function.name, default: Entry(module: function.module)].calls += 1
+            entries[ObjectIdentifier(function), default: (function.name, Entry(module: function.module))].entry.calls += 1
         case .ret(let function, _, _, let duration):
-            entries[function.name, default: Entry(module: function.module)].latency.add(duration)
+            entries[ObjectIdentifier(function), default: (function.name, Entry(module: function.module))].entry.latency.add(duration)
         case .unwound(let function, _, _):
-            entries[function.name, default: Entry(module: function.module)].unwound += 1
+            entries[ObjectIdentifier(function), default: (function.name, Entry(module: function.module))].entry.unwound += 1
         case .notice(let message):
             output.write("nstrace: \(message)")
         case .lost(let more):
@@ -45,7 +47,18 @@ final class SummaryRenderer: Renderer {
     }
 
     func lines() -> [String] {
-        var rows = entries.map { (name: $0.key, entry: $0.value) }
+        var byName: [String: Entry] = [:]
+        for (name, entry) in entries.values {
+            if var merged = byName[name] {
+                merged.calls += entry.calls
+                merged.unwound += entry.unwound
+                merged.latency.merge(entry.latency)
+                byName[name] = merged
+            } else {
+                byName[name] = entry
+            }
+        }
+        var rows = byName.map { (name: $0.key, entry: $0.value) }
         rows.sort { ($0.entry.latency.total, $1.name) > ($1.entry.latency.total, $0.name) }
         let nameWidth = max(8, rows.map(\.name.count).max() ?? 8)
         var out = ["function".padding(toLength: nameWidth, withPad: " ", startingAt: 0)

@@ -64,6 +64,9 @@ struct TraceCommand: ParsableCommand {
     @Flag(help: "With --strategy inline, make the program wait for nstrace when its ring is full instead of counting lost events.")
     var lossless = false
 
+    @Option(help: ArgumentHelp("With --strategy inline, the ring's size in MiB (default 16): what the program can record ahead of nstrace.", valueName: "MIB"))
+    var ringSize = 16
+
     @Option(help: ArgumentHelp("Print at most N bytes of each string.", valueName: "N"))
     var maxString = 64
 
@@ -92,6 +95,7 @@ struct TraceCommand: ParsableCommand {
         if stack > 0, strategy == Strategy.inline.rawValue {
             throw ValidationError("--stack needs a stop at each call to walk the stack: use --strategy jump or step")
         }
+        if !(1...4096).contains(ringSize) { throw ValidationError("--ring-size must be between 1 and 4096 MiB") }
         if lossless, chosenStrategy != .inline {
             throw ValidationError("--lossless applies to --strategy inline (the others stop every call and lose nothing)")
         }
@@ -136,6 +140,7 @@ struct TraceCommand: ParsableCommand {
         var configuration = EngineConfiguration(pattern: pattern, strategy: chosenStrategy, followForks: followForks,
                                                 maxStringLength: maxString, stackDepth: stack, lossless: lossless)
         configuration.decodesValues = !summary || chromeTrace != nil
+        configuration.ringMegabytes = ringSize
         let session = TraceSession(configuration: configuration, renderer: pipeline, status: engineStatus)
         let outcome = try session.run(attach: pid, launch: command, duration: duration)
         out.close()

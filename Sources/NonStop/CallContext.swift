@@ -47,7 +47,8 @@ extension Engine {
     }
 
     /// The shadow stack of the context: the goroutine's, else the thread's.
-    /// Mutated in place (no copy of its frames per call); an emptied stack is dropped.
+    /// Mutated in place (no copy of its frames per call). A thread's stays, empty or not, until the
+    /// thread ends; a goroutine's is dropped when it empties (goroutines come and go by the million).
     func withShadowStack<T>(_ process: TracedProcess, _ tid: pid_t, _ goroutine: CallContext.Goroutine?,
                             _ body: (inout ShadowStack) -> T) -> T {
         if let goroutine {
@@ -55,8 +56,6 @@ extension Engine {
             if process.goroutineStacks[goroutine]?.depth == 0 { process.goroutineStacks[goroutine] = nil }
             return result
         }
-        let result = body(&process.threadStacks[tid, default: ShadowStack()])
-        if process.threadStacks[tid]?.depth == 0 { process.threadStacks[tid] = nil }
-        return result
+        return body(&process.threadStacks[tid, default: ShadowStack()])
     }
 }

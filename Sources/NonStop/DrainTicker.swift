@@ -20,10 +20,18 @@ final class DrainTicker: @unchecked Sendable {
     private var rings: [EventRing] = []
     private var period: useconds_t = 20_000
 
-    /// Read the rings more often (they filled a good part of a bucket since the last time) or less.
-    func adjust(busy: Bool, idle: Bool) {
+    /// Read the rings more often or less, from how full the busiest bucket got since the last time:
+    /// a quarter full, at once as often as can be (a burst has begun); an eighth, twice as often; a
+    /// thirty-second or less, half as often.
+    func adjust(fill: Double) {
         lock.lock()
-        if busy { period = max(DrainTicker.shortest, period / 2) } else if idle { period = min(DrainTicker.longest, period * 2) }
+        if fill > 0.25 {
+            period = DrainTicker.shortest
+        } else if fill > 0.125 {
+            period = max(DrainTicker.shortest, period / 2)
+        } else if fill < 1.0 / 32 {
+            period = min(DrainTicker.longest, period * 2)
+        }
         lock.unlock()
     }
 

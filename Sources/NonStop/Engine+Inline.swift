@@ -189,7 +189,7 @@ extension Engine {
             return nil
         }
         guard let region = process.space.regions.first else { return nil }
-        let geometry = InlineTrace.geometry
+        let geometry = InlineTrace.geometry(megabytes: configuration.ringMegabytes)
         let size = UInt64(geometry.totalSize)
         var ringFD: Int32 = -1
         let mapped: UInt64? = try inject(in: process, using: thread) { (injection) throws(TraceError) -> UInt64? in
@@ -198,7 +198,8 @@ extension Engine {
             guard fd >= 0 else { return nil }
             defer { _ = try? injection.call(SystemCall.close, [UInt64(fd)], gadget: region.syscallAddress) }
             guard try injection.call(SystemCall.ftruncate, [UInt64(fd), size], gadget: region.syscallAddress) == 0 else { return nil }
-            let flags = UInt64(MAP_SHARED)
+            // MAP_POPULATE: every page mapped now, rather than a page fault in a pad each 64 records.
+            let flags = UInt64(MAP_SHARED) | 0x8000
             let address = try injection.call(SystemCall.mmap, [0, size, UInt64(PROT_READ | PROT_WRITE), flags, UInt64(fd), 0],
                                              gadget: region.syscallAddress)
             guard address > 0, address < 0x8000_0000_0000 else { return nil }

@@ -4,6 +4,8 @@ import Relocator
 import Symbols
 
 extension Engine {
+    static let noValue: (TracedFunction) -> ArgumentValue? = { _ in nil }
+
     /// The bucket an observation's thread (or goroutine) writes its records to.
     private func bucket(of o: Observation, in trace: InlineTrace) -> Int {
         let key = o.goroutine.map { UInt64(bitPattern: $0.id) } ?? UInt64(UInt32(bitPattern: o.tid))
@@ -57,8 +59,7 @@ extension Engine {
             }
             reportLost(trace)
         }
-        // A bucket an eighth full since the last time: read twice as often; a thirty-second: half.
-        ticker?.adjust(busy: backlog > slots / 8, idle: backlog < slots / 32)
+        ticker?.adjust(fill: Double(backlog) / Double(slots))
         handleLinkMapChanges()
         return more
     }
@@ -110,8 +111,15 @@ extension Engine {
             return
         }
         var tid = record.thread
-        var owner = threads[tid]?.process ?? trace.departed[tid] ?? trace.owner
-        if let child = trace.vforkChildren[tid] {
+        var owner: TracedProcess
+        // Records come in runs of one thread's: the last one's process, without a lookup.
+        if tid == lastRecordThread.tid, let known = lastRecordThread.process {
+            owner = known
+        } else {
+            owner = threads[tid]?.process ?? trace.departed[tid] ?? trace.owner
+            lastRecordThread = (tid, threads[tid] != nil ? owner : nil)
+        }
+        if !trace.vforkChildren.isEmpty, let child = trace.vforkChildren[tid] {
             // The parent is blocked in vfork: these are its child's, which runs in its memory and TCB.
             owner = child
             tid = child.pid
@@ -126,21 +134,30 @@ extension Engine {
             stackPointer = CallContext.goroutineScale(sp: stackPointer, stackHigh: high)
         }
         let time = clock.nanoseconds(at: record.tsc)
-        var reader = ArgumentReader(values, maxString: configuration.maxStringLength)
+        // Values decoded only for renderers that show them (a summary does not): then nothing of the
+        // record is read past its header, and no closure is made per record.
         let decode = configuration.decodesValues
+        let value: (TracedFunction) -> ArgumentValue?
+        var arguments: [ArgumentValue] = []
+        if decode {
+            var reader = ArgumentReader(values, maxString: configuration.maxStringLength)
+            if case .entry(let function) = probe.role { arguments = reader.arguments(function.signature) }
+            value = { reader.returnValue($0.signature) }
+        } else {
+            value = Engine.noValue
+        }
         switch probe.role {
         case .entry(let function):
-            let arguments = decode ? reader.arguments(function.signature) : []
             observe(Observation(kind: .entry(function, arguments: arguments, stack: [], returnAddress: 0),
                                 process: owner, tid: tid, goroutine: goroutine, stackPointer: stackPointer, time: time))
         case .exit(let function):
-            observe(Observation(kind: .exit(function, value: { decode ? reader.returnValue($0.signature) : nil }),
+            observe(Observation(kind: .exit(function, value: value),
                                 process: owner, tid: tid, goroutine: goroutine, stackPointer: stackPointer, time: time))
         case .tailCall(let function):
             observe(Observation(kind: .tailCall(function), process: owner, tid: tid, goroutine: goroutine,
                                 stackPointer: stackPointer, time: time))
         case .watchedReturn:
-            observe(Observation(kind: .tailCalleeReturn(value: { decode ? reader.returnValue($0.signature) : nil }),
+            observe(Observation(kind: .tailCalleeReturn(value: value),
                                 process: owner, tid: tid, goroutine: goroutine, stackPointer: stackPointer, time: time))
         case .linkMap(let rDebug):
             pendingLinkMaps.append(LinkMapChange(trace: trace, process: owner, rDebug: rDebug,

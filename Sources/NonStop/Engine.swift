@@ -26,6 +26,8 @@ public struct EngineConfiguration: Sendable {
     public var stackDepth: Int
     /// Inline pads wait for room in a full ring instead of counting a lost record.
     public var lossless: Bool
+    /// The inline ring's size (each thread writes into one of its 16 buckets).
+    public var ringMegabytes = 16
     /// Whether the renderers show arguments and return values (a summary does not: they are then not
     /// decoded at all).
     public var decodesValues = true
@@ -81,7 +83,9 @@ public final class Engine {
     let events: EventQueue
     let decoder: Decoder
     var processes: [pid_t: TracedProcess] = [:]
-    var threads: [pid_t: TraceeThread] = [:]
+    var threads: [pid_t: TraceeThread] = [:] {
+        didSet { lastRecordThread = (0, nil) }  // a thread came or went: look records' threads up again
+    }
     /// Stops of threads the engine has not been told about yet (a new thread's first stop can come
     /// before its parent's clone event).
     var early: [pid_t: [WaitResult]] = [:]
@@ -97,6 +101,8 @@ public final class Engine {
     /// CLOCK_REALTIME minus CLOCK_MONOTONIC: events carry wall-clock time.
     let wallClockOffset: UInt64
     var ticker: DrainTicker?
+    /// The thread of the last record read, and its process while it is alive (records come in runs).
+    var lastRecordThread: (tid: pid_t, process: TracedProcess?) = (0, nil)
     /// Where the last drain started (it goes round the buckets).
     var drainStart = 0
     /// Link-map changes r_brk pads recorded, handled once the rings are drained.

@@ -69,8 +69,9 @@ public final class EventQueue: @unchecked Sendable {
         defer { condition.unlock() }
         while buffer.count == head && !closed { condition.wait() }
         if buffer.count == head { return nil }
-        let batch = Array(buffer[head...])
-        buffer.removeAll(keepingCapacity: true)
+        // Handed over whole (no copy); the next batch grows a new buffer.
+        let batch = head == 0 ? buffer : Array(buffer[head...])
+        buffer = []
         head = 0
         condition.broadcast()
         return batch

@@ -100,11 +100,11 @@ final class EventRing: @unchecked Sendable {
     }
 
     /// The next record of a bucket if it is published, sized by `slotsOf` (from the probe it names);
-    /// nil when the bucket is drained or its next record is still being written.
+    /// nil when it is not (yet). The caller bounds the reading with a head it read once: reading the
+    /// head at every record would pull its cache line away from the thread reserving the next one.
     func next(in bucket: Int, slotsOf: (UInt32) -> Int?) -> Record? {
         let position = positions[bucket]
         let bucketStart = geometry.bucketOffset(bucket)
-        guard position < head(of: bucket) else { return nil }
         let offset = bucketStart + geometry.slotOffset(position)
         guard word(offset + RecordLayout.sequenceOffset) == position &+ 1 else { return nil }
         let probe = base.advanced(by: offset + RecordLayout.probeOffset).loadUnaligned(as: UInt32.self)

@@ -33,9 +33,14 @@ final class InlineTrace {
         waiting = Array(repeating: [], count: ring.geometry.bucketCount)
     }
 
-    /// The geometry every nstrace ring has: 16 buckets of 8192 slots (512 KiB each; 16 MiB of address
-    /// space in all, touched only as records are written), records of up to 64 slots.
-    static let geometry = RingGeometry(bucketCount: 16, slotsPerBucket: 8192, maxSlotsPerRecord: 64)
+    /// A ring of about `megabytes` in 16 buckets (memory is touched only as records are written),
+    /// records of up to 64 slots.
+    static func geometry(megabytes: Int) -> RingGeometry {
+        let perBucket = max(1, megabytes) << 20 / 16 / RingGeometry.slotSize
+        var slots = 1024
+        while slots * 2 <= perBucket, slots < 1 << 24 { slots *= 2 }
+        return RingGeometry(bucketCount: 16, slotsPerBucket: slots, maxSlotsPerRecord: 64)
+    }
 
     func register(_ probe: InlineProbe) -> UInt32 {
         probes.append(probe)

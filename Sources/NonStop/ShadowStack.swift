@@ -62,7 +62,8 @@ struct ShadowStack {
             frames.removeLast()
             closed.append((top, frames.count, true))
         }
-        return closed + popTailCallers(sp: sp)
+        if let top = frames.last, top.entrySP == sp, top.tailPending { closed += popTailCallers(sp: sp) }
+        return closed
     }
 
     /// A return with `sp` (of a traced function, or of a callee watched for its tail-callers): the
