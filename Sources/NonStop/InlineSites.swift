@@ -48,7 +48,9 @@ public enum InlineSites {
                               into callees: inout [UInt64: Function]) -> String? {
         if callees[address] != nil { return nil }
         guard depth < 8 else { return "tail calls more than eight deep" }
-        guard let callee = image.function(containing: address), callee.address == address else {
+        guard let callee = image.unnamedFunction(at: address)
+                ?? image.function(containing: address).flatMap({ $0.address == address ? $0 : nil })
+        else {
             // A PLT stub (`jmp [rip+GOT]`): the callee is the function its GOT slot holds in the running
             // process (bound at load with BIND_NOW, or by a first call); a file says nothing of it.
             switch pltTarget(address, in: image, decoder: decoder, memory: memory) {
@@ -120,13 +122,37 @@ public enum InlineSites {
             : "its exception table could not be read to its end: a landing pad could be anywhere"
         let planner = InlinePlanner(decoder: decoder)
         let bias = function.module.bias
+        let arguments = argumentRegisters(of: image.signature(of: function))
         return planner.plan(InlinePlanner.Function(start: function.address, entry: entry, parts: parts,
                                                    extraEntryPoints: landingPads, extraEntryPointsIncomplete: incomplete,
-                                                   mayCoverStart: isInternal, tracesEntry: tracesEntry)) { instructions, ranges in
+                                                   mayCoverStart: isInternal, tracesEntry: tracesEntry,
+                                                   argumentRegisters: arguments.registers,
+                                                   vectorArguments: arguments.vector)) { instructions, ranges in
             JumpTables.classify(instructions: instructions, ranges: ranges, bias: bias) { address, count in
                 image.fileBytes(at: address, count: count)
             }
         }
+    }
+
+    /// The registers a function's arguments are in at entry, as DWARF says — which the entry record
+    /// reads, and the first instruction (left in place before the entry window) must not change.
+    /// Without DWARF nothing is read, so nothing need be kept.
+    static func argumentRegisters(of signature: Signature?) -> (registers: Set<GPR>, vector: Bool) {
+        guard let signature else { return ([], false) }
+        var registers = Set<GPR>(), vector = false
+        func add(_ r: Register) {
+            if let gpr = r.gpr { registers.insert(gpr) } else { vector = true }
+        }
+        for parameter in signature.parameters {
+            switch parameter.location {
+            case .register(let r): add(r)
+            case .pieces(let pieces): pieces.forEach { add($0.register) }
+            case .stack, .unknown: break
+            }
+        }
+        // A variadic function's own arguments are followed by more, in the registers after them.
+        if signature.isVariadic { return ([.rdi, .rsi, .rdx, .rcx, .r8, .r9, .rax], true) }
+        return (registers, vector)
     }
 
     /// Where a function's entry is recorded: after the stack-growth check of a Go function (a call
@@ -153,7 +179,11 @@ public enum InlineSites {
             let mid = (low + high) / 2
             if all[mid].address < end { low = mid + 1 } else { high = mid }
         }
-        let next = low < all.count ? all[low].address : end &+ 32
+        var next = low < all.count ? all[low].address : end &+ 32
+        // A function no symbol names may start sooner (its unwind information says where).
+        if let unnamed = image.landingPadTable(in: function.module).nextFunctionStart(after: end &- 1), unnamed >= end {
+            next = min(next, unnamed)
+        }
         guard next > end else { return [] }
         return image.fileBytes(at: end, count: Int(min(next - end, 32))) ?? []
     }

@@ -29,9 +29,17 @@ public struct InlinePlanner {
         public let mayCoverStart: Bool
         /// Whether the entry is recorded at all (false: only its returns matter).
         public let tracesEntry: Bool
+        /// The registers the entry record must see as they were at the call: those the function's
+        /// arguments are in (all six of the ABI's when nothing says; none when nothing is recorded).
+        public let argumentRegisters: Set<GPR>
+        /// Whether an argument is in an XMM register (or nothing says).
+        public let vectorArguments: Bool
 
         public init(start: UInt64, entry: UInt64, parts: [CodePart], extraEntryPoints: Set<UInt64> = [],
-                    extraEntryPointsIncomplete: String? = nil, mayCoverStart: Bool = false, tracesEntry: Bool = true) {
+                    extraEntryPointsIncomplete: String? = nil, mayCoverStart: Bool = false, tracesEntry: Bool = true,
+                    argumentRegisters: Set<GPR> = [.rdi, .rsi, .rdx, .rcx, .r8, .r9], vectorArguments: Bool = true) {
+            self.argumentRegisters = argumentRegisters
+            self.vectorArguments = vectorArguments
             self.start = start
             self.entry = entry
             self.parts = parts
@@ -202,8 +210,8 @@ private struct Analysis {
     /// The first instruction stays where it is; the entry is recorded after it, so it must leave the
     /// arguments as they were.
     private func firstInstructionBlocksWindow(_ insn: Instruction) -> String? {
-        let arguments: Set<GPR> = [.rdi, .rsi, .rdx, .rcx, .r8, .r9]
-        if !insn.registersWritten.isDisjoint(with: arguments) || insn.writesVectorRegisters {
+        if !insn.registersWritten.isDisjoint(with: function.argumentRegisters)
+            || (function.vectorArguments && insn.writesVectorRegisters) {
             return "its first instruction (\(insn)) changes an argument register before the entry could be recorded"
         }
         if insn.id == X86_INS_CALL.rawValue || insn.id == X86_INS_SYSCALL.rawValue {

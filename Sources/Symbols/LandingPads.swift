@@ -13,10 +13,43 @@ public struct LandingPadTable: Sendable, Equatable {
     /// False when the file or part of its `.eh_frame` could not be read (an unknown CIE, a truncated
     /// record): pads anywhere may be missing. `.eh_frame` is found by its section header.
     public let readToEnd: Bool
+    /// Every FDE's code range, sorted by start: the extent of every function the compiler emitted
+    /// unwind information for, named by a symbol or not (a stripped binary's static functions).
+    public let functionRanges: [Range<UInt64>]
+
+    public init(pads: [UInt64], rangesWithLSDA: [Range<UInt64>], incompleteRanges: [Range<UInt64>], readToEnd: Bool,
+                functionRanges: [Range<UInt64>] = []) {
+        self.pads = pads
+        self.rangesWithLSDA = rangesWithLSDA
+        self.incompleteRanges = incompleteRanges
+        self.readToEnd = readToEnd
+        self.functionRanges = functionRanges
+    }
 
     public static let empty = LandingPadTable(pads: [], rangesWithLSDA: [], incompleteRanges: [], readToEnd: true)
     /// Nothing could be read: pads anywhere may be missing.
     static let unknown = LandingPadTable(pads: [], rangesWithLSDA: [], incompleteRanges: [], readToEnd: false)
+
+    /// The FDE range that starts at `address`, if one does.
+    public func functionRange(startingAt address: UInt64) -> Range<UInt64>? {
+        let i = firstRange(atOrAfter: address)
+        return i < functionRanges.count && functionRanges[i].lowerBound == address ? functionRanges[i] : nil
+    }
+
+    /// Where the next FDE range after `address` starts.
+    public func nextFunctionStart(after address: UInt64) -> UInt64? {
+        let i = firstRange(atOrAfter: address &+ 1)
+        return i < functionRanges.count ? functionRanges[i].lowerBound : nil
+    }
+
+    private func firstRange(atOrAfter address: UInt64) -> Int {
+        var low = 0, high = functionRanges.count
+        while low < high {
+            let mid = (low + high) / 2
+            if functionRanges[mid].lowerBound < address { low = mid + 1 } else { high = mid }
+        }
+        return low
+    }
 
     /// The pads inside `range`.
     public func pads(in range: Range<UInt64>) -> [UInt64] {
@@ -51,7 +84,8 @@ enum LandingPads {
         }
         reader.readAll()
         return LandingPadTable(pads: Array(Set(reader.pads)).sorted(), rangesWithLSDA: reader.rangesWithLSDA,
-                               incompleteRanges: reader.incomplete, readToEnd: reader.readToEnd)
+                               incompleteRanges: reader.incomplete, readToEnd: reader.readToEnd,
+                               functionRanges: reader.functionRanges.sorted { $0.lowerBound < $1.lowerBound })
     }
 
     static func section(named wanted: String, in elf: OpaquePointer) -> SectionBytes? {
@@ -251,6 +285,7 @@ struct EHFrameReader {
 
     private(set) var pads: [UInt64] = []
     private(set) var rangesWithLSDA: [Range<UInt64>] = []
+    private(set) var functionRanges: [Range<UInt64>] = []
     private(set) var incomplete: [Range<UInt64>] = []
     private(set) var readToEnd = true
     /// Parsed CIEs by section offset; nil for one that cannot be understood.
@@ -297,8 +332,10 @@ struct EHFrameReader {
               let size = cursor.value(format: cie.fdeEncoding & 0x0f)
         else { return false }
         // A zero start is an FDE the linker discarded with its code.
-        guard begin != 0, cie.lsdaEncoding != PointerEncoding.omit, cie.hasAugmentationData else { return true }
+        guard begin != 0 else { return true }
         let range = begin..<(begin &+ size < begin ? UInt64.max : begin &+ size)
+        if size > 0 { functionRanges.append(range) }
+        guard cie.lsdaEncoding != PointerEncoding.omit, cie.hasAugmentationData else { return true }
         guard let augmentationSize = cursor.uleb() else { return false }
         var augmentation = cursor
         augmentation.limit = min(cursor.limit, cursor.offset &+ Int(clamping: augmentationSize))

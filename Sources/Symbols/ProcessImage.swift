@@ -143,6 +143,17 @@ public final class ProcessImage {
         return found
     }
 
+    /// The function that starts at `address` though no symbol names it (a stripped binary's static
+    /// function), its extent from its unwind information (`.eh_frame`); nil if there is none, or a
+    /// symbol names a function there or around it.
+    public func unnamedFunction(at address: UInt64) -> Function? {
+        guard function(containing: address) == nil, let module = module(containing: address),
+              let range = landingPadTable(in: module).functionRange(startingAt: address)
+        else { return nil }
+        return Function(name: "fde_\(String(address &- module.bias, radix: 16))", aliases: [], module: module,
+                        address: address, size: range.upperBound &- range.lowerBound, isIndirect: false)
+    }
+
     /// Every landing pad of a module, sorted.
     public func landingPads(in module: Module) -> [UInt64] { landingPadTable(in: module).pads }
 
