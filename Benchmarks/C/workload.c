@@ -14,6 +14,12 @@
 // environment the same line also goes to FILE, where a tracer's own output cannot interleave with it.
 // The first instruction of nsb_tiny and nsb_work is one a tracer must relocate (a copy: neither
 // emulated nor a `push`/`endbr64`, which nstrace emulates without any relocation).
+//
+// Built with -DNSB_PATCHABLE_ENTRY (and -fpatchable-function-entry=5), nsb_tiny and nsb_work begin
+// with five one-byte `nop`s listed in __patchable_function_entries, as gcc's
+// -fpatchable-function-entry=5 lays out a C function: the variant uftrace needs, because its
+// capstone-based dynamic patching refuses nsb_tiny (the 5 bytes it would overwrite end in `ret`).
+// Only uftrace runs this variant; the nops cost a cycle or so per call.
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdint.h>
@@ -22,8 +28,17 @@
 #include <string.h>
 #include <time.h>
 
+#ifdef NSB_PATCHABLE_ENTRY
+#define PATCHABLE_ENTRY(name)                                                                      \
+    ".pushsection __patchable_function_entries,\"awo\",@progbits," #name "\n.align 8\n"            \
+    ".quad .Lpatchable_" #name "\n.popsection\n.Lpatchable_" #name ":\n"                         \
+    "  nop\n  nop\n  nop\n  nop\n  nop\n"
+#else
+#define PATCHABLE_ENTRY(name) ""
+#endif
+
 long nsb_tiny(long a);
-asm(".text\n.globl nsb_tiny\n.type nsb_tiny,@function\n.p2align 4\nnsb_tiny:\n"
+asm(".text\n.globl nsb_tiny\n.type nsb_tiny,@function\n.p2align 4\nnsb_tiny:\n" PATCHABLE_ENTRY(nsb_tiny)
     "  lea 1(%rdi), %rax\n"
     "  ret\n.size nsb_tiny, .-nsb_tiny\n");
 
@@ -34,7 +49,7 @@ asm(".text\n.globl nsb_floor\n.type nsb_floor,@function\n.p2align 4\nnsb_floor:\
     "  ret\n.size nsb_floor, .-nsb_floor\n");
 
 long nsb_work(long a, long iterations);
-asm(".text\n.globl nsb_work\n.type nsb_work,@function\n.p2align 4\nnsb_work:\n"
+asm(".text\n.globl nsb_work\n.type nsb_work,@function\n.p2align 4\nnsb_work:\n" PATCHABLE_ENTRY(nsb_work)
     "  mov %rdi, %rax\n"
     "  mov %rsi, %rcx\n"
     "  test %rcx, %rcx\n"

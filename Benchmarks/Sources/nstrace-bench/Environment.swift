@@ -9,8 +9,10 @@ struct Environment {
     let loadAverage: String
     let workIterations: Int
     let command: String
+    /// "name version" of each peer tool found.
+    let peers: [String]
 
-    static func current(workIterations: Int) -> Environment {
+    static func current(workIterations: Int, peers: [String]) -> Environment {
         var u = utsname()
         uname(&u)
         let release = withUnsafeBytes(of: u.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
@@ -24,6 +26,7 @@ struct Environment {
         return Environment(date: formatter.string(from: Date()), kernel: release, cpu: model,
                            cpus: ProcessInfo.processInfo.activeProcessorCount, loadAverage: load,
                            workIterations: workIterations,
-                           command: "swift run -c release nstrace-bench" + (args.isEmpty ? "" : " " + args))
+                           command: "swift run -c release nstrace-bench" + (args.isEmpty ? "" : " " + args),
+                           peers: peers)
     }
 }

@@ -12,22 +12,16 @@ struct NSTraceBench: ParsableCommand {
             times) in the same run, in alternating order, several rounds; medians are reported.
             Per-call overhead is (traced - untraced) loop time / calls, the loop timed by the
             workload itself, so start-up and detach are not counted. Peers that are not installed
-            (ltrace, gdb, bpftrace) are reported as skipped.
+            (ltrace, gdb, bpftrace, uftrace, frida) are reported as skipped. `nstrace-bench redis`
+            measures a redis server's throughput while each tool traces its read and write.
             """,
-        subcommands: [MicroCommand.self]
+        subcommands: [MicroCommand.self, RedisCommand.self, CoverageCommand.self]
     )
 
-    @Flag(help: "Threads 1 and 4, fewer rounds: under three minutes.")
-    var quick = false
-
-    @Option(help: ArgumentHelp("Write the results as JSON to FILE: one object per workload, contender and thread count.", valueName: "FILE"))
-    var json: String?
+    @OptionGroup var options: CommonOptions
 
     @Option(help: ArgumentHelp("Write the per-call overhead plot (SVG) to FILE.", valueName: "FILE"))
     var plot: String?
-
-    @Option(help: ArgumentHelp("Write the tables as Markdown to FILE.", valueName: "FILE"))
-    var markdown: String?
 
     @Option(help: ArgumentHelp("Thread counts (default 1,2,4,8,16; --quick 1,4).", valueName: "N,N,..."))
     var threads: String?
@@ -35,36 +29,23 @@ struct NSTraceBench: ParsableCommand {
     @Option(help: ArgumentHelp("Calls per thread in each run (default 500).", valueName: "K"))
     var calls: Int?
 
-    @Option(help: ArgumentHelp("Rounds of every contender (default 7; --quick 3).", valueName: "N"))
-    var rounds: Int?
-
-    @Option(help: ArgumentHelp("Contenders to run besides untraced and the floor, comma-separated (default: all).", valueName: "TOOL,..."))
-    var only: String?
-
     @Option(help: ArgumentHelp("Workloads to run, comma-separated: tiny, work (default: both).", valueName: "NAME,..."))
     var workloads: String?
-
-    @Option(help: ArgumentHelp("Seconds one traced run may take before it is killed and recorded as a timeout.", valueName: "SECONDS"))
-    var timeout: Double = 120
-
-    @Option(help: ArgumentHelp("The nstrace binary (default: the one beside nstrace-bench, built first if need be).", valueName: "PATH"))
-    var nstrace: String?
 
     @Flag(help: "Skip the micro-benchmarks.")
     var noMicro = false
 
+    var quick: Bool { options.quick }
+
     func validate() throws {
         if let calls, calls < 1 { throw ValidationError("--calls must be at least 1") }
-        if let rounds, rounds < 1 { throw ValidationError("--rounds must be at least 1") }
-        if !(timeout > 0) { throw ValidationError("--timeout must be positive") }
         _ = try threadCounts()
         _ = try selectedWorkloads()
-        if let only {
-            let known = Set(ContenderID.allCases.map(\.rawValue))
-            for name in only.split(separator: ",") where !known.contains(String(name)) {
-                throw ValidationError("unknown contender \(name); known: \(ContenderID.allCases.map(\.rawValue).joined(separator: ", "))")
-            }
-        }
+        // This runs for `nstrace-bench redis --only …` too (the parent is always decoded): accept
+        // the redis tools' names here, and let each command check its own.
+        _ = try options.selected(known: ContenderID.allCases.map(\.rawValue)
+                                     + RedisToolID.allCases.map(\.rawValue).filter { ContenderID(rawValue: $0) == nil },
+                                 what: "contender")
     }
 
     func threadCounts() throws -> [Int] {
@@ -86,29 +67,32 @@ struct NSTraceBench: ParsableCommand {
     func run() throws {
         let log = Progress()
         let location = try Location.find()
-        let binary = try nstrace ?? location.nstraceBinary(log: log)
+        let binary = try options.nstrace ?? location.nstraceBinary(log: log)
+        let only = try options.selected(known: ContenderID.allCases.map(\.rawValue), what: "contender")
         let programs = try Programs.build(sources: location.cSources, log: log)
         defer { programs.remove() }
+        let peers = Peers.find(packageRoot: location.packageRoot, scratch: programs.directory)
+        log.note("peers: " + (peers.versions.isEmpty ? "none installed" : peers.versions.joined(separator: ", ")))
 
         let plan = SuitePlan(
             workloads: try selectedWorkloads(),
             threadCounts: try threadCounts(),
             callsPerThread: calls ?? 500,
-            rounds: rounds ?? (quick ? 3 : 7),
-            timeout: timeout,
-            contenders: Contender.all(nstrace: binary, programs: programs)
+            rounds: options.rounds ?? (quick ? 3 : 7),
+            timeout: options.timeout ?? 120,
+            contenders: Contender.all(nstrace: binary, programs: programs, peers: peers)
                 .filter { c in
                     // Every figure is read against these two, so they always run.
                     c.id == .untraced || c.id == .floor
-                        || (only.map { $0.split(separator: ",").contains(Substring(c.id.rawValue)) } ?? true)
+                        || (only?.contains(c.id.rawValue) ?? true)
                 }
         )
         let suite = OverheadSuite(plan: plan, programs: programs, log: log)
         let results = try suite.run()
-        let report = Report(plan: plan, results: results, environment: .current(workIterations: programs.workIterations))
+        let report = Report(plan: plan, results: results, environment: .current(workIterations: programs.workIterations, peers: peers.versions))
 
         print(report.text())
-        if let json { try report.json().write(toFile: json, atomically: true, encoding: .utf8) }
+        if let json = options.json { try report.json().write(toFile: json, atomically: true, encoding: .utf8) }
         if let plot { try OverheadPlot(report: report).svg().write(toFile: plot, atomically: true, encoding: .utf8) }
 
         var micro: [MicroBenchmarks.Result] = []
@@ -119,7 +103,7 @@ struct NSTraceBench: ParsableCommand {
             log.note("micro-benchmarks")
             micro = try MicroBenchmarks.run(programs: programs, settings: MicroBenchmarks.settings(quick: quick))
         }
-        if let markdown {
+        if let markdown = options.markdown {
             try (report.markdown() + Report.markdown(micro: micro)).write(toFile: markdown, atomically: true, encoding: .utf8)
         }
     }

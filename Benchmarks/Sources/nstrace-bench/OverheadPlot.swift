@@ -8,6 +8,8 @@ struct OverheadPlot {
     private static let colours: [ContenderID: String] = [
         .floor: "#7f7f7f", .nstraceJump: "#d62728", .nstraceStep: "#ff7f0e", .liftReinsert: "#9467bd",
         .allStop: "#8c564b", .ltrace: "#1f77b4", .gdb: "#2ca02c", .bpftrace: "#17becf",
+        .nstraceInline: "#e377c2", .bpftraceRet: "#0b7285", .uftrace: "#bcbd22", .fridaJS: "#393b79",
+        .fridaCModule: "#6b6ecf",
     ]
 
     private let panelWidth = 460.0, panelHeight = 320.0
@@ -98,6 +100,10 @@ struct OverheadPlot {
         case .allStop: return "all-stop"
         case .gdb: return "gdb non-stop dprintf"
         case .bpftrace: return "bpftrace uprobe (entry only)"
+        case .bpftraceRet: return "bpftrace uprobe + uretprobe"
+        case .uftrace: return "uftrace -P (patchable build)"
+        case .fridaJS: return "frida Interceptor, JS"
+        case .fridaCModule: return "frida Interceptor, CModule"
         case .ltrace: return "ltrace -f -x"
         default: return id.rawValue
         }

@@ -20,6 +20,8 @@ struct RunRecord: Codable {
     let loopSeconds: Double?
     let calls: Int?
     let seen: Int?
+    /// Returns the tool reported, for tools that count them.
+    var returns: Int? = nil
     /// Why it failed: the exit code and the last line of stderr.
     let detail: String?
 }
@@ -103,18 +105,19 @@ final class OverheadSuite {
                                       timeout: plan.timeout, scratch: programs.directory, name: name)
         let truth = (try? String(contentsOfFile: resultFile, encoding: .utf8)).flatMap(GroundTruth.init)
         let seen = contender.seen(spec, outcome)
+        let returns = contender.returns?(spec, outcome)
         try? FileManager.default.removeItem(atPath: spec.traceFile)
         if outcome.timedOut {
             return RunRecord(status: .timeout, wallSeconds: outcome.wallSeconds, loopSeconds: nil, calls: truth?.calls,
-                             seen: seen, detail: "killed after \(Int(plan.timeout)) s")
+                             seen: seen, returns: returns, detail: "killed after \(Int(plan.timeout)) s")
         }
         guard outcome.exitCode == 0, let truth else {
             let last = outcome.stderr.split(separator: "\n").last.map(String.init) ?? ""
             return RunRecord(status: .failed, wallSeconds: outcome.wallSeconds, loopSeconds: nil, calls: truth?.calls,
-                             seen: seen, detail: "exit \(outcome.exitCode)\(truth == nil ? ", no ground truth" : ""): \(last)")
+                             seen: seen, returns: returns, detail: "exit \(outcome.exitCode)\(truth == nil ? ", no ground truth" : ""): \(last)")
         }
         return RunRecord(status: .ok, wallSeconds: outcome.wallSeconds, loopSeconds: Double(truth.loopNanoseconds) / 1e9,
-                         calls: truth.calls, seen: seen, detail: nil)
+                         calls: truth.calls, seen: seen, returns: returns, detail: nil)
     }
 
     private func describe(_ r: RunRecord) -> String {
@@ -122,6 +125,7 @@ final class OverheadSuite {
         let calls = r.calls.map { "\($0)" } ?? "?"
         let loop = r.loopSeconds.map { String(format: "%.4f", $0) } ?? "-"
         return "\(r.status.rawValue)  wall \(String(format: "%.3f", r.wallSeconds)) s  loop \(loop) s  seen \(seen)/\(calls)"
+            + (r.returns.map { "  returns \($0)" } ?? "")
             + (r.detail.map { "  (\($0))" } ?? "")
     }
 }

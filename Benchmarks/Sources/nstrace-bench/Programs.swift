@@ -7,6 +7,9 @@ struct Programs {
     let directory: String
     /// Benchmarks/C/workload.c: T threads calling one function K times; prints its ground truth.
     let workload: String
+    /// The same built with -fpatchable-function-entry=5 and nsb_tiny, nsb_work given patchable nops:
+    /// what uftrace's dynamic patching needs for nsb_tiny (see workload.c).
+    let patchableWorkload: String
     /// The small ptrace tracers: the floor and the two baselines nstrace is measured against.
     let floor: String
     let liftReinsert: String
@@ -30,6 +33,8 @@ struct Programs {
             return path
         }
         let workload = try cc("workload", ["-pthread", "\(sources)/workload.c"])
+        let patchable = try cc("workload-patchable", ["-pthread", "-fpatchable-function-entry=5", "-DNSB_PATCHABLE_ENTRY",
+                                                       "\(sources)/workload.c"])
         let floor = try cc("floor", ["\(sources)/floor.c"])
         let lift = try cc("lift_reinsert", ["\(sources)/lift_reinsert.c"])
         let allStop = try cc("all_stop", ["\(sources)/all_stop.c"])
@@ -45,7 +50,7 @@ struct Programs {
         }
         let iterations = try calibrate(workload: workload, scratch: dir)
         log.note("nsb_work: \(iterations) iterations take about 1 µs here")
-        return Programs(directory: dir, workload: workload, floor: floor, liftReinsert: lift, allStop: allStop,
+        return Programs(directory: dir, workload: workload, patchableWorkload: patchable, floor: floor, liftReinsert: lift, allStop: allStop,
                         signatureLibrary: library, addresses: addresses, workIterations: iterations)
     }
 

@@ -11,6 +11,8 @@ struct Summary {
     let reason: String?
     let calls: Int?
     let seen: Int?
+    /// Median returns reported, for tools that count them.
+    let returns: Int?
     let missed: Int?
     /// The most calls missed in any one round.
     let maxMissed: Int?
@@ -88,7 +90,7 @@ struct Report {
         return Summary(
             workload: cell.workload, threads: cell.threads, tool: cell.contender.id,
             stopsPerCall: cell.contender.stopsPerCall, status: status, reason: reason,
-            calls: calls, seen: seen, missed: traced ? medianInt(missedPerRun) : nil,
+            calls: calls, seen: seen, returns: traced ? medianInt(ok.compactMap(\.returns)) : nil, missed: traced ? medianInt(missedPerRun) : nil,
             maxMissed: traced ? missedPerRun.max() : nil,
             wallSeconds: median(ok.map(\.wallSeconds)), loopSeconds: median(ok.compactMap(\.loopSeconds)),
             overheadNsPerCall: overhead,
@@ -110,6 +112,7 @@ struct Report {
             Column(title: "tool", value: { $0.tool.rawValue }, right: false),
             Column(title: "calls", value: { $0.calls.map(String.init) ?? "–" }, right: true),
             Column(title: "seen", value: { $0.seen.map(String.init) ?? "–" }, right: true),
+            Column(title: "returns", value: { $0.returns.map(String.init) ?? "–" }, right: true),
             Column(title: "missed", value: { $0.missed.map(String.init) ?? "–" }, right: true),
             Column(title: "wall s", value: { $0.wallSeconds.map { String(format: "%.3f", $0) } ?? "–" }, right: true),
             Column(title: "loop ms", value: { $0.loopSeconds.map { String(format: "%.1f", $0 * 1000) } ?? "–" }, right: true),
@@ -161,7 +164,9 @@ struct Report {
 
     func markdown() -> String {
         var out = "Measured \(environment.date) on \(environment.cpus) × \(environment.cpu), Linux \(environment.kernel)"
-        out += " (load average at the end: \(environment.loadAverage)).\n\n"
+        out += " (load average at the end: \(environment.loadAverage))."
+        if !environment.peers.isEmpty { out += " Peers: \(environment.peers.joined(separator: ", "))." }
+        out += "\n\n"
         out += "```\n\(environment.command)\n```\n"
         for workload in plan.workloads {
             out += "\n**\(heading(workload))**\n\n"
@@ -206,6 +211,7 @@ struct Report {
             field("threads", "\(s.threads)")
             field("calls", int(s.calls))
             field("seen", int(s.seen))
+            field("returns", int(s.returns))
             field("missed", int(s.missed))
             field("max_missed", int(s.maxMissed))
             field("wall_s", number(s.wallSeconds, 4))
@@ -216,7 +222,7 @@ struct Report {
             field("status", string(s.status))
             field("reason", string(s.reason))
             field("rounds", "[" + s.runs.map { r in
-                "{\"status\":\(string(r.status.rawValue)),\"wall_s\":\(number(r.wallSeconds, 4)),\"loop_s\":\(number(r.loopSeconds, 6)),\"calls\":\(int(r.calls)),\"seen\":\(int(r.seen))}"
+                "{\"status\":\(string(r.status.rawValue)),\"wall_s\":\(number(r.wallSeconds, 4)),\"loop_s\":\(number(r.loopSeconds, 6)),\"calls\":\(int(r.calls)),\"seen\":\(int(r.seen)),\"returns\":\(int(r.returns))}"
             }.joined(separator: ",") + "]")
             lines.append("{" + o.joined(separator: ",") + "}")
         }

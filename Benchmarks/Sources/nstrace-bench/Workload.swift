@@ -18,8 +18,9 @@ enum Workload: String, CaseIterable, Codable {
         }
     }
 
-    /// The workload's command line for `threads` × `calls`; `floor` selects the nop-prefixed function.
-    func command(_ programs: Programs, threads: Int, calls: Int, floor: Bool = false) -> [String] {
+    /// The workload's command line for `threads` × `calls`; `floor` selects the nop-prefixed function,
+    /// `patchable` the build whose functions begin with patchable nops (for uftrace).
+    func command(_ programs: Programs, threads: Int, calls: Int, floor: Bool = false, patchable: Bool = false) -> [String] {
         let mode: String
         switch (self, floor) {
         case (.tiny, false): mode = "tiny"
@@ -27,7 +28,7 @@ enum Workload: String, CaseIterable, Codable {
         case (.work, false): mode = "work"
         case (.work, true): mode = "floorwork"
         }
-        return [programs.workload, mode, "\(threads)", "\(calls)"] + (self == .work ? ["\(programs.workIterations)"] : [])
+        return [patchable ? programs.patchableWorkload : programs.workload, mode, "\(threads)", "\(calls)"] + (self == .work ? ["\(programs.workIterations)"] : [])
     }
 }
 
