@@ -70,6 +70,14 @@ public struct X86Writer {
         if let short { code.append(UInt8(bitPattern: short)) } else { putImm32(displacement) }
     }
 
+    /// REX, the opcode bytes, then ModRM (and SIB) for `[base + disp]` with `reg` in the reg field
+    /// (a register, or an opcode extension).
+    private mutating func putMemoryForm(_ opcode: [UInt8], wide: Bool, reg: Int, base: GPR, displacement: Int32) {
+        putREX(w: wide, reg: reg, base: base.rawValue)
+        code += opcode
+        putMemoryOperand(reg: reg, base: base, displacement: displacement)
+    }
+
     private mutating func putRegisterOperand(reg: Int, rm: Int) {
         code.append(0b11 << 6 | UInt8(reg & 7) << 3 | UInt8(rm & 7))
     }
@@ -93,9 +101,7 @@ public struct X86Writer {
 
     /// `lea dst, [base + disp]` (64-bit).
     public mutating func putLea(_ dst: GPR, base: GPR, displacement: Int32) {
-        putREX(w: true, reg: dst.rawValue, base: base.rawValue)
-        code.append(0x8d)
-        putMemoryOperand(reg: dst.rawValue, base: base, displacement: displacement)
+        putMemoryForm([0x8d], wide: true, reg: dst.rawValue, base: base, displacement: displacement)
     }
 
     /// `lea dst, [base + index]` (64-bit, scale 1, no displacement).
@@ -136,45 +142,33 @@ public struct X86Writer {
 
     /// `mov dst, qword [base + disp]`.
     public mutating func putLoad(_ dst: GPR, base: GPR, displacement: Int32) {
-        putREX(w: true, reg: dst.rawValue, base: base.rawValue)
-        code.append(0x8b)
-        putMemoryOperand(reg: dst.rawValue, base: base, displacement: displacement)
+        putMemoryForm([0x8b], wide: true, reg: dst.rawValue, base: base, displacement: displacement)
     }
 
     /// `mov dst32, dword [base + disp]`: zero-extends into dst.
     public mutating func putLoad32(_ dst: GPR, base: GPR, displacement: Int32) {
-        putREX(w: false, reg: dst.rawValue, base: base.rawValue)
-        code.append(0x8b)
-        putMemoryOperand(reg: dst.rawValue, base: base, displacement: displacement)
+        putMemoryForm([0x8b], wide: false, reg: dst.rawValue, base: base, displacement: displacement)
     }
 
     /// `mov qword [base + disp], src`.
     public mutating func putStore(_ src: GPR, base: GPR, displacement: Int32) {
-        putREX(w: true, reg: src.rawValue, base: base.rawValue)
-        code.append(0x89)
-        putMemoryOperand(reg: src.rawValue, base: base, displacement: displacement)
+        putMemoryForm([0x89], wide: true, reg: src.rawValue, base: base, displacement: displacement)
     }
 
     /// `mov dword [base + disp], src32`.
     public mutating func putStore32(_ src: GPR, base: GPR, displacement: Int32) {
-        putREX(w: false, reg: src.rawValue, base: base.rawValue)
-        code.append(0x89)
-        putMemoryOperand(reg: src.rawValue, base: base, displacement: displacement)
+        putMemoryForm([0x89], wide: false, reg: src.rawValue, base: base, displacement: displacement)
     }
 
     /// `mov dword [base + disp], imm32`.
     public mutating func putStoreImm32(_ value: UInt32, base: GPR, displacement: Int32) {
-        putREX(w: false, base: base.rawValue)
-        code.append(0xc7)
-        putMemoryOperand(reg: 0, base: base, displacement: displacement)
+        putMemoryForm([0xc7], wide: false, reg: 0, base: base, displacement: displacement)
         putImm32(Int32(bitPattern: value))
     }
 
     /// `mov qword [base + disp], simm32`.
     public mutating func putStoreImm64(_ value: Int32, base: GPR, displacement: Int32) {
-        putREX(w: true, base: base.rawValue)
-        code.append(0xc7)
-        putMemoryOperand(reg: 0, base: base, displacement: displacement)
+        putMemoryForm([0xc7], wide: true, reg: 0, base: base, displacement: displacement)
         putImm32(value)
     }
 
@@ -203,17 +197,13 @@ public struct X86Writer {
     /// `movq qword [base + disp], xmmN`: the low 8 bytes.
     public mutating func putStoreXMM64(_ xmm: Int, base: GPR, displacement: Int32) {
         code.append(0x66)
-        putREX(w: false, reg: xmm, base: base.rawValue)
-        code += [0x0f, 0xd6]
-        putMemoryOperand(reg: xmm, base: base, displacement: displacement)
+        putMemoryForm([0x0f, 0xd6], wide: false, reg: xmm, base: base, displacement: displacement)
     }
 
     /// `movdqu [base + disp], xmmN`: all 16 bytes.
     public mutating func putStoreXMM128(_ xmm: Int, base: GPR, displacement: Int32) {
         code.append(0xf3)
-        putREX(w: false, reg: xmm, base: base.rawValue)
-        code += [0x0f, 0x7f]
-        putMemoryOperand(reg: xmm, base: base, displacement: displacement)
+        putMemoryForm([0x0f, 0x7f], wide: false, reg: xmm, base: base, displacement: displacement)
     }
 
     // MARK: Arithmetic
@@ -234,9 +224,7 @@ public struct X86Writer {
 
     /// `sub dst, qword [base + disp]`.
     public mutating func putSubLoad(_ dst: GPR, base: GPR, displacement: Int32) {
-        putREX(w: true, reg: dst.rawValue, base: base.rawValue)
-        code.append(0x2b)
-        putMemoryOperand(reg: dst.rawValue, base: base, displacement: displacement)
+        putMemoryForm([0x2b], wide: true, reg: dst.rawValue, base: base, displacement: displacement)
     }
 
     /// `or dst, src` (64-bit).
@@ -295,16 +283,12 @@ public struct X86Writer {
 
     /// `cmp a, qword [base + disp]`.
     public mutating func putCmpLoad(_ a: GPR, base: GPR, displacement: Int32) {
-        putREX(w: true, reg: a.rawValue, base: base.rawValue)
-        code.append(0x3b)
-        putMemoryOperand(reg: a.rawValue, base: base, displacement: displacement)
+        putMemoryForm([0x3b], wide: true, reg: a.rawValue, base: base, displacement: displacement)
     }
 
     /// `cmp byte [base + disp], imm8`.
     public mutating func putCmpByteImm(base: GPR, displacement: Int32, _ value: UInt8) {
-        putREX(w: false, base: base.rawValue)
-        code.append(0x80)
-        putMemoryOperand(reg: 7, base: base, displacement: displacement)
+        putMemoryForm([0x80], wide: false, reg: 7, base: base, displacement: displacement)
         code.append(value)
     }
 
@@ -334,25 +318,19 @@ public struct X86Writer {
     /// `lock cmpxchg qword [base + disp], src`: compares with rax.
     public mutating func putLockCmpxchg(base: GPR, displacement: Int32, _ src: GPR) {
         code.append(0xf0)
-        putREX(w: true, reg: src.rawValue, base: base.rawValue)
-        code += [0x0f, 0xb1]
-        putMemoryOperand(reg: src.rawValue, base: base, displacement: displacement)
+        putMemoryForm([0x0f, 0xb1], wide: true, reg: src.rawValue, base: base, displacement: displacement)
     }
 
     /// `lock xadd qword [base + disp], src`: src gets the old value.
     public mutating func putLockXadd(base: GPR, displacement: Int32, _ src: GPR) {
         code.append(0xf0)
-        putREX(w: true, reg: src.rawValue, base: base.rawValue)
-        code += [0x0f, 0xc1]
-        putMemoryOperand(reg: src.rawValue, base: base, displacement: displacement)
+        putMemoryForm([0x0f, 0xc1], wide: true, reg: src.rawValue, base: base, displacement: displacement)
     }
 
     /// `lock inc qword [base + disp]`.
     public mutating func putLockInc(base: GPR, displacement: Int32) {
         code.append(0xf0)
-        putREX(w: true, base: base.rawValue)
-        code.append(0xff)
-        putMemoryOperand(reg: 0, base: base, displacement: displacement)
+        putMemoryForm([0xff], wide: true, reg: 0, base: base, displacement: displacement)
     }
 
     // MARK: Control flow

@@ -16,6 +16,19 @@ enum Command {
     static func run(_ argv: [String], environment: [String: String] = [:], timeout: Double,
                     scratch: String, name: String) throws -> Outcome {
         let out = "\(scratch)/\(name).stdout", err = "\(scratch)/\(name).stderr"
+        var result = nsb_run_result()
+        let rc = withCArguments(argv, environment) { nsb_run($0, $1, out, err, Int64(timeout * 1000), &result) }
+        if rc != 0 { throw BenchError("cannot run \(argv[0]): \(String(cString: strerror(rc)))") }
+        return Outcome(timedOut: result.timed_out != 0, exitCode: nsb_exit_code(result.status),
+                       wallSeconds: Double(result.wall_ns) / 1e9,
+                       stdout: (try? String(contentsOfFile: out, encoding: .utf8)) ?? "",
+                       stderr: (try? String(contentsOfFile: err, encoding: .utf8)) ?? "")
+    }
+
+    /// `argv` and nstrace-bench's own environment with `environment` added, as the NULL-terminated C
+    /// arrays exec takes, valid during `body`.
+    static func withCArguments<R>(_ argv: [String], _ environment: [String: String],
+                                  _ body: ([UnsafeMutablePointer<CChar>?], [UnsafeMutablePointer<CChar>?]) -> R) -> R {
         var env = ProcessInfo.processInfo.environment
         for (k, v) in environment { env[k] = v }
         let cArgs = argv.map { strdup($0) } + [nil]
@@ -24,13 +37,7 @@ enum Command {
             cArgs.forEach { free($0) }
             cEnv.forEach { free($0) }
         }
-        var result = nsb_run_result()
-        let rc = nsb_run(cArgs, cEnv, out, err, Int64(timeout * 1000), &result)
-        if rc != 0 { throw BenchError("cannot run \(argv[0]): \(String(cString: strerror(rc)))") }
-        return Outcome(timedOut: result.timed_out != 0, exitCode: nsb_exit_code(result.status),
-                       wallSeconds: Double(result.wall_ns) / 1e9,
-                       stdout: (try? String(contentsOfFile: out, encoding: .utf8)) ?? "",
-                       stderr: (try? String(contentsOfFile: err, encoding: .utf8)) ?? "")
+        return body(cArgs, cEnv)
     }
 
     /// A build step: output passed through to stderr unless `quiet` (then shown only on failure).

@@ -71,26 +71,19 @@ struct RedisReport {
         }
     }
 
-    private struct Column {
-        let title: String
-        let value: (Summary) -> String
-        let right: Bool
-    }
-
-    private var columns: [Column] {
-        func f(_ v: Double?, _ format: String) -> String { v.map { String(format: format, $0) } ?? "–" }
-        return [
-            Column(title: "tool", value: { $0.tool.rawValue }, right: false),
-            Column(title: "requests", value: { $0.requests.map(String.init) ?? "–" }, right: true),
-            Column(title: "req/s", value: { f($0.requestsPerSecond, "%.0f") }, right: true),
-            Column(title: "% of untraced", value: { f($0.percentOfUntraced, "%.1f") }, right: true),
-            Column(title: "failed requests", value: { $0.failedRequests.map(String.init) ?? "–" }, right: true),
-            Column(title: "calls/request", value: { f($0.callsPerRequest, "%.2f") }, right: true),
-            Column(title: "returns/request", value: { f($0.returnsPerRequest, "%.2f") }, right: true),
-            Column(title: "attach s", value: { f($0.attachSeconds, "%.2f") }, right: true),
-            Column(title: "detach s", value: { f($0.detachSeconds, "%.2f") }, right: true),
-            Column(title: "server after", value: { $0.runs.isEmpty ? "–" : "\($0.checksPassed)/\($0.runs.count) ok" }, right: false),
-            Column(title: "note", value: { s in s.status == "ok" ? (s.reason ?? "") : "\(s.status): \(s.reason ?? "")" }, right: false),
+    private var columns: [Column<Summary>] {
+        [
+            Column("tool", right: false) { $0.tool.rawValue },
+            Column("requests") { Table.show($0.requests) },
+            Column("req/s") { Table.show($0.requestsPerSecond, "%.0f") },
+            Column("% of untraced") { Table.show($0.percentOfUntraced, "%.1f") },
+            Column("failed requests") { Table.show($0.failedRequests) },
+            Column("calls/request") { Table.show($0.callsPerRequest, "%.2f") },
+            Column("returns/request") { Table.show($0.returnsPerRequest, "%.2f") },
+            Column("attach s") { Table.show($0.attachSeconds, "%.2f") },
+            Column("detach s") { Table.show($0.detachSeconds, "%.2f") },
+            Column("server after", right: false) { $0.runs.isEmpty ? "–" : "\($0.checksPassed)/\($0.runs.count) ok" },
+            Column("note", right: false) { s in s.status == "ok" ? (s.reason ?? "") : "\(s.status): \(s.reason ?? "")" },
         ]
     }
 
@@ -112,70 +105,51 @@ struct RedisReport {
     }
 
     func text() -> String {
-        let cols = columns
-        let cells = summaries.map { s in cols.map { $0.value(s) } }
-        let widths = cols.indices.map { i in max(cols[i].title.count, cells.map { $0[i].count }.max() ?? 0) }
-        func line(_ values: [String]) -> String {
-            values.indices.map { i in
-                let pad = String(repeating: " ", count: max(0, widths[i] - values[i].count))
-                return cols[i].right ? pad + values[i] : values[i] + (i == values.count - 1 ? "" : pad)
-            }.joined(separator: "  ").replacingOccurrences(of: "\\s+$", with: "", options: .regularExpression)
-        }
-        return "\n" + heading + "\n" + line(cols.map(\.title)) + "\n"
-            + cells.map(line).joined(separator: "\n") + "\n\n" + legend + "\n"
+        "\n" + heading + "\n" + Table.text(summaries, columns) + "\n" + legend + "\n"
     }
 
     func markdown() -> String {
-        var out = "Measured \(environment.date) on \(environment.cpus) × \(environment.cpu), Linux \(environment.kernel)"
-        out += " (load average at the end: \(environment.loadAverage))."
-        if !environment.peers.isEmpty { out += " Peers: \(environment.peers.joined(separator: ", "))." }
-        out += "\n\n```\n\(environment.command)\n```\n\n**\(heading)**\n\n"
-        let cols = columns
-        out += "| " + cols.map(\.title).joined(separator: " | ") + " |\n"
-        out += "|" + cols.map { $0.right ? "---:|" : "---|" }.joined() + "\n"
-        for s in summaries {
-            out += "| " + cols.map { $0.value(s).replacingOccurrences(of: "|", with: "\\|") }.joined(separator: " | ") + " |\n"
-        }
-        out += "\n" + legend.replacingOccurrences(of: "\n", with: " ") + "\n"
-        return out
+        environment.markdownPreamble + "\n**\(heading)**\n\n" + Table.markdown(summaries, columns)
+            + "\n" + legend.replacingOccurrences(of: "\n", with: " ") + "\n"
     }
 
     func json() -> String {
-        func string(_ v: String?) -> String {
-            guard let v else { return "null" }
-            let escaped = v.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
-                .replacingOccurrences(of: "\n", with: "\\n")
-            return "\"\(escaped)\""
-        }
-        func number(_ v: Double?, _ digits: Int) -> String { v.map { String(format: "%.\(digits)f", $0) } ?? "null" }
-        func int(_ v: Int?) -> String { v.map(String.init) ?? "null" }
-        func bool(_ v: Bool?) -> String { v.map { $0 ? "true" : "false" } ?? "null" }
         let lines = summaries.map { s -> String in
-            var o: [String] = []
-            func field(_ k: String, _ v: String) { o.append("\"\(k)\":\(v)") }
-            field("tool", string(s.tool.rawValue))
-            field("benchmark", string("redis-get"))
-            field("clients", "\(plan.clients)")
-            field("requests", int(s.requests))
-            field("requests_per_s", number(s.requestsPerSecond, 1))
-            field("percent_of_untraced", number(s.percentOfUntraced, 2))
-            field("failed_requests", int(s.failedRequests))
-            field("max_failed_requests", int(s.maxFailedRequests))
-            field("calls_per_request", number(s.callsPerRequest, 3))
-            field("returns_per_request", number(s.returnsPerRequest, 3))
-            field("attach_s", number(s.attachSeconds, 3))
-            field("detach_s", number(s.detachSeconds, 3))
-            field("checks_passed", "\(s.checksPassed)")
-            field("status", string(s.status))
-            field("reason", string(s.reason))
-            field("rounds", "[" + s.runs.map { r in
-                "{\"status\":\(string(r.status.rawValue)),\"requests\":\(r.requests),\"requests_per_s\":\(number(r.requestsPerSecond, 1)),"
-                    + "\"failed_requests\":\(int(r.failedRequests)),\"benchmark_error_lines\":\(r.benchmarkErrors),"
-                    + "\"calls\":\(int(r.calls)),\"returns\":\(int(r.returns)),\"attach_s\":\(number(r.attachSeconds, 3)),"
-                    + "\"detach_s\":\(number(r.detachSeconds, 3)),\"server_alive\":\(bool(r.serverAlive)),\"ping\":\(bool(r.ping)),"
-                    + "\"set_get\":\(bool(r.setGet)),\"code_restored\":\(bool(r.codeRestored)),\"detail\":\(string(r.detail))}"
-            }.joined(separator: ",") + "]")
-            return "{" + o.joined(separator: ",") + "}"
+            var o = JSONWriter()
+            o.field("tool", s.tool.rawValue)
+            o.field("benchmark", "redis-get")
+            o.field("clients", plan.clients)
+            o.field("requests", s.requests)
+            o.field("requests_per_s", s.requestsPerSecond, digits: 1)
+            o.field("percent_of_untraced", s.percentOfUntraced, digits: 2)
+            o.field("failed_requests", s.failedRequests)
+            o.field("max_failed_requests", s.maxFailedRequests)
+            o.field("calls_per_request", s.callsPerRequest, digits: 3)
+            o.field("returns_per_request", s.returnsPerRequest, digits: 3)
+            o.field("attach_s", s.attachSeconds, digits: 3)
+            o.field("detach_s", s.detachSeconds, digits: 3)
+            o.field("checks_passed", s.checksPassed)
+            o.field("status", s.status)
+            o.field("reason", s.reason)
+            o.field("rounds", json: JSONWriter.array(s.runs.map { r in
+                var w = JSONWriter()
+                w.field("status", r.status.rawValue)
+                w.field("requests", r.requests)
+                w.field("requests_per_s", r.requestsPerSecond, digits: 1)
+                w.field("failed_requests", r.failedRequests)
+                w.field("benchmark_error_lines", r.benchmarkErrors)
+                w.field("calls", r.calls)
+                w.field("returns", r.returns)
+                w.field("attach_s", r.attachSeconds, digits: 3)
+                w.field("detach_s", r.detachSeconds, digits: 3)
+                w.field("server_alive", r.serverAlive)
+                w.field("ping", r.ping)
+                w.field("set_get", r.setGet)
+                w.field("code_restored", r.codeRestored)
+                w.field("detail", r.detail)
+                return w.finished
+            }))
+            return o.finished
         }
         return "[\n" + lines.joined(separator: ",\n") + "\n]\n"
     }

@@ -100,26 +100,20 @@ struct Report {
 
     // MARK: Output
 
-    private struct Column {
-        let title: String
-        let value: (Summary) -> String
-        let right: Bool
-    }
-
-    private var columns: [Column] {
+    private var columns: [Column<Summary>] {
         [
-            Column(title: "threads", value: { "\($0.threads)" }, right: true),
-            Column(title: "tool", value: { $0.tool.rawValue }, right: false),
-            Column(title: "calls", value: { $0.calls.map(String.init) ?? "–" }, right: true),
-            Column(title: "seen", value: { $0.seen.map(String.init) ?? "–" }, right: true),
-            Column(title: "returns", value: { $0.returns.map(String.init) ?? "–" }, right: true),
-            Column(title: "missed", value: { $0.missed.map(String.init) ?? "–" }, right: true),
-            Column(title: "wall s", value: { $0.wallSeconds.map { String(format: "%.3f", $0) } ?? "–" }, right: true),
-            Column(title: "loop ms", value: { $0.loopSeconds.map { String(format: "%.1f", $0 * 1000) } ?? "–" }, right: true),
-            Column(title: "overhead ns/call", value: { $0.overheadNsPerCall.map { String(format: "%.0f", $0) } ?? "–" }, right: true),
-            Column(title: "× floor", value: { $0.floorRatio.map { String(format: "%.2f", $0) } ?? "–" }, right: true),
-            Column(title: "stops/call", value: { $0.stopsPerCall }, right: false),
-            Column(title: "note", value: { s in s.status == "ok" ? (s.reason ?? "") : "\(s.status): \(s.reason ?? "")" }, right: false),
+            Column("threads") { "\($0.threads)" },
+            Column("tool", right: false) { $0.tool.rawValue },
+            Column("calls") { Table.show($0.calls) },
+            Column("seen") { Table.show($0.seen) },
+            Column("returns") { Table.show($0.returns) },
+            Column("missed") { Table.show($0.missed) },
+            Column("wall s") { Table.show($0.wallSeconds, "%.3f") },
+            Column("loop ms") { Table.show($0.loopSeconds.map { $0 * 1000 }, "%.1f") },
+            Column("overhead ns/call") { Table.show($0.overheadNsPerCall, "%.0f") },
+            Column("× floor") { Table.show($0.floorRatio, "%.2f") },
+            Column("stops/call", right: false) { $0.stopsPerCall },
+            Column("note", right: false) { s in s.status == "ok" ? (s.reason ?? "") : "\(s.status): \(s.reason ?? "")" },
         ]
     }
 
@@ -131,26 +125,9 @@ struct Report {
         var out = ""
         for workload in plan.workloads {
             out += "\n" + heading(workload) + "\n"
-            let rows = summaries.filter { $0.workload == workload }
-            let cols = columns
-            let cells = rows.map { r in cols.map { $0.value(r) } }
-            let widths = cols.indices.map { i in max(cols[i].title.count, cells.map { $0[i].count }.max() ?? 0) }
-            func line(_ values: [String]) -> String {
-                values.indices.map { i in
-                    let pad = String(repeating: " ", count: max(0, widths[i] - values[i].count))
-                    return cols[i].right ? pad + values[i] : values[i] + (i == values.count - 1 ? "" : pad)
-                }.joined(separator: "  ").replacingOccurrences(of: "\\s+$", with: "", options: .regularExpression)
-            }
-            out += line(cols.map(\.title)) + "\n"
-            var last = -1
-            for (r, values) in zip(rows, cells) {
-                if r.threads != last, last != -1 { out += "\n" }
-                last = r.threads
-                out += line(values) + "\n"
-            }
+            out += Table.text(summaries.filter { $0.workload == workload }, columns) { $0.threads != $1.threads }
         }
-        out += "\n" + legend
-        return out
+        return out + "\n" + legend
     }
 
     var legend: String {
@@ -163,22 +140,11 @@ struct Report {
     }
 
     func markdown() -> String {
-        var out = "Measured \(environment.date) on \(environment.cpus) × \(environment.cpu), Linux \(environment.kernel)"
-        out += " (load average at the end: \(environment.loadAverage))."
-        if !environment.peers.isEmpty { out += " Peers: \(environment.peers.joined(separator: ", "))." }
-        out += "\n\n"
-        out += "```\n\(environment.command)\n```\n"
+        var out = environment.markdownPreamble
         for workload in plan.workloads {
-            out += "\n**\(heading(workload))**\n\n"
-            let cols = columns
-            out += "| " + cols.map(\.title).joined(separator: " | ") + " |\n"
-            out += "|" + cols.map { $0.right ? "---:|" : "---|" }.joined() + "\n"
-            for r in summaries where r.workload == workload {
-                out += "| " + cols.map { $0.value(r).replacingOccurrences(of: "|", with: "\\|") }.joined(separator: " | ") + " |\n"
-            }
+            out += "\n**\(heading(workload))**\n\n" + Table.markdown(summaries.filter { $0.workload == workload }, columns)
         }
-        out += "\n" + legend.replacingOccurrences(of: "\n", with: " ") + "\n"
-        return out
+        return out + "\n" + legend.replacingOccurrences(of: "\n", with: " ") + "\n"
     }
 
     static func markdown(micro: [MicroBenchmarks.Result]) -> String {
@@ -194,37 +160,34 @@ struct Report {
     }
 
     func json() -> String {
-        var lines: [String] = []
-        for s in summaries {
-            var o: [String] = []
-            func field(_ k: String, _ v: String) { o.append("\"\(k)\":\(v)") }
-            func string(_ v: String?) -> String {
-                guard let v else { return "null" }
-                let escaped = v.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
-                    .replacingOccurrences(of: "\n", with: "\\n")
-                return "\"\(escaped)\""
-            }
-            func number(_ v: Double?, _ digits: Int) -> String { v.map { String(format: "%.\(digits)f", $0) } ?? "null" }
-            func int(_ v: Int?) -> String { v.map(String.init) ?? "null" }
-            field("tool", string(s.tool.rawValue))
-            field("workload", string(s.workload.rawValue))
-            field("threads", "\(s.threads)")
-            field("calls", int(s.calls))
-            field("seen", int(s.seen))
-            field("returns", int(s.returns))
-            field("missed", int(s.missed))
-            field("max_missed", int(s.maxMissed))
-            field("wall_s", number(s.wallSeconds, 4))
-            field("loop_s", number(s.loopSeconds, 6))
-            field("overhead_ns_per_call", number(s.overheadNsPerCall, 0))
-            field("floor_ratio", number(s.floorRatio, 3))
-            field("stops_per_call", string(s.stopsPerCall))
-            field("status", string(s.status))
-            field("reason", string(s.reason))
-            field("rounds", "[" + s.runs.map { r in
-                "{\"status\":\(string(r.status.rawValue)),\"wall_s\":\(number(r.wallSeconds, 4)),\"loop_s\":\(number(r.loopSeconds, 6)),\"calls\":\(int(r.calls)),\"seen\":\(int(r.seen)),\"returns\":\(int(r.returns))}"
-            }.joined(separator: ",") + "]")
-            lines.append("{" + o.joined(separator: ",") + "}")
+        let lines = summaries.map { s -> String in
+            var o = JSONWriter()
+            o.field("tool", s.tool.rawValue)
+            o.field("workload", s.workload.rawValue)
+            o.field("threads", s.threads)
+            o.field("calls", s.calls)
+            o.field("seen", s.seen)
+            o.field("returns", s.returns)
+            o.field("missed", s.missed)
+            o.field("max_missed", s.maxMissed)
+            o.field("wall_s", s.wallSeconds, digits: 4)
+            o.field("loop_s", s.loopSeconds, digits: 6)
+            o.field("overhead_ns_per_call", s.overheadNsPerCall, digits: 0)
+            o.field("floor_ratio", s.floorRatio, digits: 3)
+            o.field("stops_per_call", s.stopsPerCall)
+            o.field("status", s.status)
+            o.field("reason", s.reason)
+            o.field("rounds", json: JSONWriter.array(s.runs.map { r in
+                var w = JSONWriter()
+                w.field("status", r.status.rawValue)
+                w.field("wall_s", r.wallSeconds, digits: 4)
+                w.field("loop_s", r.loopSeconds, digits: 6)
+                w.field("calls", r.calls)
+                w.field("seen", r.seen)
+                w.field("returns", r.returns)
+                return w.finished
+            }))
+            return o.finished
         }
         return "[\n" + lines.joined(separator: ",\n") + "\n]\n"
     }

@@ -15,17 +15,12 @@ final class RunningCommand {
     /// Starts `argv` with `environment` added to nstrace-bench's own; returns once it runs.
     init(_ argv: [String], environment: [String: String] = [:], scratch: String, name: String) throws {
         self.argv = argv
-        stdoutPath = "\(scratch)/\(name).stdout"
-        stderrPath = "\(scratch)/\(name).stderr"
-        var env = ProcessInfo.processInfo.environment
-        for (k, v) in environment { env[k] = v }
-        let cArgs = argv.map { strdup($0) } + [nil]
-        let cEnv = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer {
-            cArgs.forEach { free($0) }
-            cEnv.forEach { free($0) }
-        }
-        let rc = nsb_spawn(cArgs, cEnv, stdoutPath, stderrPath, &child)
+        let out = "\(scratch)/\(name).stdout", err = "\(scratch)/\(name).stderr"
+        stdoutPath = out
+        stderrPath = err
+        var spawned = nsb_child()
+        let rc = Command.withCArguments(argv, environment) { nsb_spawn($0, $1, out, err, &spawned) }
+        child = spawned
         if rc != 0 { throw BenchError("cannot run \(argv[0]): \(String(cString: strerror(rc)))") }
     }
 
