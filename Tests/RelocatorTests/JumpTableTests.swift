@@ -4,25 +4,18 @@ import Symbols
 import Testing
 import TestSupport
 
-/// switches.c compiled to assembly and assembled with its local labels kept (`as -L`): the
-/// compiler's own jump tables, read from its assembly, name every case label, and `nm` says where
-/// each is. That is the independent answer the decoder's targets are compared with.
+/// switches.c compiled to assembly and assembled with its local labels kept: the compiler's own
+/// jump tables, read from its assembly, name every case label, and `nm` says where each is. That is
+/// the independent answer the decoder's targets are compared with.
 struct SwitchFixture {
-    let binary: String
-    let assembly: String
+    let labelled: LabelledAssembly
+    var binary: String { labelled.binary }
 
-    static let clang = ["/opt/swift/usr/bin/clang", "/usr/bin/clang"].first {
-        FileManager.default.isExecutableFile(atPath: $0)
-    }
+    static let clang = LabelledAssembly.clang()
 
     init(compiler: String, flags: [String], variant: String) throws {
-        let source = Paths.fixtures.appendingPathComponent("switches.c").path
-        binary = Paths.scratch.appendingPathComponent("switches-\(variant)").path
-        assembly = binary + ".s"
-        // clang's address-significance tables are a directive GNU as does not know.
-        let extra = compiler.contains("clang") ? ["-fno-addrsig"] : []
-        try Fixtures.tool(compiler, ["-O2"] + flags + extra + ["-S", source, "-o", assembly])
-        try Fixtures.tool("/usr/bin/gcc", flags + ["-Wa,-L", assembly, "-o", binary])
+        labelled = try LabelledAssembly(source: "switches.c", compiler: compiler, flags: ["-O2"] + flags,
+                                        driver: "/usr/bin/gcc", variant: variant)
     }
 
     /// Each function's jump-table entries (its `.cold` part's counted as its own), as addresses.
@@ -30,7 +23,7 @@ struct SwitchFixture {
         var labels: [String: [String]] = [:]
         var functions = Set<String>()
         var current: String?
-        for line in try String(contentsOfFile: assembly, encoding: .utf8).split(separator: "\n") {
+        for line in try labelled.assemblyLines() {
             let text = (line.split(separator: "#").first ?? "").trimmingCharacters(in: .whitespaces)
             let words = text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "," })
             if words.count >= 3, words[0] == ".type", words[2] == "@function" { functions.insert(String(words[1])) }
@@ -42,11 +35,7 @@ struct SwitchFixture {
             else { continue }
             labels[function, default: []].append(String(label))
         }
-        var symbols: [String: UInt64] = [:]
-        for line in try run("/usr/bin/nm", [binary]).stdoutLines {
-            let f = line.split(separator: " ")
-            if f.count == 3, let address = UInt64(f[0], radix: 16) { symbols[String(f[2])] = address }
-        }
+        let symbols = try labelled.symbolAddresses()
         return try labels.mapValues { names in
             Set(try names.map { name in
                 guard let address = symbols[name] else { throw TestFailure("nm does not list \(name)") }

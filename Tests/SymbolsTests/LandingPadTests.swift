@@ -7,25 +7,17 @@ import TestSupport
 /// that the compiler's own call-site tables, read from its assembly, name the landing pads, and `nm`
 /// says where they are: a reading of the LSDAs that shares nothing with LandingPads.swift.
 struct LabelledCxxFixture {
-    let binary: String
-    let assembly: String
+    let labelled: LabelledAssembly
+    var binary: String { labelled.binary }
 
-    static let clang = ["/opt/swift/usr/bin/clang++", "/usr/bin/clang++"].first {
-        FileManager.default.isExecutableFile(atPath: $0)
-    }
+    static let clang = LabelledAssembly.clang(plusPlus: true)
 
     init(compiler: String, flags: [String], variant: String) throws {
         guard FileManager.default.isExecutableFile(atPath: "/usr/bin/g++") else {
             throw TestFailure("g++ is not installed: the C++ fixture needs it (apt-get install g++)")
         }
-        let source = Paths.fixtures.appendingPathComponent("landing_pads.cpp").path
-        let base = Paths.scratch.appendingPathComponent("landing_pads-\(variant)").path
-        assembly = base + ".s"
-        binary = base
-        // clang's address-significance tables are a directive GNU as does not know.
-        let extra = compiler.contains("clang") ? ["-fno-addrsig"] : []
-        try Fixtures.tool(compiler, flags + extra + ["-S", source, "-o", assembly])
-        try Fixtures.tool("/usr/bin/g++", flags + ["-Wa,-L", assembly, "-o", binary])
+        labelled = try LabelledAssembly(source: "landing_pads.cpp", compiler: compiler, flags: flags,
+                                        driver: "/usr/bin/g++", variant: variant)
     }
 
     /// The landing-pad labels of every call-site table: the third field of each four-field entry
@@ -33,7 +25,7 @@ struct LabelledCxxFixture {
     func landingPadLabels() throws -> [String] {
         var labels: [String] = []
         var fields: [String]?
-        for line in try String(contentsOfFile: assembly, encoding: .utf8).split(separator: "\n") {
+        for line in try labelled.assemblyLines() {
             let text = line.split(separator: "#").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
             if text.hasPrefix(".LLSDACSB") || text.hasPrefix(".Lcst_begin") { fields = []; continue }
             if text.hasPrefix(".LLSDACSE") || text.hasPrefix(".Lcst_end") {
@@ -57,15 +49,7 @@ struct LabelledCxxFixture {
         return labels
     }
 
-    /// Every symbol `nm` lists, local labels included.
-    func symbolAddresses() throws -> [String: UInt64] {
-        var out: [String: UInt64] = [:]
-        for line in try run("/usr/bin/nm", [binary]).stdoutLines {
-            let f = line.split(separator: " ")
-            if f.count == 3, let address = UInt64(f[0], radix: 16) { out[String(f[2])] = address }
-        }
-        return out
-    }
+    func symbolAddresses() throws -> [String: UInt64] { try labelled.symbolAddresses() }
 }
 
 /// readelf's view of `.eh_frame`: the code range of every FDE whose augmentation data (its LSDA
