@@ -273,16 +273,3 @@ func coldParts(of functions: [Function]) -> [UInt64: [Function]] {
         ([0x48, 0x8b, 0x04, 0xc2], .none), ([0x48, 0x98], .none), ([0x0f, 0xb6, 0xc0], .none),
     ]
 }
-
-/// A seeded generator (SplitMix64): the same random code every run.
-struct SeededRandom {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
-    }
-}

@@ -181,7 +181,7 @@ func objdumpInstructionStarts(_ binary: String) throws -> Set<UInt64> {
         let image = try ProcessImage(file: fixture.binary)
         #expect(Set(clean.pads) == Set(image.landingPads(in: try #require(image.modules.first))))
 
-        var random = SplitMix(seed: 0x6c70)
+        var random = SeededRandom(seed: 0x6c70)
         var readToEnd = 0
         for round in 0..<3000 {
             var f = frame.bytes, e = except.bytes
@@ -209,18 +209,5 @@ func objdumpInstructionStarts(_ binary: String) throws -> Set<UInt64> {
               let address = UInt64(line.split(separator: " ")[at + 2], radix: 16)
         else { throw TestFailure("readelf does not list \(name)") }
         return SectionBytes(address: address, bytes: bytes)
-    }
-}
-
-/// A seeded generator: the same corruptions every run.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
     }
 }
