@@ -39,9 +39,12 @@ let package = Package(
         .executableTarget(
             name: "CLI",
             dependencies: [
-                "Symbols", "Relocator", "NonStop",
+                "Symbols", "Relocator", "NonStop", "CShim",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
+            ],
+            // The renderers write every event byte by byte through one buffer: dynamic exclusivity checks
+            // on it cost them more than the formatting does.
+            swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
         ),
 
         .testTarget(name: "SymbolsTests", dependencies: ["Symbols", "TestSupport"]),
@@ -60,11 +63,13 @@ let package = Package(
         .executableTarget(
             name: "nstrace-bench",
             dependencies: [
-                "Symbols", "Relocator", "NonStop", "BenchSupport",
+                "Symbols", "Relocator", "NonStop", "CShim", "BenchSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Benchmark", package: "swift-benchmark"),
             ],
-            path: "Benchmarks/Sources/nstrace-bench"
+            path: "Benchmarks/Sources/nstrace-bench",
+            // Compiles the renderers (Rendering/) as the CLI does.
+            swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
         ),
         .target(name: "BenchSupport", path: "Benchmarks/Sources/BenchSupport"),
     ],

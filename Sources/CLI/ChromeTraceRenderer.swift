@@ -6,67 +6,122 @@ import NonStop
 /// open at the end get an "X" up to the last timestamp, marked incomplete. Streamed, so memory stays
 /// flat however long the trace.
 final class ChromeTraceRenderer: Renderer {
+    /// A thread's open calls; their arguments, already JSON, kept one after the other in `arguments`.
+    private struct Track {
+        var pid: Int32
+        var calls: [(function: Int32, start: UInt64, arguments: Int)] = []
+        var arguments: [UInt8] = []
+        var named = false
+    }
+
     private let output: Output
     private var first = true
-    private var open: [Int32: [(name: String, module: String, start: UInt64, args: String)]] = [:]
-    private var namedThreads = Set<Int32>()
+    private var tracks: [Int32: Track] = [:]
     private var lastTimestamp: UInt64 = 0
-    private var pids: [Int32: Int32] = [:]
+    /// Per function number: `"name":…,"cat":…` (name and module).
+    private var heads: [[UInt8]] = []
+    private var parameters: [[[UInt8]]] = []
+    /// Scratch output for one call's arguments.
+    private let scratch: Output
 
-    init(output: Output) {
+    init(output: Output) throws {
         self.output = output
+        scratch = try Output(path: nil, memoryOnly: true)
         output.write("{\"displayTimeUnit\":\"ns\",\"traceEvents\":[")
     }
 
-    func render(_ event: TraceEvent) {
+    func render(_ event: Event, _ batch: BatchContext) {
         lastTimestamp = max(lastTimestamp, event.timestamp)
-        pids[event.tid] = event.pid
         switch event.kind {
-        case .call(let function, _, let arguments, _):
-            nameThread(event.pid, event.tid)
-            var args = JSONWriter()
-            for (param, value) in zip(function.signature?.parameters ?? [], arguments) {
-                args.field(param.name, json: ValueFormatter.json(value))
+        case .call:
+            let id = learn(event, batch)
+            var track = tracks.removeValue(forKey: event.tid) ?? Track(pid: event.pid)
+            track.pid = event.pid
+            if !track.named {
+                track.named = true
+                nameThread(event.pid, event.tid)
             }
-            open[event.tid, default: []].append((function.name, function.module, event.timestamp, args.finished))
-        case .ret(_, _, let value, _):
-            close(event.tid, at: event.timestamp, extra: value.map { ("retval", ValueFormatter.json($0)) })
+            let start = track.arguments.count
+            var values = batch.values(of: event)
+            for (i, parameter) in (id >= 0 ? parameters[id] : []).enumerated() {
+                guard let value = values.next() else { break }
+                if i > 0 { scratch.byte(UInt8(ascii: ",")) }
+                scratch.append(parameter)
+                scratch.json(value)
+            }
+            scratch.take { track.arguments.append(contentsOf: $0) }
+            track.calls.append((Int32(clamping: id), event.timestamp, start))
+            tracks[event.tid] = track
+        case .ret:
+            var values = batch.values(of: event)
+            if event.hasValue, let value = values.next() {
+                scratch.append("\"retval\":" as StaticString)
+                scratch.json(value)
+            }
+            close(event.tid, pid: event.pid, at: event.timestamp)
         case .unwound:
-            close(event.tid, at: event.timestamp, extra: ("unwound", "true"))
-        case .signal(let signal):
-            instant(event, "\(signalName(signal))")
+            scratch.append("\"unwound\":true" as StaticString)
+            close(event.tid, pid: event.pid, at: event.timestamp)
+        case .signal:
+            instant(event, signalName(event.number))
         case .fork, .exec, .exit, .attach, .detach:
-            instant(event, JSONLinesRenderer.name(of: event.kind))
-        case .lost(let lost):
-            instant(event, "\(lost.count) events lost")
+            instant(event, event.kind.name)
+        case .lost:
+            if case .lost(let lost) = batch.detail(of: event) { instant(event, "\(lost.count) events lost") }
         default:
-            break
+            tracks[event.tid]?.pid = event.pid
         }
     }
 
-    private func close(_ tid: Int32, at end: UInt64, extra: (String, String)?) {
-        guard let call = open[tid]?.popLast() else { return }
-        var args = call.args
-        if let (key, value) = extra {
-            args = args == "{}" ? "{\"\(key)\":\(value)}" : String(args.dropLast()) + ",\"\(key)\":\(value)}"
+    /// The innermost open call of the thread ends: one "X" event, its arguments followed by what the
+    /// scratch output holds (the return value).
+    private func close(_ tid: Int32, pid: Int32, at end: UInt64, incomplete: Bool = false) {
+        guard var track = tracks.removeValue(forKey: tid), let call = track.calls.popLast() else {
+            scratch.take { _ in }
+            return
         }
-        emit(name: call.name, category: call.module, phase: "X", tid: tid, start: call.start,
-             duration: end >= call.start ? end - call.start : 0, args: args)
+        track.pid = pid
+        output.append(first ? "{\"name\":" as StaticString : ",{\"name\":" as StaticString)
+        first = false
+        let id = Int(call.function)
+        if id >= 0 && id < heads.count { output.append(heads[id]) } else { output.append("\"?\",\"cat\":\"?\"" as StaticString) }
+        output.append(",\"ph\":\"X\",\"ts\":" as StaticString)
+        micros(call.start)
+        output.append(",\"dur\":" as StaticString)
+        micros(end >= call.start ? end - call.start : 0)
+        output.append(",\"pid\":" as StaticString)
+        output.decimal(track.pid)
+        output.append(",\"tid\":" as StaticString)
+        output.decimal(tid)
+        output.append(",\"args\":{" as StaticString)
+        let arguments = track.arguments.count > call.arguments
+        if arguments {
+            track.arguments[call.arguments...].withUnsafeBytes { output.append($0) }
+            track.arguments.removeSubrange(call.arguments...)
+        }
+        scratch.take { extra in
+            if !extra.isEmpty {
+                if arguments { output.byte(UInt8(ascii: ",")) }
+                output.append(extra)
+            }
+        }
+        output.append("}}\n" as StaticString)
+        tracks[tid] = track
     }
 
-    private func instant(_ event: TraceEvent, _ name: String) {
+    private func instant(_ event: Event, _ name: String) {
         var o = JSONWriter()
         o.field("name", name)
         o.field("ph", "i")
         o.field("s", "t")
-        o.field("ts", json: micros(event.timestamp))
+        o.field("ts", json: microsText(event.timestamp))
         o.field("pid", event.pid)
         o.field("tid", event.tid)
         write(o.finished)
+        tracks[event.tid]?.pid = event.pid
     }
 
     private func nameThread(_ pid: Int32, _ tid: Int32) {
-        guard namedThreads.insert(tid).inserted else { return }
         var o = JSONWriter()
         o.field("name", "thread_name")
         o.field("ph", "M")
@@ -76,21 +131,28 @@ final class ChromeTraceRenderer: Renderer {
         write(o.finished)
     }
 
-    private func emit(name: String, category: String, phase: String, tid: Int32, start: UInt64, duration: UInt64, args: String) {
-        var o = JSONWriter()
-        o.field("name", name)
-        o.field("cat", category)
-        o.field("ph", phase)
-        o.field("ts", json: micros(start))
-        o.field("dur", json: micros(duration))
-        o.field("pid", pids[tid] ?? tid)
-        o.field("tid", tid)
-        o.field("args", json: args)
-        write(o.finished)
+    /// The event's function number, its name and parameters encoded the first time; -1 for none.
+    private func learn(_ event: Event, _ batch: BatchContext) -> Int {
+        let id = Int(event.function)
+        guard id >= 0 else { return -1 }
+        while heads.count <= id, let function = batch.functions[Int32(heads.count)] {
+            heads.append(Array((JSONWriter.string(function.name) + ",\"cat\":" + JSONWriter.string(function.module)).utf8))
+            parameters.append((function.signature?.parameters ?? []).map { Array((JSONWriter.string($0.name) + ":").utf8) })
+        }
+        return id < heads.count ? id : -1
     }
 
     /// Microseconds with nanosecond precision, as the format wants.
-    private func micros(_ ns: UInt64) -> String { "\(ns / 1000).\(String(format: "%03llu", ns % 1000))" }
+    private func micros(_ ns: UInt64) {
+        output.decimal(ns / 1000)
+        output.byte(UInt8(ascii: "."))
+        let fraction = ns % 1000
+        output.byte(0x30 &+ UInt8(fraction / 100))
+        output.byte(0x30 &+ UInt8(fraction / 10 % 10))
+        output.byte(0x30 &+ UInt8(fraction % 10))
+    }
+
+    private func microsText(_ ns: UInt64) -> String { "\(ns / 1000).\(String(format: "%03llu", ns % 1000))" }
 
     private func write(_ json: String) {
         output.write(first ? json : "," + json)
@@ -100,12 +162,10 @@ final class ChromeTraceRenderer: Renderer {
     func flush() { output.flush() }
 
     func finish() {
-        for tid in open.keys.sorted() {
-            while let call = open[tid]?.last {
-                let args = call.args == "{}" ? "{\"incomplete\":true}" : String(call.args.dropLast()) + ",\"incomplete\":true}"
-                open[tid]?.removeLast()
-                emit(name: call.name, category: call.module, phase: "X", tid: tid, start: call.start,
-                     duration: lastTimestamp >= call.start ? lastTimestamp - call.start : 0, args: args)
+        for tid in tracks.keys.sorted() {
+            while let track = tracks[tid], !track.calls.isEmpty {
+                scratch.append("\"incomplete\":true" as StaticString)
+                close(tid, pid: track.pid, at: lastTimestamp)
             }
         }
         output.write("]}")

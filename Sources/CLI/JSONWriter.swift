@@ -45,6 +45,9 @@ struct JSONWriter {
 
     var finished: String { text + "}" }
 
+    /// The fields written so far, each after a comma: to follow other fields of an object.
+    var members: String { empty ? "" : "," + text.dropFirst() }
+
     static func array(_ elements: [String]) -> String { "[" + elements.joined(separator: ",") + "]" }
 
     static func string(_ value: String) -> String {

@@ -3,18 +3,17 @@ import NonStop
 
 /// Hands each event to every renderer, after the filters the user asked for: only some threads
 /// (`--tid`), at most so many calls (`--max-calls`, then nstrace detaches).
-final class RenderPipeline: Renderer {
+final class RenderPipeline {
     private let renderers: [Renderer]
     private let threads: Set<Int32>
     private let maxCalls: Int?
     private let status: StatusLine?
+    private let functions = FunctionTable()
     private var calls = 0
-    /// Events the engine could not record, told on stderr at the end whatever the output.
-    private var lost = 0
-    private var lostCalls = 0
-    private var lostCauses: [String] = []
+    /// Events the engine could not report, by cause: told on stderr at the end whatever the output.
+    private var lost: [String: LostEvents] = [:]
     /// Frames of calls shown, per thread, so the returns of calls past --max-calls are not shown either.
-    private var shownDepth: [Int32: Int] = [:]
+    private var shownDepth: [Int32: Int32] = [:]
 
     init(renderers: [Renderer], threads: Set<Int32>, maxCalls: Int?, status: StatusLine?) {
         self.renderers = renderers
@@ -23,31 +22,42 @@ final class RenderPipeline: Renderer {
         self.status = status
     }
 
-    func render(_ event: TraceEvent) {
-        status?.count(event)
-        if case .lost(let more) = event.kind {
-            lost &+= more.count
-            lostCalls &+= more.calls
-            if !lostCauses.contains(more.cause) { lostCauses.append(more.cause) }
-        }
-        if !threads.isEmpty, !threads.contains(event.tid) {
-            if case .notice = event.kind {} else { return }
-        }
-        switch event.kind {
-        case .call(_, let depth, _, _):
-            if let maxCalls, calls >= maxCalls { return }
-            calls += 1
-            shownDepth[event.tid] = depth + 1
-            if let maxCalls, calls == maxCalls { StopRequest.request() }
-        case .ret(_, let depth, _, _), .unwound(_, let depth, _):
-            if maxCalls != nil {
-                guard let shown = shownDepth[event.tid], depth < shown else { return }
-                shownDepth[event.tid] = depth
+    func render(_ batch: EventBatch) {
+        functions.add(batch.newFunctions)
+        var callsSeen = 0
+        batch.withValues { values in
+            let context = BatchContext(batch: batch, values: values, functions: functions)
+            for event in batch.events {
+                switch event.kind {
+                case .call: callsSeen &+= 1
+                case .lost:
+                    if case .lost(let more) = batch.detail(of: event) { lost[more.cause] = lost[more.cause].map { $0.adding(more) } ?? more }
+                default: break
+                }
+                if shows(event) {
+                    for renderer in renderers { renderer.render(event, context) }
+                }
             }
+        }
+        status?.count(events: batch.events.count, calls: callsSeen, lost: lost.values.reduce(0) { $0 &+ $1.count })
+    }
+
+    private func shows(_ event: Event) -> Bool {
+        if !threads.isEmpty, !threads.contains(event.tid), event.kind != .notice { return false }
+        guard let maxCalls else { return true }
+        switch event.kind {
+        case .call:
+            if calls >= maxCalls { return false }
+            calls += 1
+            shownDepth[event.tid] = event.depth &+ 1
+            if calls == maxCalls { StopRequest.request() }
+        case .ret, .unwound:
+            guard let shown = shownDepth[event.tid], event.depth < shown else { return false }
+            shownDepth[event.tid] = event.depth
         default:
             break
         }
-        for renderer in renderers { renderer.render(event) }
+        return true
     }
 
     func flush() { renderers.forEach { $0.flush() } }
@@ -55,10 +65,13 @@ final class RenderPipeline: Renderer {
     func finish() {
         status?.finish()
         renderers.forEach { $0.finish() }
-        if lost > 0 {
-            let advice = lostCauses.contains { $0.contains("ring") } ? " (--lossless makes the program wait instead)" : ""
-            fputs("nstrace: \(lost) events lost, \(lostCalls) of them calls: \(lostCauses.joined(separator: "; "))\(advice)\n", stderr)
-        }
+        guard !lost.isEmpty else { return }
+        let all = lost.values.sorted { $0.cause < $1.cause }
+        let count = all.reduce(0) { $0 &+ $1.count }, calls = all.reduce(0) { $0 &+ $1.calls }
+        let causes = all.map { "\($0.count) because \($0.cause)" }.joined(separator: "; ")
+        let advice = all.contains { $0.cause.contains("ring") || $0.cause.contains("output fell behind") }
+            ? " (--lossless makes the program wait instead)" : ""
+        fputs("nstrace: \(count) events lost, \(calls) of them calls: \(causes)\(advice)\n", stderr)
     }
 }
 
@@ -68,10 +81,8 @@ final class StatusLine: @unchecked Sendable {
     private let lock = NSLock()
     private var events = 0
     private var calls = 0
-    /// Events the engine could not record, told on stderr at the end whatever the output.
+    /// Events lost so far, whatever the cause.
     private var lost = 0
-    private var lostCalls = 0
-    private var lostCauses: [String] = []
     private var done = false
 
     init(engine: EngineStatus) {
@@ -80,21 +91,22 @@ final class StatusLine: @unchecked Sendable {
             while true {
                 usleep(500_000)
                 lock.lock()
-                let (e, c, d) = (events, calls, done)
+                let (e, c, l, d) = (events, calls, lost, done)
                 lock.unlock()
                 if d { return }
                 let line = "\r\u{1b}[2Knstrace: \((e - previous) * 2) events/s, \(c) calls, \(engine.threads) threads, "
-                    + "\(engine.breakpoints) breakpoints"
+                    + "\(engine.breakpoints) breakpoints" + (l > 0 ? ", \(l) events lost" : "")
                 previous = e
                 fputs(line, stderr)
             }
         }
     }
 
-    func count(_ event: TraceEvent) {
+    func count(events: Int, calls: Int, lost: Int) {
         lock.lock()
-        events += 1
-        if case .call = event.kind { calls += 1 }
+        self.events &+= events
+        self.calls &+= calls
+        self.lost = lost
         lock.unlock()
     }
 

@@ -1,22 +1,59 @@
+import CShim
 import Foundation
 import NonStop
 
-/// Turns events into output. Runs on its own thread, fed by the engine's bounded queue.
+/// Turns events into output. Runs on its own thread, fed batch by batch from the engine's queue.
 protocol Renderer: AnyObject {
-    func render(_ event: TraceEvent)
+    func render(_ event: Event, _ batch: BatchContext)
     /// Called after each batch of events taken from the queue.
     func flush()
     /// Called once after the last event.
     func finish()
 }
 
-/// Buffered output to stderr or a file; a failed write asks the engine to stop (and detach).
+/// What an event refers to beyond itself: its batch (values, details) and the functions by number.
+struct BatchContext {
+    let batch: EventBatch
+    /// The batch's value bytes, valid while the batch is rendered.
+    let values: UnsafeRawBufferPointer
+    let functions: FunctionTable
+
+    func values(of event: Event) -> EncodedValues { EventBatch.values(of: event, in: values) }
+
+    func function(of event: Event) -> TracedFunction? { functions[event.function] }
+
+    func detail(of event: Event) -> EventDetail? { batch.detail(of: event) }
+}
+
+/// Every function events have named, by number (`Event.function`), in the order the engine numbered them.
+final class FunctionTable {
+    private(set) var functions: [TracedFunction] = []
+
+    func add(_ new: [TracedFunction]) { functions += new }
+
+    subscript(id: Int32) -> TracedFunction? {
+        let i = Int(id)
+        return i >= 0 && i < functions.count ? functions[i] : nil
+    }
+
+    var count: Int { functions.count }
+}
+
+/// Buffered output to stderr or a file, built byte by byte (no string per event) and written in large
+/// pieces; a failed write asks the engine to stop (and detach).
 final class Output {
     private let handle: UnsafeMutablePointer<FILE>
     private let owned: Bool
+    /// Bytes are kept (the buffer grows) until taken, never written.
+    private let memoryOnly: Bool
     private(set) var failed = false
+    private var capacity = 1 << 16
+    private var buffer: UnsafeMutablePointer<UInt8>
+    private var count = 0
 
-    init(path: String?) throws {
+    /// `memoryOnly`: a scratch output whose bytes are taken with `take`.
+    init(path: String?, memoryOnly: Bool = false) throws {
+        self.memoryOnly = memoryOnly
         if let path {
             guard let file = fopen(path, "w") else {
                 throw OutputError(description: "cannot write \(path): \(String(cString: strerror(errno)))")
@@ -27,22 +64,141 @@ final class Output {
             handle = stderr
             owned = false
         }
+        buffer = .allocate(capacity: capacity)
     }
+
+    deinit { buffer.deallocate() }
 
     var isTerminal: Bool { isatty(fileno(handle)) != 0 }
 
+    /// A whole line.
     func write(_ line: String) {
-        guard !failed else { return }
-        if fputs(line, handle) < 0 || fputc(0x0a, handle) < 0 {
+        append(line)
+        newline()
+    }
+
+    @inline(__always)
+    func byte(_ b: UInt8) {
+        if count == capacity { drain() }
+        buffer[count] = b
+        count &+= 1
+    }
+
+    func newline() { byte(0x0a) }
+
+    func append(_ text: String) {
+        var text = text
+        text.withUTF8 { append(UnsafeRawBufferPointer($0)) }
+    }
+
+    func append(_ text: StaticString) {
+        append(UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+    }
+
+    func append(_ bytes: UnsafeRawBufferPointer) {
+        if capacity - count < bytes.count {
+            drain(making: bytes.count)
+            if bytes.count > capacity {
+                put(bytes)
+                return
+            }
+        }
+        if let base = bytes.baseAddress { (buffer + count).initialize(from: base.assumingMemoryBound(to: UInt8.self), count: bytes.count) }
+        count &+= bytes.count
+    }
+
+    func append(_ bytes: [UInt8]) { bytes.withUnsafeBytes { append($0) } }
+
+    func decimal(_ value: Int64) {
+        if value < 0 {
+            byte(UInt8(ascii: "-"))
+            decimal(value.magnitude)
+        } else {
+            decimal(UInt64(value))
+        }
+    }
+
+    func decimal(_ value: UInt64) {
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: room for 20 digits
+        withUnsafeMutableBytes(of: &digits) { scratch in
+            var v = value, i = 24
+            repeat {
+                i -= 1
+                scratch[i] = UInt8(truncatingIfNeeded: v % 10) &+ 0x30
+                v /= 10
+            } while v > 0
+            append(UnsafeRawBufferPointer(rebasing: scratch[i...]))
+        }
+    }
+
+    func decimal(_ value: Int32) { decimal(Int64(value)) }
+    func decimal(_ value: Int) { decimal(Int64(value)) }
+
+    /// `0x` and lowercase hex digits, no leading zeros.
+    func hex(_ value: UInt64) {
+        append("0x" as StaticString)
+        let digits = max(1, (64 - value.leadingZeroBitCount + 3) / 4)
+        for i in stride(from: digits - 1, through: 0, by: -1) { byte(Output.hexDigit(UInt8(truncatingIfNeeded: value >> UInt64(4 * i)) & 0xf)) }
+    }
+
+    /// `value` with `decimals` digits after the point, as printf's `%.Nf`.
+    func fixed(_ value: Double, decimals: Int32) {
+        var scratch: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
+        withUnsafeMutableBytes(of: &scratch) { raw in
+            let p = raw.baseAddress!.assumingMemoryBound(to: CChar.self)
+            let n = Int(nst_format_fixed(p, raw.count, value, decimals))
+            append(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(raw)[0..<n]))
+        }
+    }
+
+    static func hexDigit(_ nibble: UInt8) -> UInt8 { nibble < 10 ? 0x30 &+ nibble : 0x57 &+ nibble }
+
+    /// The bytes kept so far (a memory-only output), then none.
+    func take(_ body: (UnsafeRawBufferPointer) -> Void) {
+        body(UnsafeRawBufferPointer(start: buffer, count: count))
+        count = 0
+    }
+
+    /// Writes what is buffered to the file (not flushed past stdio); a memory-only output grows to
+    /// make room for `needed` more bytes instead.
+    private func drain(making needed: Int = 1) {
+        if memoryOnly {
+            guard capacity - count < needed else { return }
+            var grown = capacity * 2
+            while grown - count < needed { grown *= 2 }
+            let larger = UnsafeMutablePointer<UInt8>.allocate(capacity: grown)
+            larger.initialize(from: buffer, count: count)
+            buffer.deallocate()
+            buffer = larger
+            capacity = grown
+            return
+        }
+        guard count > 0 else { return }
+        put(UnsafeRawBufferPointer(start: buffer, count: count))
+        count = 0
+    }
+
+    private func put(_ bytes: UnsafeRawBufferPointer) {
+        guard !failed, let base = bytes.baseAddress, bytes.count > 0 else { return }
+        if fwrite(base, 1, bytes.count, handle) != bytes.count {
             failed = true
             StopRequest.request()
         }
     }
 
-    func flush() { fflush(handle) }
+    func flush() {
+        guard !memoryOnly, !closed else { return }
+        drain()
+        fflush(handle)
+    }
 
+    private var closed = false
+
+    /// Flushes and closes the file (once, whoever asks).
     func close() {
+        guard !closed else { return }
         flush()
+        closed = true
         if owned { fclose(handle) }
     }
 }

@@ -12,31 +12,46 @@ final class SummaryRenderer: Renderer {
     }
 
     private let output: Output
-    /// By function (hashing an object's identity, not its name, for each event); merged by name when
-    /// printed.
-    private var entries: [ObjectIdentifier: (name: String, entry: Entry)] = [:]
-    private var lost = LostEvents(calls: 0, returns: 0, others: 0, cause: "")
+    /// By function number: an array index per event, no hashing. Merged by name when printed (one
+    /// name can be several functions: a static function in two modules, a library loaded twice).
+    private var entries: [Entry] = []
+    private var names: [String] = []
+    private var lost: [String: LostEvents] = [:]
 
     init(output: Output) {
         self.output = output
     }
 
-    func render(_ event: TraceEvent) {
+    func render(_ event: Event, _ batch: BatchContext) {
         switch event.kind {
-        case .call(let function, _, _, _):
-            entries[ObjectIdentifier(function), default: (function.name, Entry(module: function.module))].entry.calls += 1
-        case .ret(let function, _, _, let duration):
-            entries[ObjectIdentifier(function), default: (function.name, Entry(module: function.module))].entry.latency.add(duration)
-        case .unwound(let function, _, _):
-            entries[ObjectIdentifier(function), default: (function.name, Entry(module: function.module))].entry.unwound += 1
-        case .notice(let message):
-            output.write("nstrace: \(message)")
-        case .lost(let more):
-            lost = LostEvents(calls: lost.calls &+ more.calls, returns: lost.returns &+ more.returns,
-                              others: lost.others &+ more.others, cause: more.cause)
+        case .call:
+            guard let i = entry(event, batch) else { return }
+            entries[i].calls &+= 1
+        case .ret:
+            guard let i = entry(event, batch) else { return }
+            entries[i].latency.add(event.duration)
+        case .unwound:
+            guard let i = entry(event, batch) else { return }
+            entries[i].unwound &+= 1
+        case .notice:
+            if case .notice(let message) = batch.detail(of: event) { output.write("nstrace: \(message)") }
+        case .lost:
+            if case .lost(let more) = batch.detail(of: event) {
+                lost[more.cause] = lost[more.cause].map { $0.adding(more) } ?? more
+            }
         default:
             break
         }
+    }
+
+    private func entry(_ event: Event, _ batch: BatchContext) -> Int? {
+        let id = Int(event.function)
+        guard id >= 0 else { return nil }
+        while entries.count <= id, let function = batch.functions[Int32(entries.count)] {
+            entries.append(Entry(module: function.module))
+            names.append(function.name)
+        }
+        return id < entries.count ? id : nil
     }
 
     func flush() {}
@@ -48,7 +63,7 @@ final class SummaryRenderer: Renderer {
 
     func lines() -> [String] {
         var byName: [String: Entry] = [:]
-        for (name, entry) in entries.values {
+        for (name, entry) in zip(names, entries) {
             if var merged = byName[name] {
                 merged.calls += entry.calls
                 merged.unwound += entry.unwound
@@ -69,9 +84,12 @@ final class SummaryRenderer: Renderer {
                          duration(latency.max), duration(latency.percentile(50)), duration(latency.percentile(99))]
             out.append(name.padding(toLength: nameWidth, withPad: " ", startingAt: 0) + cells.map { $0.leftPadded(to: 11) }.joined())
         }
-        if lost.count > 0 {
+        if !lost.isEmpty {
             out.append("")
-            out.append("\(lost.count) events lost (\(lost.calls) calls, \(lost.returns) returns): \(lost.cause); the figures above count what was recorded")
+            for (_, lost) in lost.sorted(by: { $0.key < $1.key }) {
+                out.append("\(lost.count) events lost (\(lost.calls) calls, \(lost.returns) returns): \(lost.cause)")
+            }
+            out.append("the figures above count what was recorded")
         }
         for (name, entry) in rows where entry.latency.count > 0 {
             out.append("")

@@ -13,6 +13,12 @@ final class TextRenderer: Renderer {
     private let output: Output
     private let options: Options
     private let style: Style
+    /// Per function number: its name as shown, and its parameters' names followed by `=`.
+    private var names: [[UInt8]] = []
+    private var parameters: [[[UInt8]]] = []
+    /// The time of day of the last second shown, `HH:MM:SS.`, and that second.
+    private var clockSecond: UInt64 = .max
+    private var clockText: [UInt8] = []
 
     init(output: Output, options: Options) {
         self.output = output
@@ -20,53 +26,175 @@ final class TextRenderer: Renderer {
         style = Style(enabled: options.colour)
     }
 
-    func render(_ event: TraceEvent) {
-        var prefix = options.timestamps ? clock(event.timestamp) + " " : ""
-        prefix += style.dim("[\(event.tid)]") + " "
-        if let goroutine = event.goroutine { prefix += style.dim("[g \(goroutine)]") + " " }
-        switch event.kind {
-        case .call(let function, let depth, let arguments, let stack):
-            let names = function.signature?.parameters ?? []
-            let args = zip(names, arguments).map { "\($0.name)=\(ValueFormatter.text($1))" }
-            output.write("\(prefix)\(indent(depth))\(style.call("→")) \(style.name(function.name))(\(args.joined(separator: ", ")))")
-            for frame in stack {
-                let place = frame.function.map { "\($0)+0x\(String(frame.offset, radix: 16))" } ?? hex(frame.address)
-                output.write("\(prefix)\(indent(depth))    \(style.dim("at \(place) (\(frame.module ?? "?"))"))")
-            }
-        case .ret(let function, let depth, let value, let duration):
-            let shown = value.map { " = \(ValueFormatter.text($0))" } ?? ""
-            output.write("\(prefix)\(indent(depth))\(style.ret("←")) \(style.name(function.name))\(shown)\(durationText(duration))")
-        case .unwound(let function, let depth, let duration):
-            output.write("\(prefix)\(indent(depth))\(style.ret("↯")) \(style.name(function.name)) (unwound)\(durationText(duration))")
-        case .threadStart: output.write("\(prefix)+++ thread \(event.tid) started +++")
-        case .threadExit(let status): output.write("\(prefix)+++ thread \(event.tid) exited with \(status) +++")
-        case .signal(let signal): output.write("\(prefix)--- \(signalName(signal)) ---")
-        case .fork(let child): output.write("\(prefix)+++ forked \(child) +++")
-        case .exec(let path): output.write("\(prefix)+++ exec \(path) +++")
-        case .exit(let status): output.write("\(prefix)+++ \(event.pid) \(status) +++")
-        case .attach: output.write("\(prefix)+++ attached to \(event.pid) +++")
-        case .detach: output.write("\(prefix)+++ detached from \(event.pid) +++")
-        case .lost(let lost):
-            output.write("\(prefix)!!! \(lost.count) events lost (\(lost.calls) calls, \(lost.returns) returns): \(lost.cause) !!!")
-        case .notice(let message): output.write("nstrace: \(message)")
+    func render(_ event: Event, _ batch: BatchContext) {
+        if event.kind == .notice {
+            output.append("nstrace: " as StaticString)
+            if case .notice(let message) = batch.detail(of: event) { output.append(message) }
+            return output.newline()
         }
+        if options.timestamps {
+            clock(event.timestamp)
+            output.byte(0x20)
+        }
+        style.dim(output) {
+            output.byte(UInt8(ascii: "["))
+            output.decimal(event.tid)
+            output.byte(UInt8(ascii: "]"))
+        }
+        output.byte(0x20)
+        if let goroutine = event.goroutineID {
+            style.dim(output) {
+                output.append("[g " as StaticString)
+                output.decimal(goroutine)
+                output.byte(UInt8(ascii: "]"))
+            }
+            output.byte(0x20)
+        }
+        switch event.kind {
+        case .call:
+            let id = learn(event, batch)
+            indent(event.depth)
+            style.paint(output, "32") { output.append("→" as StaticString) }
+            output.byte(0x20)
+            name(id)
+            output.byte(UInt8(ascii: "("))
+            var values = batch.values(of: event)
+            for (i, parameter) in (id >= 0 ? parameters[id] : []).enumerated() {
+                guard let value = values.next() else { break }
+                if i > 0 { output.append(", " as StaticString) }
+                output.append(parameter)
+                output.text(value)
+            }
+            output.byte(UInt8(ascii: ")"))
+            output.newline()
+            if case .stack(let frames) = batch.detail(of: event) {
+                for frame in frames { stackLine(frame, event) }
+            }
+            return
+        case .ret:
+            let id = learn(event, batch)
+            indent(event.depth)
+            style.paint(output, "36") { output.append("←" as StaticString) }
+            output.byte(0x20)
+            name(id)
+            if event.hasValue {
+                var values = batch.values(of: event)
+                if let value = values.next() {
+                    output.append(" = " as StaticString)
+                    output.text(value)
+                }
+            }
+            duration(event.duration)
+        case .unwound:
+            let id = learn(event, batch)
+            indent(event.depth)
+            style.paint(output, "36") { output.append("↯" as StaticString) }
+            output.byte(0x20)
+            name(id)
+            output.append(" (unwound)" as StaticString)
+            duration(event.duration)
+        case .threadStart:
+            output.append("+++ thread " as StaticString)
+            output.decimal(event.tid)
+            output.append(" started +++" as StaticString)
+        case .threadExit:
+            output.append("+++ thread " as StaticString)
+            output.decimal(event.tid)
+            output.append(" exited with " as StaticString)
+            output.decimal(event.number)
+            output.append(" +++" as StaticString)
+        case .signal:
+            output.append("--- \(signalName(event.number)) ---")
+        case .fork:
+            output.append("+++ forked " as StaticString)
+            output.decimal(event.number)
+            output.append(" +++" as StaticString)
+        case .exec:
+            if case .path(let path) = batch.detail(of: event) { output.append("+++ exec \(path) +++") }
+        case .exit:
+            if case .exit(let status) = batch.detail(of: event) { output.append("+++ \(event.pid) \(status) +++") }
+        case .attach: output.append("+++ attached to \(event.pid) +++")
+        case .detach: output.append("+++ detached from \(event.pid) +++")
+        case .lost:
+            if case .lost(let lost) = batch.detail(of: event) {
+                output.append("!!! \(lost.count) events lost (\(lost.calls) calls, \(lost.returns) returns): \(lost.cause) !!!")
+            }
+        case .notice:
+            break
+        }
+        output.newline()
+    }
+
+    /// The event's function number, its name and parameters learnt the first time; -1 for none.
+    private func learn(_ event: Event, _ batch: BatchContext) -> Int {
+        let id = Int(event.function)
+        guard id >= 0 else { return -1 }
+        while names.count <= id, let function = batch.functions[Int32(names.count)] {
+            names.append(Array(function.name.utf8))
+            parameters.append((function.signature?.parameters ?? []).map { Array("\($0.name)=".utf8) })
+        }
+        return id < names.count ? id : -1
+    }
+
+    private func name(_ id: Int) {
+        guard id >= 0 else { return output.byte(UInt8(ascii: "?")) }
+        style.paint(output, "1") { output.append(names[id]) }
+    }
+
+    private func stackLine(_ frame: StackFrame, _ event: Event) {
+        if options.timestamps {
+            clock(event.timestamp)
+            output.byte(0x20)
+        }
+        style.dim(output) {
+            output.byte(UInt8(ascii: "["))
+            output.decimal(event.tid)
+            output.byte(UInt8(ascii: "]"))
+        }
+        output.byte(0x20)
+        if let goroutine = event.goroutineID { style.dim(output) { output.append("[g \(goroutine)]") }; output.byte(0x20) }
+        indent(event.depth)
+        output.append("    " as StaticString)
+        let place = frame.function.map { "\($0)+0x\(String(frame.offset, radix: 16))" } ?? hex(frame.address)
+        style.dim(output) { output.append("at \(place) (\(frame.module ?? "?"))") }
+        output.newline()
     }
 
     func flush() { output.flush() }
 
     func finish() { output.flush() }
 
-    private func indent(_ depth: Int) -> String { String(repeating: "  ", count: min(depth, 40)) }
-
-    private func durationText(_ ns: UInt64) -> String {
-        options.durations ? "  " + style.dim("<\(String(format: "%.6f", Double(ns) / 1e9))>") : ""
+    private func indent(_ depth: Int32) {
+        for _ in 0..<min(max(depth, 0), 40) { output.append("  " as StaticString) }
     }
 
-    private func clock(_ ns: UInt64) -> String {
-        var seconds = time_t(ns / 1_000_000_000)
-        var parts = tm()
-        localtime_r(&seconds, &parts)
-        return String(format: "%02d:%02d:%02d.%06llu", parts.tm_hour, parts.tm_min, parts.tm_sec, (ns % 1_000_000_000) / 1000)
+    private func duration(_ ns: UInt64) {
+        guard options.durations else { return }
+        output.append("  " as StaticString)
+        style.dim(output) {
+            output.byte(UInt8(ascii: "<"))
+            output.fixed(Double(ns) / 1e9, decimals: 6)
+            output.byte(UInt8(ascii: ">"))
+        }
+    }
+
+    /// HH:MM:SS.uuuuuu in local time; the calendar work done once per second.
+    private func clock(_ ns: UInt64) {
+        let second = ns / 1_000_000_000
+        if second != clockSecond {
+            var seconds = time_t(clamping: second)
+            var parts = tm()
+            localtime_r(&seconds, &parts)
+            clockText = Array(String(format: "%02d:%02d:%02d.", parts.tm_hour, parts.tm_min, parts.tm_sec).utf8)
+            clockSecond = second
+        }
+        output.append(clockText)
+        let micros = (ns % 1_000_000_000) / 1000
+        var divisor: UInt64 = 100_000
+        while divisor > 0 {
+            output.byte(0x30 &+ UInt8(micros / divisor % 10))
+            divisor /= 10
+        }
     }
 }
 
@@ -78,9 +206,15 @@ struct Style {
         output.isTerminal && getenv("NO_COLOR") == nil && (getenv("TERM").map { String(cString: $0) } ?? "dumb") != "dumb"
     }
 
-    private func paint(_ code: String, _ text: String) -> String { enabled ? "\u{1b}[\(code)m\(text)\u{1b}[0m" : text }
-    func name(_ text: String) -> String { paint("1", text) }
-    func call(_ text: String) -> String { paint("32", text) }
-    func ret(_ text: String) -> String { paint("36", text) }
-    func dim(_ text: String) -> String { paint("2", text) }
+    /// What `body` writes, in the colour `code` when colour is on.
+    func paint(_ output: Output, _ code: StaticString, _ body: () -> Void) {
+        guard enabled else { return body() }
+        output.append("\u{1b}[" as StaticString)
+        output.append(code)
+        output.byte(UInt8(ascii: "m"))
+        body()
+        output.append("\u{1b}[0m" as StaticString)
+    }
+
+    func dim(_ output: Output, _ body: () -> Void) { paint(output, "2", body) }
 }

@@ -132,7 +132,7 @@ struct TraceCommand: ParsableCommand {
             renderers.append(TextRenderer(output: out, options: .init(timestamps: timestamps, durations: durations,
                                                                       colour: Style.wanted(for: out))))
         }
-        if let chromeTrace { renderers.append(ChromeTraceRenderer(output: try Output(path: chromeTrace))) }
+        if let chromeTrace { renderers.append(try ChromeTraceRenderer(output: try Output(path: chromeTrace))) }
         let engineStatus = EngineStatus()
         let status = output != nil && isatty(STDERR_FILENO) != 0 && !debug ? StatusLine(engine: engineStatus) : nil
         let pipeline = RenderPipeline(renderers: renderers, threads: Set(tid), maxCalls: maxCalls, status: status)
@@ -194,14 +194,14 @@ final class TraceSession: @unchecked Sendable {
     }
 
     private let configuration: EngineConfiguration
-    private let renderer: Renderer
+    private let renderer: RenderPipeline
     private let status: EngineStatus
     private let queue = EventQueue()
     // Written by the engine thread before it signals `engineDone`, read after.
     private var startError: Error?
     private var outcome = Outcome()
 
-    init(configuration: EngineConfiguration, renderer: Renderer, status: EngineStatus) {
+    init(configuration: EngineConfiguration, renderer: RenderPipeline, status: EngineStatus) {
         self.configuration = configuration
         self.renderer = renderer
         self.status = status
@@ -211,8 +211,9 @@ final class TraceSession: @unchecked Sendable {
         StopRequest.install(duration: duration)
         let rendered = DispatchSemaphore(value: 0)
         let renderThread = Thread { [self] in
-            while let batch = queue.popAll() {
-                batch.forEach(renderer.render)
+            while let batches = queue.popAll() {
+                batches.forEach(renderer.render)
+                queue.recycle(batches)
                 // Whoever reads the trace as it grows sees each batch whole and at once.
                 renderer.flush()
             }

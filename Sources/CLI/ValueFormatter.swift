@@ -1,90 +1,187 @@
 import NonStop
-import Symbols
 
-/// How a value reads in text output: C strings quoted and escaped, pointers in hex, chars quoted.
-enum ValueFormatter {
-    static func text(_ value: ArgumentValue, type: ValueType? = nil) -> String {
+/// How values read, written straight into the output: in text, C strings quoted and escaped as strace
+/// does, pointers in hex, chars quoted; in JSON, numbers as numbers, strings as strings, pointers as hex
+/// strings.
+extension Output {
+    func text(_ value: ValueView) {
         switch value {
-        case .signed(let v): return String(v)
-        case .unsigned(let v): return String(v)
-        case .bool(let b): return b ? "true" : "false"
-        case .char(let c): return "'\(escape([c], quote: "'"))'"
-        case .float(let d): return formatDouble(d)
-        case .pointer(let p): return p == 0 ? "NULL" : hex(p)
-        case .string(let bytes, let truncated, _): return "\"\(escape(bytes, quote: "\""))\"" + (truncated ? "..." : "")
-        case .badString(let address): return hex(address)
-        case .goString(let bytes, let truncated, _): return "\"\(escape(bytes, quote: "\""))\"" + (truncated ? "..." : "")
+        case .signed(let v): decimal(v)
+        case .unsigned(let v): decimal(v)
+        case .bool(let b): append(b ? "true" : "false" as StaticString)
+        case .char(let c):
+            byte(UInt8(ascii: "'"))
+            withUnsafeBytes(of: c) { escaped($0, quote: UInt8(ascii: "'")) }
+            byte(UInt8(ascii: "'"))
+        case .float(let d): double(d)
+        case .pointer(let p): if p == 0 { append("NULL" as StaticString) } else { hex(p) }
+        case .string(let bytes, let truncated, _), .goString(let bytes, let truncated, _):
+            byte(UInt8(ascii: "\""))
+            escaped(bytes, quote: UInt8(ascii: "\""))
+            byte(UInt8(ascii: "\""))
+            if truncated { append("..." as StaticString) }
+        case .badString(let address): hex(address)
         case .goSlice(let address, let length, let capacity, let elements):
             // As Go's %v prints it, with the length and capacity a tracer's reader wants too.
-            if address == 0 && length == 0 { return "nil" }
-            let shown = elements.map { text($0) }.joined(separator: " ")
-            let more = UInt64(elements.count) < length ? (elements.isEmpty ? "…" : " …") : ""
-            return "[\(shown)\(more)] len=\(length) cap=\(capacity)"
+            if address == 0 && length == 0 { return append("nil" as StaticString) }
+            byte(UInt8(ascii: "["))
+            var shown: UInt64 = 0
+            for element in elements {
+                if shown > 0 { byte(0x20) }
+                text(element)
+                shown &+= 1
+            }
+            if shown < length { append(shown == 0 ? "…" : " …" as StaticString) }
+            append("] len=" as StaticString)
+            decimal(length)
+            append(" cap=" as StaticString)
+            decimal(capacity)
         case .goInterface(let type, let data):
-            return type == 0 && data == 0 ? "nil" : "(\(hex(type)), \(hex(data)))"
-        case .aggregate(let bytes): return "{" + bytes.map { hex2($0) }.joined() + "}"
-        case .tuple(let values): return "(" + values.map { text($0) }.joined(separator: ", ") + ")"
-        case .unavailable: return "?"
+            if type == 0 && data == 0 { return append("nil" as StaticString) }
+            byte(UInt8(ascii: "("))
+            hex(type)
+            append(", " as StaticString)
+            hex(data)
+            byte(UInt8(ascii: ")"))
+        case .aggregate(let bytes):
+            byte(UInt8(ascii: "{"))
+            hexBytes(bytes)
+            byte(UInt8(ascii: "}"))
+        case .tuple(let values):
+            byte(UInt8(ascii: "("))
+            var first = true
+            for v in values {
+                if !first { append(", " as StaticString) }
+                first = false
+                text(v)
+            }
+            byte(UInt8(ascii: ")"))
+        case .unavailable: byte(UInt8(ascii: "?"))
         }
     }
 
-    static func formatDouble(_ d: Double) -> String {
-        if d == d.rounded(), abs(d) < 1e15 { return String(format: "%.1f", d) }
-        return "\(d)"
+    /// A whole number with one decimal (`4.0`), anything else as Swift prints it (`0.25`, `1e+20`).
+    func double(_ d: Double) {
+        if d == d.rounded(), abs(d) < 1e15 { return fixed(d, decimals: 1) }
+        append(d.description)
     }
 
-    /// strace's escaping: \n, \t, \", \\ and \ooo for the rest of the non-printable bytes.
-    static func escape(_ bytes: [UInt8], quote: Character) -> String {
-        var out = ""
+    /// strace's escaping: \n, \t, \r, \\, the quote, and \ooo for the rest of the non-printable bytes.
+    func escaped(_ bytes: UnsafeRawBufferPointer, quote: UInt8) {
         for b in bytes {
             switch b {
-            case 0x0a: out += "\\n"
-            case 0x09: out += "\\t"
-            case 0x0d: out += "\\r"
-            case 0x5c: out += "\\\\"
-            case UInt8(ascii: "\""), UInt8(ascii: "'"):
-                if Character(UnicodeScalar(b)) == quote { out += "\\" }
-                out.append(Character(UnicodeScalar(b)))
-            case 0x20..<0x7f: out.append(Character(UnicodeScalar(b)))
-            default: out += "\\" + String(b, radix: 8)
+            case 0x0a: append("\\n" as StaticString)
+            case 0x09: append("\\t" as StaticString)
+            case 0x0d: append("\\r" as StaticString)
+            case 0x5c: append("\\\\" as StaticString)
+            case 0x20..<0x7f:
+                if b == quote { byte(0x5c) }
+                byte(b)
+            default:
+                byte(0x5c)
+                if b >= 0o100 { byte(0x30 &+ b >> 6) }
+                if b >= 0o10 { byte(0x30 &+ (b >> 3) & 7) }
+                byte(0x30 &+ b & 7)
             }
         }
-        return out
     }
 
-    /// The same value as JSON text: numbers as numbers, strings as strings, pointers as hex strings.
-    static func json(_ value: ArgumentValue) -> String {
-        switch value {
-        case .signed(let v): return String(v)
-        case .unsigned(let v): return String(v)
-        case .bool(let b): return b ? "true" : "false"
-        case .char(let c): return JSONWriter.string(String(decoding: [c], as: UTF8.self))
-        case .float(let d): return d.isFinite ? "\(d)" : JSONWriter.string("\(d)")
-        case .pointer(let p): return JSONWriter.string(hex(p))
-        case .string(let bytes, let truncated, _), .goString(let bytes, let truncated, _):
-            return JSONWriter.string(String(decoding: bytes, as: UTF8.self) + (truncated ? "..." : ""))
-        case .badString(let address): return JSONWriter.string(hex(address))
-        case .goSlice(let address, let length, let capacity, let elements):
-            var o = JSONWriter()
-            o.field("address", hex(address))
-            o.field("len", length)
-            o.field("cap", capacity)
-            o.field("elements", json: JSONWriter.array(elements.map(json)))
-            return o.finished
-        case .goInterface(let type, let data):
-            if type == 0 && data == 0 { return "null" }
-            var o = JSONWriter()
-            o.field("type", hex(type))
-            o.field("data", hex(data))
-            return o.finished
-        case .aggregate(let bytes): return JSONWriter.string(bytes.map { hex2($0) }.joined())
-        case .tuple(let values): return JSONWriter.array(values.map(json))
-        case .unavailable: return "null"
+    func hexBytes(_ bytes: UnsafeRawBufferPointer) {
+        for b in bytes {
+            byte(Output.hexDigit(b >> 4))
+            byte(Output.hexDigit(b & 0xf))
         }
     }
-}
 
-func hex2(_ byte: UInt8) -> String {
-    let digits = Array("0123456789abcdef")
-    return String([digits[Int(byte >> 4)], digits[Int(byte & 0xf)]])
+    func json(_ value: ValueView) {
+        switch value {
+        case .signed(let v): decimal(v)
+        case .unsigned(let v): decimal(v)
+        case .bool(let b): append(b ? "true" : "false" as StaticString)
+        case .char(let c): withUnsafeBytes(of: c) { jsonString($0) }
+        case .float(let d):
+            if d.isFinite { append(d.description) } else { jsonString(d.description) }
+        case .pointer(let p): jsonHex(p)
+        case .string(let bytes, let truncated, _), .goString(let bytes, let truncated, _):
+            jsonString(bytes, suffix: truncated ? "..." : "")
+        case .badString(let address): jsonHex(address)
+        case .goSlice(let address, let length, let capacity, let elements):
+            append("{\"address\":" as StaticString)
+            jsonHex(address)
+            append(",\"len\":" as StaticString)
+            decimal(length)
+            append(",\"cap\":" as StaticString)
+            decimal(capacity)
+            append(",\"elements\":" as StaticString)
+            jsonArray(elements)
+            byte(UInt8(ascii: "}"))
+        case .goInterface(let type, let data):
+            if type == 0 && data == 0 { return append("null" as StaticString) }
+            append("{\"type\":" as StaticString)
+            jsonHex(type)
+            append(",\"data\":" as StaticString)
+            jsonHex(data)
+            byte(UInt8(ascii: "}"))
+        case .aggregate(let bytes):
+            byte(UInt8(ascii: "\""))
+            hexBytes(bytes)
+            byte(UInt8(ascii: "\""))
+        case .tuple(let values): jsonArray(values)
+        case .unavailable: append("null" as StaticString)
+        }
+    }
+
+    private func jsonArray(_ values: EncodedValues) {
+        byte(UInt8(ascii: "["))
+        var first = true
+        for v in values {
+            if !first { byte(UInt8(ascii: ",")) }
+            first = false
+            json(v)
+        }
+        byte(UInt8(ascii: "]"))
+    }
+
+    func jsonHex(_ value: UInt64) {
+        byte(UInt8(ascii: "\""))
+        hex(value)
+        byte(UInt8(ascii: "\""))
+    }
+
+    func jsonString(_ text: String) {
+        var text = text
+        text.withUTF8 { jsonString(UnsafeRawBufferPointer($0)) }
+    }
+
+    /// Bytes from a tracee as a JSON string: valid UTF-8 as it is, anything else with U+FFFD for each
+    /// invalid sequence (as Swift decodes it).
+    func jsonString(_ bytes: UnsafeRawBufferPointer, suffix: StaticString = "") {
+        byte(UInt8(ascii: "\""))
+        if bytes.allSatisfy({ $0 < 0x80 }) {
+            jsonEscaped(bytes)
+        } else {
+            var decoded = String(decoding: bytes, as: UTF8.self)
+            decoded.withUTF8 { jsonEscaped(UnsafeRawBufferPointer($0)) }
+        }
+        append(suffix)
+        byte(UInt8(ascii: "\""))
+    }
+
+    /// UTF-8 with JSON's escapes: the quote, the backslash, and control characters.
+    private func jsonEscaped(_ bytes: UnsafeRawBufferPointer) {
+        for b in bytes {
+            switch b {
+            case UInt8(ascii: "\""): append("\\\"" as StaticString)
+            case 0x5c: append("\\\\" as StaticString)
+            case 0x0a: append("\\n" as StaticString)
+            case 0x0d: append("\\r" as StaticString)
+            case 0x09: append("\\t" as StaticString)
+            case 0..<0x20:
+                append("\\u00" as StaticString)
+                byte(Output.hexDigit(b >> 4))
+                byte(Output.hexDigit(b & 0xf))
+            default: byte(b)
+            }
+        }
+    }
 }

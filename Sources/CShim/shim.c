@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -152,3 +153,10 @@ int nst_same_address_space(pid_t a, pid_t b) {
     long rc = syscall(SYS_kcmp, a, b, 1 /* KCMP_VM */, 0, 0);
     return rc < 0 ? -1 : rc == 0;
 }
+
+int nst_format_fixed(char *out, size_t size, double value, int decimals) {
+    int n = snprintf(out, size, "%.*f", decimals, value);
+    return n < 0 ? 0 : (size_t)n < size ? n : (int)size - 1;
+}
+
+int nst_memfd(const char *name) { return (int)syscall(SYS_memfd_create, name, 1u /* MFD_CLOEXEC */); }

@@ -82,21 +82,10 @@ struct ArgumentReader<Source: ValueSource> {
     }
 
     private mutating func interpret(_ raw: [UInt8], as type: ValueType) -> ArgumentValue {
-        let size = min(max(type.byteSize, 1), 8)
         let bits = word(raw)
-        let masked = size == 8 ? bits : bits & ((1 << (8 * UInt64(size))) - 1)
+        if let scalar = type.scalar(bits) { return scalar }
         switch type.kind {
-        case .signed, .enumeration:
-            let shift = UInt64(64 - 8 * size)
-            return .signed(Int64(bitPattern: masked << shift) >> Int64(shift))
-        case .unsigned: return .unsigned(masked)
-        case .bool: return .bool(masked & 0xff != 0)
-        case .char: return .char(UInt8(truncatingIfNeeded: masked))
-        case .float:
-            if type.byteSize == 4 { return .float(Double(Float(bitPattern: UInt32(truncatingIfNeeded: bits)))) }
-            if type.byteSize == 8 { return .float(Double(bitPattern: bits)) }
-            return .unavailable
-        case .pointer: return .pointer(bits)
+        case .signed, .enumeration, .unsigned, .bool, .char, .float, .pointer, .other: return .unavailable
         case .cString:
             if bits == 0 { return .pointer(0) }
             guard let s = source.string(at: bits, limit: maxString) else { return .badString(address: bits) }
@@ -113,7 +102,6 @@ struct ArgumentReader<Source: ValueSource> {
         case .goInterface:
             return .goInterface(type: word(raw, 0), data: word(raw, 1))
         case .aggregate: return .aggregate(raw)
-        case .other: return .unsigned(bits)
         }
     }
 }
@@ -151,6 +139,32 @@ struct StoppedThreadValues: ValueSource {
 
     func string(at address: UInt64, limit: Int) -> (bytes: [UInt8], truncated: Bool)? {
         memory.string(at: address, limit: limit)
+    }
+}
+
+extension ValueType {
+    /// A value held whole in one word (its low bytes): a number, a pointer, a char. nil for the kinds
+    /// that need more (strings, Go headers, aggregates).
+    func scalar(_ bits: UInt64) -> ArgumentValue? { ValueType.scalar(bits, kind: kind, byteSize: byteSize) }
+
+    static func scalar(_ bits: UInt64, kind: Kind, byteSize: Int) -> ArgumentValue? {
+        let size = min(max(byteSize, 1), 8)
+        let masked = size == 8 ? bits : bits & ((1 << (8 * UInt64(size))) - 1)
+        switch kind {
+        case .signed, .enumeration:
+            let shift = UInt64(64 - 8 * size)
+            return .signed(Int64(bitPattern: masked << shift) >> Int64(shift))
+        case .unsigned: return .unsigned(masked)
+        case .bool: return .bool(masked & 0xff != 0)
+        case .char: return .char(UInt8(truncatingIfNeeded: masked))
+        case .float:
+            if byteSize == 4 { return .float(Double(Float(bitPattern: UInt32(truncatingIfNeeded: bits)))) }
+            if byteSize == 8 { return .float(Double(bitPattern: bits)) }
+            return .unavailable
+        case .pointer: return .pointer(bits)
+        case .other: return .unsigned(bits)
+        case .cString, .goString, .goSlice, .goInterface, .aggregate: return nil
+        }
     }
 }
 

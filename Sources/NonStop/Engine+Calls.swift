@@ -30,60 +30,150 @@ struct Observation {
     let stackPointer: UInt64
     /// CLOCK_MONOTONIC nanoseconds.
     let time: UInt64
+
+    var moment: ThreadMoment {
+        ThreadMoment(process: process, tid: tid, goroutine: goroutine, stackPointer: stackPointer, time: time)
+    }
+}
+
+/// A thread (or goroutine) at one instant: whose shadow stack, at which stack pointer, when. Inline
+/// records come to the shadow stacks with one of these alone (no `Observation`: a record is the hot
+/// path, and its values are read from the record only for the events that show them).
+struct ThreadMoment {
+    let process: TracedProcess
+    let tid: pid_t
+    let goroutine: CallContext.Goroutine?
+    /// On the scale CallContext uses (from the top of the stack, for a goroutine).
+    let stackPointer: UInt64
+    /// CLOCK_MONOTONIC nanoseconds.
+    let time: UInt64
+}
+
+/// Where a return's value comes from, read for the function whose frame closes.
+enum ReturnValue {
+    case none
+    case read((TracedFunction) -> ArgumentValue?)
+    /// From an inline record of `probe`.
+    case record(RecordValues, InlineProbe)
+
+    init(_ record: RecordValues?, _ probe: InlineProbe) { self = record.map { .record($0, probe) } ?? .none }
 }
 
 extension Engine {
     func observe(_ o: Observation) {
+        let m = o.moment
         switch o.kind {
         case .entry(let function, let arguments, let stack, let returnAddress):
-            var depth = 0
-            let closed = withShadowStack(o.process, o.tid, o.goroutine) { shadow in
-                let closed = shadow.popFrames(at: nil, sp: o.stackPointer) + shadow.popReturnedUnseen(sp: o.stackPointer)
-                depth = shadow.depth
-                shadow.push(.init(function: function, entrySP: o.stackPointer, returnAddress: returnAddress, start: o.time))
-                return closed
-            }
-            close(closed, o) { _ in nil }
-            emit(o.process, o.tid, .call(function: function, depth: depth, arguments: arguments, stack: stack),
-                 goroutine: o.goroutine?.id, at: o.time)
+            let depth = enter(function, m, returnAddress: returnAddress)
+            emit(m.process, m.tid, .call(function: function, depth: depth, arguments: arguments, stack: stack),
+                 goroutine: m.goroutine?.id, at: m.time)
         case .exit(let function, let value):
-            let closed = withShadowStack(o.process, o.tid, o.goroutine) { $0.popReturn(of: function, sp: o.stackPointer) }
-            close(closed, o, value)
+            returned(function, m, .read(value))
         case .tailCall(let function):
-            let marked = withShadowStack(o.process, o.tid, o.goroutine) { $0.markTailCall(of: function, sp: o.stackPointer) }
-            // No open frame to mark (its call was lost, or began before nstrace came): nothing will
-            // return for it, so its count of tail calls in flight goes down now.
-            if !marked { o.process.space.inline?.ring.tailCallReturned(tid: o.tid) }
+            tailCalled(function, m)
         case .tailCalleeReturn(let value):
-            let closed = withShadowStack(o.process, o.tid, o.goroutine) {
-                $0.popFrames(at: nil, sp: o.stackPointer) + $0.popTailCallers(sp: o.stackPointer)
-            }
-            close(closed, o, value)
+            tailCalleeReturned(m, .read(value))
         case .tailExit(let function, let returnAddress):
-            withShadowStack(o.process, o.tid, o.goroutine) {
-                $0.watchReturnAddress(of: function, sp: o.stackPointer, returnAddress: returnAddress)
+            withShadowStack(m.process, m.tid, m.goroutine) {
+                $0.watchReturnAddress(of: function, sp: m.stackPointer, returnAddress: returnAddress)
             }
         case .returnAddress(let site, let value):
-            close(withShadowStack(o.process, o.tid, o.goroutine) { $0.popFrames(at: site, sp: o.stackPointer) }, o, value)
+            withShadowStack(m.process, m.tid, m.goroutine) { $0.popFrames(at: site, sp: m.stackPointer, into: &closedFrames) }
+            closeFrames(m, .read(value))
         }
+    }
+
+    /// An entry record: the call, with its arguments read from the record when `values` is given.
+    func recordedEntry(_ function: TracedFunction, _ m: ThreadMoment, values: RecordValues?, probe: InlineProbe) {
+        let depth = enter(function, m, returnAddress: 0)
+        let maxString = configuration.maxStringLength
+        if let values {
+            emitTraced(.call, m.process, m.tid, function: function, depth: depth, goroutine: m.goroutine?.id, at: m.time) { arena in
+                values.encode(probe.values, of: function.signature?.parameters ?? [], maxString: maxString, into: &arena)
+            }
+        } else {
+            emitTraced(.call, m.process, m.tid, function: function, depth: depth, goroutine: m.goroutine?.id, at: m.time, encode: nil)
+        }
+    }
+
+    /// The function's `ret` ran: frames below it are over (unwound), the frame entered at this stack
+    /// pointer returns, and the ones that tail-called into it with it.
+    func returned(_ function: TracedFunction, _ m: ThreadMoment, _ value: ReturnValue) {
+        withShadowStack(m.process, m.tid, m.goroutine) { $0.popReturn(of: function, sp: m.stackPointer, into: &closedFrames) }
+        closeFrames(m, value)
+    }
+
+    func tailCalled(_ function: TracedFunction, _ m: ThreadMoment) {
+        let marked = withShadowStack(m.process, m.tid, m.goroutine) { $0.markTailCall(of: function, sp: m.stackPointer) }
+        // No open frame to mark (its call was lost, or began before nstrace came): nothing will
+        // return for it, so its count of tail calls in flight goes down now.
+        if !marked { m.process.space.inline?.ring.tailCallReturned(tid: m.tid) }
+    }
+
+    /// A callee watched for the traced functions that tail-call it returned.
+    func tailCalleeReturned(_ m: ThreadMoment, _ value: ReturnValue) {
+        withShadowStack(m.process, m.tid, m.goroutine) {
+            $0.popFrames(at: nil, sp: m.stackPointer, into: &closedFrames)
+            $0.popTailCallers(sp: m.stackPointer, into: &closedFrames)
+        }
+        closeFrames(m, value)
+    }
+
+    /// Opens the frame of a call (closing those it shows are over first); returns its depth.
+    private func enter(_ function: TracedFunction, _ m: ThreadMoment, returnAddress: UInt64) -> Int {
+        var depth = 0, evicted = 0
+        withShadowStack(m.process, m.tid, m.goroutine) { shadow in
+            shadow.popFrames(at: nil, sp: m.stackPointer, into: &closedFrames)
+            shadow.popReturnedUnseen(sp: m.stackPointer, into: &closedFrames)
+            depth = shadow.depth
+            evicted = shadow.push(.init(function: function, entrySP: m.stackPointer, returnAddress: returnAddress, start: m.time))
+        }
+        if !closedFrames.isEmpty { closeFrames(m, .none) }
+        if evicted > 0 {
+            countLost(returns: evicted, cause: "more than \(ShadowStack.maxFrames) calls were open in one thread: the oldest frames' returns are not shown")
+        }
+        return depth
+    }
+
+    /// Reports the frames the last shadow-stack operation closed, and empties the list (keeping its
+    /// memory, so that a record costs no allocation).
+    private func closeFrames(_ m: ThreadMoment, _ value: ReturnValue) {
+        close(closedFrames, m, value)
+        closedFrames.removeAll(keepingCapacity: true)
     }
 
     /// Reports closed frames, innermost first: returned (with the value) or unwound.
-    private func close(_ closed: [(frame: ShadowStack.Frame, depth: Int, returned: Bool)], _ o: Observation,
-                       _ value: (TracedFunction) -> ArgumentValue?) {
+    private func close(_ closed: [ShadowStack.Closed], _ o: ThreadMoment, _ value: ReturnValue) {
+        let maxString = configuration.maxStringLength
         for (frame, depth, returned) in closed {
             if frame.tailPending { o.process.space.inline?.ring.tailCallReturned(tid: o.tid) }
             let duration = elapsed(from: frame.start, to: o.time)
-            if returned {
-                emit(o.process, o.tid, .ret(function: frame.function, depth: depth, value: value(frame.function), duration: duration),
+            guard returned else {
+                emitTraced(.unwound, o.process, o.tid, function: frame.function, depth: depth, duration: duration,
+                           goroutine: o.goroutine?.id, at: o.time, encode: nil)
+                continue
+            }
+            switch value {
+            case .none:
+                emitTraced(.ret, o.process, o.tid, function: frame.function, depth: depth, duration: duration,
+                           goroutine: o.goroutine?.id, at: o.time, encode: nil)
+            case .read(let read):
+                emit(o.process, o.tid, .ret(function: frame.function, depth: depth, value: read(frame.function), duration: duration),
                      goroutine: o.goroutine?.id, at: o.time)
-            } else {
-                emit(o.process, o.tid, .unwound(function: frame.function, depth: depth, duration: duration),
-                     goroutine: o.goroutine?.id, at: o.time)
+            case .record(let values, let probe):
+                let signature = frame.function.signature
+                // The probe's own function returns (its slots fit); a function that tail-called into it
+                // returns the same registers, read as its own signature says.
+                var own = false
+                if case .exit(let function) = probe.role, function === frame.function, signature?.results.count == 1 { own = true }
+                emitTraced(.ret, o.process, o.tid, function: frame.function, depth: depth, duration: duration,
+                           goroutine: o.goroutine?.id, at: o.time) { arena in
+                    own ? values.encode(probe.values, of: signature?.results ?? [], maxString: maxString, into: &arena)
+                        : values.encodeResult(of: signature, maxString: maxString, into: &arena)
+                }
             }
         }
     }
-
     /// Time between two instants, 0 when they come out reversed: the TSCs of two CPUs (a thread that
     /// moved between its call and its return) can differ by a little.
     func elapsed(from start: UInt64, to end: UInt64) -> UInt64 { end > start ? end - start : 0 }

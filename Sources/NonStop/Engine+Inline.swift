@@ -53,7 +53,8 @@ extension Engine {
                                                 signature: image.signature(of: function), returnsSeenAtExits: true)
             let environment = padEnvironment(trace, process: process, image: image, go: go)
             let captures = CapturePlan(maxString: configuration.maxStringLength,
-                                       copiesMemory: ProcFS.statusField("Seccomp", of: process.pid) != "2", go: go)
+                                       copiesMemory: ProcFS.statusField("Seccomp", of: process.pid) != "2", go: go,
+                                       capturesValues: configuration.decodesValues)
             var fallbacks = plan.fallbacks
             // The callees of its tail calls (that are not traced themselves) get return windows first.
             let watched = Set(decision.tailCallees.map(\.address)).subtracting(traced)
@@ -118,7 +119,8 @@ extension Engine {
         let go = image.goRuntime(in: callee.module)
         let plan = InlineSites.returnSites(of: callee, in: image, decoder: decoder)
         let environment = padEnvironment(trace, process: process, image: image, go: go)
-        let captures = CapturePlan(maxString: configuration.maxStringLength, copiesMemory: false, go: go)
+        let captures = CapturePlan(maxString: configuration.maxStringLength, copiesMemory: false, go: go,
+                                   capturesValues: configuration.decodesValues)
         let watchedFunction = TracedFunction(name: callee.name, module: callee.module.name, address: callee.address, signature: nil)
         var windows: [PendingWindow] = []
         for window in plan.windows where window.recordsReturn {

@@ -4,8 +4,6 @@ import Relocator
 import Symbols
 
 extension Engine {
-    static let noValue: (TracedFunction) -> ArgumentValue? = { _ in nil }
-
     /// The bucket an observation's thread (or goroutine) writes its records to.
     private func bucket(of o: Observation, in trace: InlineTrace) -> Int {
         let key = o.goroutine.map { UInt64(bitPattern: $0.id) } ?? UInt64(UInt32(bitPattern: o.tid))
@@ -74,7 +72,7 @@ extension Engine {
         var consumed = 0
         while ring.positions[b] < head {
             if consumed & 63 == 63, deadline != UInt64.max, monotonicNow() > deadline { break }
-            guard let record = ring.next(in: b, slotsOf: trace.slots) else {
+            guard let record = ring.next(in: b, probes: trace) else {
                 // Reserved and not published: a record being written now, or one whose writer is gone
                 // (killed, or longjmp'd out of a signal handler that interrupted its pad): after a
                 // second, given up and counted.
@@ -83,10 +81,11 @@ extension Engine {
                 trace.skipped += skipped
                 continue
             }
-            for action in trace.takeReady(b, upTo: record.position) { action() }
+            if trace.hasWaiting(b) { for action in trace.takeReady(b, upTo: record.position) { action() } }
             process(record, of: trace)
             ring.advance(b, past: record)
             consumed += 1
+            if outbox.events.count >= 4096 { flushEvents() }
         }
         for action in trace.takeReady(b, upTo: ring.positions[b]) { action() }
         if consumed > 0 { ring.release(b) }
@@ -124,44 +123,30 @@ extension Engine {
             owner = child
             tid = child.pid
         }
-        let values = RecordValues(captures: probe.captures, offsets: probe.offsets, record: record)
+        // Values read only for renderers that show them (a summary does not): then nothing of the
+        // record is read past its header (and the goroutine's fields, in Go).
+        let values = configuration.decodesValues || probe.go != nil
+            ? RecordValues(captures: probe.captures, offsets: probe.offsets, record: record) : nil
         var goroutine: CallContext.Goroutine?
         var stackPointer = record.stackPointer
-        if let go = probe.go, let g = values.word(of: .register(.r14)),
+        if let go = probe.go, let values, let g = values.word(of: .register(.r14)),
            let goid = values.word(of: .goroutineField(Int32(truncatingIfNeeded: go.goidOffset))),
            let high = values.word(of: .goroutineField(Int32(truncatingIfNeeded: go.stackHighOffset))) {
             goroutine = CallContext.Goroutine(g: g, id: Int64(bitPattern: goid))
             stackPointer = CallContext.goroutineScale(sp: stackPointer, stackHigh: high)
         }
         let time = clock.nanoseconds(at: record.tsc)
-        // Values decoded only for renderers that show them (a summary does not): then nothing of the
-        // record is read past its header, and no closure is made per record.
-        let decode = configuration.decodesValues
-        let value: (TracedFunction) -> ArgumentValue?
-        var arguments: [ArgumentValue] = []
-        if decode {
-            var reader = ArgumentReader(values, maxString: configuration.maxStringLength)
-            if case .entry(let function) = probe.role { arguments = reader.arguments(function.signature) }
-            value = { reader.returnValue($0.signature) }
-        } else {
-            value = Engine.noValue
-        }
+        let decoded = configuration.decodesValues ? values : nil
+        let moment = ThreadMoment(process: owner, tid: tid, goroutine: goroutine, stackPointer: stackPointer, time: time)
         switch probe.role {
-        case .entry(let function):
-            observe(Observation(kind: .entry(function, arguments: arguments, stack: [], returnAddress: 0),
-                                process: owner, tid: tid, goroutine: goroutine, stackPointer: stackPointer, time: time))
-        case .exit(let function):
-            observe(Observation(kind: .exit(function, value: value),
-                                process: owner, tid: tid, goroutine: goroutine, stackPointer: stackPointer, time: time))
-        case .tailCall(let function):
-            observe(Observation(kind: .tailCall(function), process: owner, tid: tid, goroutine: goroutine,
-                                stackPointer: stackPointer, time: time))
-        case .watchedReturn:
-            observe(Observation(kind: .tailCalleeReturn(value: value),
-                                process: owner, tid: tid, goroutine: goroutine, stackPointer: stackPointer, time: time))
+        case .entry(let function): recordedEntry(function, moment, values: decoded, probe: probe)
+        case .exit(let function): returned(function, moment, ReturnValue(decoded, probe))
+        case .tailCall(let function): tailCalled(function, moment)
+        case .watchedReturn: tailCalleeReturned(moment, ReturnValue(decoded, probe))
         case .linkMap(let rDebug):
             pendingLinkMaps.append(LinkMapChange(trace: trace, process: owner, rDebug: rDebug,
-                                                 ticket: values.word(of: .ticket) ?? 0))
+                                                 ticket: RecordValues(captures: probe.captures, offsets: probe.offsets, record: record)
+                                                     .word(of: .ticket) ?? 0))
         }
     }
 

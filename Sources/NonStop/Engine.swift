@@ -94,7 +94,13 @@ public final class Engine {
     /// Stops reaped while waiting for something else (a brief all-stop), handled next by the loop.
     var deferredStops: [WaitResult] = []
     /// Events made since the last hand-over to the renderer: handed over in batches.
-    var outbox: [TraceEvent] = []
+    var outbox = EventBatch()
+    /// Functions numbered so far (`TracedFunction.eventID`).
+    var functionsNumbered: Int32 = 0
+    /// Losses not reported yet, by cause (the output fell behind, frames capped).
+    var unreportedLosses: [String: LostEvents] = [:]
+    /// Frames closed by the shadow-stack operation under way (one array kept: no allocation per event).
+    var closedFrames: [ShadowStack.Closed] = []
     /// The rings of the inline strategy, one per traced process (shared with followed children).
     var inlineTraces: [InlineTrace] = []
     var clock = TSCClock()
@@ -134,7 +140,7 @@ public final class Engine {
             // A bounded share of the rings, then every stop that is ready: a flood of records must not
             // keep a stopped thread waiting.
             let moreRecords = drainRecords(milliseconds: 2)
-            if !moreRecords || outbox.count >= 1024 { flushEvents() }
+            if !moreRecords || outbox.events.count >= 1024 { flushEvents() }
             var handled = 0
             while true {
                 let result: WaitResult
@@ -161,6 +167,7 @@ public final class Engine {
                     fail(String(describing: error))
                     break loop
                 }
+                if outbox.events.count >= 4096 { flushEvents() }
                 if processes.isEmpty || StopRequest.pending != nil { break }
             }
         }
@@ -238,29 +245,8 @@ public final class Engine {
         for stop in stops { try handle(stop) }
     }
 
-    // MARK: Events
-
     func publishStatus() {
         status.update(breakpoints: processes.values.reduce(0) { $0 + $1.space.sites.count }, threads: threads.count)
-    }
-
-    /// `at`: when it happened (CLOCK_MONOTONIC nanoseconds; a record's time), else now.
-    func emit(_ process: TracedProcess, _ tid: pid_t, _ kind: TraceEvent.Kind, goroutine: Int64? = nil, at time: UInt64? = nil) {
-        guard process.reportsEvents else { return }
-        let timestamp = time.map { $0 &+ wallClockOffset } ?? now()
-        outbox.append(TraceEvent(timestamp: timestamp, pid: process.pid, tid: tid, goroutine: goroutine, kind: kind))
-        if outbox.count >= 4096 { flushEvents() }
-    }
-
-    /// Hands what the engine saw to the renderer, in one batch.
-    func flushEvents() {
-        guard !outbox.isEmpty else { return }
-        events.push(contentsOf: outbox)
-        outbox.removeAll(keepingCapacity: true)
-    }
-
-    func notice(_ process: TracedProcess, _ message: String) {
-        emit(process, process.pid, .notice(message))
     }
 
     // MARK: Resuming

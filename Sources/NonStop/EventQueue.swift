@@ -1,88 +1,113 @@
 import Foundation
 
-/// The bounded queue between the engine thread and the renderer. When the renderer falls behind the
-/// engine blocks (and with it, the tracee threads stopped at breakpoints): back-pressure, never a
-/// silent drop.
+/// The bounded queue of event batches between the engine thread and the renderer: one lock and at most
+/// one wake-up per batch, never per event. When the renderer falls behind, the engine either waits
+/// (back-pressure: the tracee threads stopped at breakpoints, or inline pads in `--lossless` mode, wait
+/// with it) or — where waiting would make the ring overflow anyway — hands over the batch without its
+/// calls and returns, and the engine reports how many as lost. Never a silent drop.
 public final class EventQueue: @unchecked Sendable {
     private let condition = NSCondition()
-    private var buffer: [TraceEvent] = []
-    private var head = 0
+    private var batches: [EventBatch] = []
+    /// Events queued, against `capacity`.
+    private var queued = 0
     private let capacity: Int
     private var closed = false
-
-    public init(capacity: Int = 65_536) {
-        self.capacity = capacity
-        buffer.reserveCapacity(capacity)
-    }
-
+    private var consumerWaiting = false
     /// Events dropped because the output stalled while nstrace was asked to stop.
     private var dropped = 0
+    /// Batches rendered, emptied for the engine to fill again: their memory is reused rather than
+    /// allocated (and faulted in) anew for every batch.
+    private var spare: [EventBatch] = []
 
-    public func push(_ event: TraceEvent) {
+    public init(capacity: Int = 1 << 18) {
+        self.capacity = capacity
+    }
+
+    /// Queues a batch. With `mayThin`, a batch that finds the queue full goes in without its calls,
+    /// returns and unwound frames, whose numbers come back; otherwise the engine waits for room.
+    @discardableResult
+    public func push(_ batch: EventBatch, mayThin: Bool = false) -> (calls: Int, returns: Int, others: Int) {
         condition.lock()
         defer { condition.unlock() }
-        while buffer.count - head >= capacity && !closed {
+        var thinned = (calls: 0, returns: 0, others: 0)
+        while queued >= capacity && !closed {
+            if mayThin {
+                thinned = batch.removeCallEvents()
+                break
+            }
             // Once a stop is asked for, detaching the tracee matters more than a stuck reader: wait
             // a little, then count what is dropped (reported as a `lost` event at the end).
             if StopRequest.pending != nil {
                 if !condition.wait(until: Date().addingTimeInterval(0.05)), StopRequest.pending != nil {
-                    dropped += 1
-                    return
+                    dropped += batch.events.count
+                    batch.events.removeAll()
+                    break
                 }
             } else {
                 condition.wait()
             }
         }
-        if !closed {
-            buffer.append(event)
-            condition.broadcast()
-        }
+        if closed || batch.isEmpty { return thinned }
+        batches.append(batch)
+        queued += batch.events.count
+        if consumerWaiting { condition.broadcast() }
+        return thinned
     }
 
-    /// A batch at once: one lock and one wake-up for all of it.
-    public func push(contentsOf batch: [TraceEvent]) {
+    /// Takes every batch queued, waiting for one; nil once closed and drained.
+    public func popAll() -> [EventBatch]? {
         condition.lock()
         defer { condition.unlock() }
-        var next = batch[...]
-        while !next.isEmpty {
-            while buffer.count - head >= capacity && !closed {
-                if StopRequest.pending != nil {
-                    if !condition.wait(until: Date().addingTimeInterval(0.05)), StopRequest.pending != nil {
-                        dropped += next.count
-                        return
-                    }
-                } else {
-                    condition.wait()
-                }
-            }
-            if closed { return }
-            let room = capacity - (buffer.count - head)
-            buffer.append(contentsOf: next.prefix(room))
-            next = next.dropFirst(room)
-            condition.broadcast()
+        while batches.isEmpty && !closed {
+            consumerWaiting = true
+            condition.wait()
+            consumerWaiting = false
         }
+        return takeQueued()
     }
 
-    /// Takes everything queued, waiting for at least one event; nil once closed and drained.
-    public func popAll() -> [TraceEvent]? {
+    /// Takes every batch queued without waiting; nil when there is none.
+    public func take() -> [EventBatch]? {
         condition.lock()
         defer { condition.unlock() }
-        while buffer.count == head && !closed { condition.wait() }
-        if buffer.count == head { return nil }
-        // Handed over whole (no copy); the next batch grows a new buffer.
-        let batch = head == 0 ? buffer : Array(buffer[head...])
-        buffer = []
-        head = 0
+        return takeQueued()
+    }
+
+    /// Under the lock: every batch queued, and room for the engine.
+    private func takeQueued() -> [EventBatch]? {
+        guard !batches.isEmpty else { return nil }
+        let taken = batches
+        batches = []
+        queued = 0
         condition.broadcast()
-        return batch
+        return taken
+    }
+
+    /// Gives rendered batches back, to be filled again.
+    public func recycle(_ batches: [EventBatch]) {
+        for batch in batches { batch.removeAll() }
+        condition.lock()
+        spare += batches.prefix(max(0, 8 - spare.count))
+        condition.unlock()
+    }
+
+    /// An empty batch, reused when one is spare.
+    public func emptyBatch() -> EventBatch {
+        condition.lock()
+        defer { condition.unlock() }
+        return spare.popLast() ?? EventBatch()
     }
 
     /// No more events will come; the consumer drains what is left.
     public func close() {
         condition.lock()
         if dropped > 0 {
-            buffer.append(TraceEvent(timestamp: now(), pid: 0, tid: 0, kind: .lost(LostEvents(calls: 0, returns: 0, others: dropped,
-                                                                                       cause: "the output stalled while nstrace was stopping"))))
+            let batch = EventBatch()
+            var event = Event(kind: .lost, pid: 0, tid: 0, timestamp: now())
+            event.detail = batch.add(.lost(LostEvents(calls: 0, returns: 0, others: dropped,
+                                                      cause: "the output stalled while nstrace was stopping")))
+            batch.append(event)
+            batches.append(batch)
             dropped = 0
         }
         closed = true

@@ -99,17 +99,17 @@ final class EventRing: @unchecked Sendable {
         var stackPointer: UInt64 { u64(RecordLayout.stackPointerOffset) }
     }
 
-    /// The next record of a bucket if it is published, sized by `slotsOf` (from the probe it names);
+    /// The next record of a bucket if it is published, sized by the probe it names;
     /// nil when it is not (yet). The caller bounds the reading with a head it read once: reading the
     /// head at every record would pull its cache line away from the thread reserving the next one.
-    func next(in bucket: Int, slotsOf: (UInt32) -> Int?) -> Record? {
+    func next(in bucket: Int, probes: InlineTrace) -> Record? {
         let position = positions[bucket]
         let bucketStart = geometry.bucketOffset(bucket)
         let offset = bucketStart + geometry.slotOffset(position)
         guard word(offset + RecordLayout.sequenceOffset) == position &+ 1 else { return nil }
         let probe = base.advanced(by: offset + RecordLayout.probeOffset).loadUnaligned(as: UInt32.self)
         // An unknown probe id (a corrupted record) still takes one slot: skip it and go on.
-        let slots = min(max(slotsOf(probe) ?? 1, 1), geometry.maxSlotsPerRecord)
+        let slots = min(max(probes.slots(of: probe) ?? 1, 1), geometry.maxSlotsPerRecord)
         let bytes = UnsafeRawBufferPointer(start: base.advanced(by: offset), count: slots * RingGeometry.slotSize)
         return Record(position: position, slots: slots, bytes: bytes)
     }

@@ -64,6 +64,9 @@ final class InlineTrace {
         waiting[bucket].append((position, action))
     }
 
+    /// Whether actions wait on the bucket (looked at per record: no array is made when none do).
+    func hasWaiting(_ bucket: Int) -> Bool { !waiting[bucket].isEmpty }
+
     /// The actions of a bucket that the reader has caught up with.
     func takeReady(_ bucket: Int, upTo position: UInt64) -> [() -> Void] {
         var ready: [() -> Void] = []
@@ -102,11 +105,19 @@ final class InlineProbe {
     /// The goroutine fields captured first in Go code (g, goid, stack top).
     let go: GoRuntime?
 
+    /// How its records' values are read: an entry's arguments, an exit's result (of its own function).
+    let values: [ValueSlot]
+
     init(role: Role, captures: [Capture], go: GoRuntime?) {
         self.role = role
         self.captures = captures
         offsets = RecordLayout.offsets(for: captures).offsets
         slots = RecordLayout.slots(for: captures)
         self.go = go
+        switch role {
+        case .entry(let function): values = ValueSlot.plan(function.signature?.parameters ?? [], captures: captures, offsets: offsets)
+        case .exit(let function): values = ValueSlot.plan(function.signature?.results ?? [], captures: captures, offsets: offsets)
+        case .tailCall, .watchedReturn, .linkMap: values = []
+        }
     }
 }

@@ -12,15 +12,20 @@ struct CapturePlan {
     /// Whether pads may make system calls (process_vm_readv): not under a seccomp filter.
     let copiesMemory: Bool
     let go: GoRuntime?
+    /// Whether any renderer shows values: a summary needs none, and then a record is its header (and
+    /// the goroutine's fields): one slot, no copy of memory in the pad.
+    var capturesValues = true
 
     func entry(_ signature: Signature?) -> [Capture] {
         var captures: [Capture] = goCaptures()
+        guard capturesValues else { return captures }
         for parameter in signature?.parameters ?? [] { add(parameter, to: &captures) }
         return captures
     }
 
     func exit(_ signature: Signature?) -> [Capture] {
         var captures: [Capture] = goCaptures()
+        guard capturesValues else { return captures }
         for result in signature?.results ?? [] { add(result, to: &captures) }
         return captures
     }
@@ -28,7 +33,7 @@ struct CapturePlan {
     /// A tail-callee's return, read with the tail-caller's signature (whatever it is): every register
     /// a result can be in.
     func watchedReturn() -> [Capture] {
-        goCaptures() + [.register(.rax), .register(.rdx), .xmm(0), .xmm(1)]
+        capturesValues ? goCaptures() + [.register(.rax), .register(.rdx), .xmm(0), .xmm(1)] : goCaptures()
     }
 
     /// In Go code: the goroutine's g (R14), its id and the top of its stack, which CallContext needs.
@@ -96,25 +101,29 @@ struct RecordValues: ValueSource {
         return withUnsafeBytes(of: value.littleEndian) { Array($0) }
     }
 
-    /// Each memory capture's bytes and the address they were copied from.
-    private func copies() -> [(address: UInt64, bytes: ArraySlice<UInt8>)] {
-        var out: [(UInt64, ArraySlice<UInt8>)] = []
-        for (i, capture) in captures.enumerated() {
-            guard case .memory(let m) = capture else { continue }
-            let source: UInt64?
-            switch m.base {
-            case .register(let r): source = word(of: .register(r))
-            case .stackPointer: source = record.stackPointer
-            case .stackWord(let o): source = stackWord(at: record.stackPointer &+ UInt64(bitPattern: Int64(o)))
-            }
-            guard let base = source else { continue }
-            let copied = Int64(bitPattern: record.u64(offsets[i]))
-            guard copied > 0 else { continue }
-            let start = offsets[i] + 8
-            let count = min(Int(copied), m.maxBytes, max(0, record.bytes.count - start))
-            out.append((base &+ UInt64(bitPattern: Int64(m.offset)), Array(record.bytes[start..<start + count])[...]))
+    /// A memory capture's bytes (borrowed from the record) and the address they were copied from.
+    private func copy(_ i: Int, _ m: MemoryCapture) -> (address: UInt64, bytes: UnsafeRawBufferPointer)? {
+        let source: UInt64?
+        switch m.base {
+        case .register(let r): source = word(of: .register(r))
+        case .stackPointer: source = record.stackPointer
+        case .stackWord(let o): source = stackWord(at: record.stackPointer &+ UInt64(bitPattern: Int64(o)))
         }
-        return out
+        guard let base = source else { return nil }
+        let copied = Int64(bitPattern: record.u64(offsets[i]))
+        let start = offsets[i] &+ 8
+        guard copied > 0, start >= 0, start <= record.bytes.count else { return nil }
+        let count = Int(min(UInt64(copied), UInt64(clamping: m.maxBytes), UInt64(record.bytes.count - start)))
+        return (base &+ UInt64(bitPattern: Int64(m.offset)), UnsafeRawBufferPointer(rebasing: record.bytes[start..<start + count]))
+    }
+
+    /// The first copy made from exactly `address`.
+    private func copy(at address: UInt64) -> UnsafeRawBufferPointer? {
+        for (i, capture) in captures.enumerated() {
+            guard case .memory(let m) = capture, let copy = copy(i, m), copy.address == address else { continue }
+            return copy.bytes
+        }
+        return nil
     }
 
     /// A word of the copied stack arguments.
@@ -130,21 +139,112 @@ struct RecordValues: ValueSource {
     }
 
     func read(_ address: UInt64, count: Int) -> [UInt8]? {
-        for copy in copies() where address >= copy.address {
+        guard count >= 0 else { return nil }
+        for (i, capture) in captures.enumerated() {
+            guard case .memory(let m) = capture, let copy = copy(i, m), address >= copy.address else { continue }
             let skip = address &- copy.address
             guard skip <= UInt64(copy.bytes.count), UInt64(copy.bytes.count) - skip >= UInt64(count) else { continue }
-            let from = copy.bytes.startIndex + Int(skip)
-            return Array(copy.bytes[from..<from + count])
+            return Array(copy.bytes[Int(skip)..<Int(skip) + count])
         }
         return nil
     }
 
     func string(at address: UInt64, limit: Int) -> (bytes: [UInt8], truncated: Bool)? {
-        guard let copy = copies().first(where: { $0.address == address }) else { return nil }
-        if let nul = copy.bytes.firstIndex(of: 0) {
-            let bytes = Array(copy.bytes[copy.bytes.startIndex..<nul])
-            return (Array(bytes.prefix(limit)), bytes.count > limit)
+        guard let (bytes, truncated) = stringBytes(at: address, limit: limit) else { return nil }
+        return (Array(bytes), truncated)
+    }
+
+    /// A C string the pad copied from `address`, up to its NUL and at most `limit` bytes.
+    private func stringBytes(at address: UInt64, limit: Int) -> (UnsafeRawBufferPointer, truncated: Bool)? {
+        copy(at: address).map { RecordValues.terminated($0, limit: limit) }
+    }
+
+    /// A copied C string's bytes before its NUL, at most `limit` of them; truncated when there were more
+    /// or the copy holds no NUL.
+    static func terminated(_ copy: UnsafeRawBufferPointer, limit: Int) -> (UnsafeRawBufferPointer, truncated: Bool) {
+        let length = copy.firstIndex(of: 0) ?? copy.count
+        let shown = min(length, max(0, limit))
+        return (UnsafeRawBufferPointer(rebasing: copy[0..<shown]), length > shown || length == copy.count)
+    }
+}
+
+/// How one value is read from a probe's records, worked out once per probe: a plain description (no
+/// references), so that reading a record's values copies nothing but the values.
+enum ValueSlot {
+    /// A number, pointer or char in a general register: the word at `offset`.
+    case scalar(offset: Int, kind: ValueType.Kind, byteSize: Int)
+    /// A float or double in an XMM register.
+    case float(offset: Int, byteSize: Int)
+    /// A C string: the pointer's word at `offset`, the pad's copy of the bytes at `copy` (its count,
+    /// then the bytes; at most `maxBytes`), nil when the pad copies nothing.
+    case cString(offset: Int, copy: Int?, maxBytes: Int)
+    /// Anything else: `ArgumentReader` reads the parameter at `index` of the signature's list.
+    case other(index: Int)
+
+    /// The slots of `parameters` for records laid out as `captures` and `offsets` say.
+    static func plan(_ parameters: [Parameter], captures: [Capture], offsets: [Int]) -> [ValueSlot] {
+        parameters.enumerated().map { index, parameter in
+            guard case .register(let register) = parameter.location else { return .other(index: index) }
+            let type = parameter.type
+            if let gpr = register.gpr, let i = captures.firstIndex(of: .register(gpr)) {
+                if type.kind == .cString {
+                    let copy = captures.firstIndex { if case .memory(let m) = $0, m.base == .register(gpr), m.offset == 0 { return true }; return false }
+                    var maxBytes = 0
+                    if let copy, case .memory(let m) = captures[copy] { maxBytes = m.maxBytes }
+                    return .cString(offset: offsets[i], copy: copy.map { offsets[$0] }, maxBytes: maxBytes)
+                }
+                if type.scalar(0) != nil, type.kind != .float { return .scalar(offset: offsets[i], kind: type.kind, byteSize: type.byteSize) }
+            } else if case .xmm(let n) = register, type.kind == .float, let i = captures.firstIndex(of: .xmm(n)) {
+                return .float(offset: offsets[i], byteSize: type.byteSize)
+            }
+            return .other(index: index)
         }
-        return (Array(copy.bytes.prefix(limit)), true)
+    }
+}
+
+extension RecordValues {
+    /// Encodes values straight from the record into `arena`, as `slots` (made for these parameters and
+    /// this record layout) say: numbers, pointers, floats and C strings read in place, with no array
+    /// made; other kinds through `ArgumentReader`. The values are the same either way.
+    func encode(_ slots: [ValueSlot], of parameters: [Parameter], maxString: Int, into arena: inout ValueArena) -> Int {
+        for slot in slots {
+            switch slot {
+            case .scalar(let offset, let kind, let byteSize):
+                arena.append(ValueType.scalar(record.u64(offset), kind: kind, byteSize: byteSize) ?? .unavailable)
+            case .float(let offset, let byteSize):
+                arena.append(ValueType.scalar(record.u64(offset), kind: .float, byteSize: byteSize) ?? .unavailable)
+            case .cString(let offset, let copy, let maxBytes):
+                let address = record.u64(offset)
+                if address == 0 {
+                    arena.appendPointer(0)
+                } else if let copy, let (text, truncated) = copied(at: copy, maxBytes: maxBytes, limit: maxString) {
+                    arena.appendString(text, truncated: truncated, address: address)
+                } else {
+                    arena.appendBadString(address: address)
+                }
+            case .other(let index):
+                guard index < parameters.count else { arena.appendUnavailable(); continue }
+                var reader = ArgumentReader(self, maxString: maxString)
+                arena.append(reader.value(of: parameters[index].type, at: parameters[index].location))
+            }
+        }
+        return slots.count
+    }
+
+    /// The C string a pad copied at `offset` (a count, then the bytes), up to its NUL and at most `limit`.
+    private func copied(at offset: Int, maxBytes: Int, limit: Int) -> (UnsafeRawBufferPointer, truncated: Bool)? {
+        let count = Int64(bitPattern: record.u64(offset))
+        let start = offset &+ 8
+        guard count > 0, start >= 0, start <= record.bytes.count else { return nil }
+        let available = Int(min(UInt64(count), UInt64(clamping: maxBytes), UInt64(record.bytes.count - start)))
+        return RecordValues.terminated(UnsafeRawBufferPointer(rebasing: record.bytes[start..<start + available]), limit: limit)
+    }
+
+    /// A return value as `signature` places it; 0 values when the function has no result.
+    func encodeResult(of signature: Signature?, maxString: Int, into arena: inout ValueArena) -> Int {
+        guard let results = signature?.results, !results.isEmpty else { return 0 }
+        var reader = ArgumentReader(self, maxString: maxString)
+        arena.append(reader.returnValue(signature) ?? .unavailable)
+        return 1
     }
 }

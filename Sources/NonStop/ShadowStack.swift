@@ -16,14 +16,37 @@ struct ShadowStack {
         var tailPending = false
     }
 
+    /// A frame closed: returned (where it is seen) or unwound past; at which depth it was.
+    typealias Closed = (frame: Frame, depth: Int, returned: Bool)
+
     private(set) var frames: [Frame] = []
+    /// Frames dropped from the bottom because too many were open: depths stay as they were.
+    private var dropped = 0
 
-    var depth: Int { frames.count }
+    var depth: Int { dropped &+ frames.count }
 
-    mutating func push(_ frame: Frame) { frames.append(frame) }
+    /// Open frames kept per thread (or goroutine). Past that — runaway recursion, or calls whose
+    /// returns are never seen — the oldest go, and their returns are not reported (counted as lost), so
+    /// that memory stays bounded whatever the tracee does.
+    static let maxFrames = 4096
+
+    /// Opens a frame; returns how many of the oldest were dropped to make room.
+    mutating func push(_ frame: Frame) -> Int {
+        var evicted = 0
+        if frames.count >= ShadowStack.maxFrames {
+            evicted = ShadowStack.maxFrames / 16
+            frames.removeFirst(evicted)
+            dropped &+= evicted
+        }
+        frames.append(frame)
+        return evicted
+    }
 
     /// Frames opened before these, underneath them (a fork child's, from its parent).
-    mutating func putUnderneath(_ older: ShadowStack) { frames = older.frames + frames }
+    mutating func putUnderneath(_ older: ShadowStack) {
+        frames = older.frames + frames
+        dropped = older.dropped
+    }
 
     /// How far above a frame's entry stack pointer execution may be seen and still be on the same
     /// stack. Further up is another stack altogether — a signal handler's sigaltstack, a fiber's —
@@ -33,48 +56,43 @@ struct ShadowStack {
     /// Removes and returns the frames that are over when the thread runs at `site` with `sp`,
     /// innermost first; `returned` says whether a frame returned here (its return address, with the
     /// stack pointer just past it) or was unwound past.
-    mutating func popFrames(at site: UInt64?, sp: UInt64) -> [(frame: Frame, depth: Int, returned: Bool)] {
-        var closed: [(Frame, Int, Bool)] = []
+    mutating func popFrames(at site: UInt64?, sp: UInt64, into closed: inout [Closed]) {
         while let top = frames.last, top.entrySP < sp, sp - top.entrySP <= ShadowStack.sameStackReach {
             frames.removeLast()
             let returnedHere = site != nil && (site == top.returnAddress || top.tailPending) && sp == top.entrySP &+ 8
-            closed.append((top, frames.count, returnedHere))
+            closed.append((top, depth, returnedHere))
         }
-        return closed
     }
 
     /// A call is entered at `sp`: the top frame, entered at the same stack pointer and whose return is
     /// seen at its own `ret`s, must have returned unseen (its return record was lost when the ring was
     /// full) — the caller is calling again from the same place. A frame watched at a return address
     /// (a tail call's caller, or the jump strategy's) stays: the tail-callee enters at its stack pointer.
-    mutating func popReturnedUnseen(sp: UInt64) -> [(frame: Frame, depth: Int, returned: Bool)] {
+    mutating func popReturnedUnseen(sp: UInt64, into closed: inout [Closed]) {
         guard let top = frames.last, top.entrySP == sp, top.returnAddress == 0, !top.tailPending,
-              top.function.returnsSeenAtExits else { return [] }
+              top.function.returnsSeenAtExits else { return }
         frames.removeLast()
-        return [(top, frames.count, false)]
+        closed.append((top, depth, false))
     }
 
     /// The function's `ret` ran with `sp`: frames below it are over (unwound), and the frame entered at
     /// `sp` returns.
-    mutating func popReturn(of function: TracedFunction, sp: UInt64) -> [(frame: Frame, depth: Int, returned: Bool)] {
-        var closed = popFrames(at: nil, sp: sp)
+    mutating func popReturn(of function: TracedFunction, sp: UInt64, into closed: inout [Closed]) {
+        popFrames(at: nil, sp: sp, into: &closed)
         if let top = frames.last, top.entrySP == sp, top.function === function {
             frames.removeLast()
-            closed.append((top, frames.count, true))
+            closed.append((top, depth, true))
         }
-        if let top = frames.last, top.entrySP == sp, top.tailPending { closed += popTailCallers(sp: sp) }
-        return closed
+        if let top = frames.last, top.entrySP == sp, top.tailPending { popTailCallers(sp: sp, into: &closed) }
     }
 
     /// A return with `sp` (of a traced function, or of a callee watched for its tail-callers): the
     /// frames that tail-called into it return too.
-    mutating func popTailCallers(sp: UInt64) -> [(frame: Frame, depth: Int, returned: Bool)] {
-        var closed: [(Frame, Int, Bool)] = []
+    mutating func popTailCallers(sp: UInt64, into closed: inout [Closed]) {
         while let top = frames.last, top.entrySP == sp, top.tailPending {
             frames.removeLast()
-            closed.append((top, frames.count, true))
+            closed.append((top, depth, true))
         }
-        return closed
     }
 
     /// The frame entered at `sp` left by a tail call; false when there is no such frame.
@@ -93,6 +111,6 @@ struct ShadowStack {
 
     mutating func removeAll() -> [(frame: Frame, depth: Int)] {
         defer { frames.removeAll() }
-        return frames.enumerated().reversed().map { ($0.element, $0.offset) }
+        return frames.enumerated().reversed().map { ($0.element, dropped &+ $0.offset) }
     }
 }

@@ -2,7 +2,7 @@ import Glibc
 import Symbols
 
 /// A function nstrace has a breakpoint on, shared by every event about it.
-public final class TracedFunction: Sendable, CustomStringConvertible {
+public final class TracedFunction: @unchecked Sendable, CustomStringConvertible {
     public let name: String
     public let module: String
     public let address: UInt64
@@ -10,6 +10,9 @@ public final class TracedFunction: Sendable, CustomStringConvertible {
     /// Its returns are seen at its own `ret`s (the inline strategy's windows, or int3s there), not at
     /// its callers' return addresses.
     public let returnsSeenAtExits: Bool
+    /// Its number in events (`Event.function`), given by the engine thread when it first reports it;
+    /// -1 until then. Read by renderers only through `EventBatch.newFunctions`.
+    var eventID: Int32 = -1
 
     public init(name: String, module: String, address: UInt64, signature: Signature?, returnsSeenAtExits: Bool = false) {
         self.name = name
@@ -22,42 +25,25 @@ public final class TracedFunction: Sendable, CustomStringConvertible {
     public var description: String { name }
 }
 
-/// One thing that happened in a tracee, as the engine saw it. Immutable; handed to renderers.
-public struct TraceEvent: Sendable {
-    /// Wall-clock time, nanoseconds since the epoch.
-    public let timestamp: UInt64
-    public let pid: pid_t
-    public let tid: pid_t
-    /// The goroutine id, in a Go program.
-    public let goroutine: Int64?
-    public let kind: Kind
-
-    public enum Kind: Sendable {
-        /// `stack`: the callers, innermost first, when stack traces were asked for.
-        case call(function: TracedFunction, depth: Int, arguments: [ArgumentValue], stack: [StackFrame])
-        case ret(function: TracedFunction, depth: Int, value: ArgumentValue?, duration: UInt64)
-        /// A frame closed without returning: longjmp, an exception, or the thread ended inside it.
-        case unwound(function: TracedFunction, depth: Int, duration: UInt64)
-        case threadStart
-        case threadExit(status: Int32)
-        case signal(Int32)
-        case fork(child: pid_t)
-        case exec(path: String)
-        case exit(ExitStatus)
-        case attach
-        case detach
-        case lost(LostEvents)
-        /// Something the user should know that is not a failure: an untraceable function, say.
-        case notice(String)
-    }
-
-    public init(timestamp: UInt64, pid: pid_t, tid: pid_t, goroutine: Int64? = nil, kind: Kind) {
-        self.timestamp = timestamp
-        self.pid = pid
-        self.tid = tid
-        self.goroutine = goroutine
-        self.kind = kind
-    }
+/// One thing that happened in a tracee, as the engine's slower paths (breakpoint stops, thread and
+/// process events) describe it; `Engine.emit` packs it into an `Event` of the batch.
+enum TraceEvent {
+    /// `stack`: the callers, innermost first, when stack traces were asked for.
+    case call(function: TracedFunction, depth: Int, arguments: [ArgumentValue], stack: [StackFrame])
+    case ret(function: TracedFunction, depth: Int, value: ArgumentValue?, duration: UInt64)
+    /// A frame closed without returning: longjmp, an exception, or the thread ended inside it.
+    case unwound(function: TracedFunction, depth: Int, duration: UInt64)
+    case threadStart
+    case threadExit(status: Int32)
+    case signal(Int32)
+    case fork(child: pid_t)
+    case exec(path: String)
+    case exit(ExitStatus)
+    case attach
+    case detach
+    case lost(LostEvents)
+    /// Something the user should know that is not a failure: an untraceable function, say.
+    case notice(String)
 }
 
 /// Events nstrace could not report, and why.
@@ -76,6 +62,11 @@ public struct LostEvents: Sendable, Equatable {
     }
 
     public var count: Int { calls &+ returns &+ others }
+
+    /// Both counts together, under this cause.
+    public func adding(_ other: LostEvents) -> LostEvents {
+        LostEvents(calls: calls &+ other.calls, returns: returns &+ other.returns, others: others &+ other.others, cause: cause)
+    }
 }
 
 /// One caller in a stack trace: a return address and what it falls in.

@@ -53,6 +53,13 @@ pid_t nst_spawn_stopped(const char *file, char *const argv[], int error_fd);
 // The thread id of the calling thread.
 pid_t nst_gettid(void);
 
+// printf's "%.*f" into out (at most size bytes, NUL included): the length written. Swift has no
+// allocation-free way to call a variadic C function, and renderers format durations per event.
+int nst_format_fixed(char *out, size_t size, double value, int decimals);
+
+// memfd_create(name, MFD_CLOEXEC): an anonymous file to map twice (the benchmarks' ring in memory).
+int nst_memfd(const char *name);
+
 // Takes one from a counter shared with tracee code, never below zero.
 static inline void nst_atomic_decrement_to_zero(uint64_t *counter) {
     uint64_t value = __atomic_load_n(counter, __ATOMIC_RELAXED);
