@@ -7,10 +7,8 @@ import Symbols
 
 /// In-process micro-benchmarks of nstrace's hot paths, with google/swift-benchmark: relocating an
 /// instruction (per breakpoint set, and per hit under the step strategy's emulation), symbol lookup
-/// (start-up, and every return site and stack frame), formatting an event (every event).
-///
-/// The renderers live in the CLI executable, which another executable cannot link; Rendering/ holds
-/// symbolic links to their source files, compiled into this target as they are.
+/// (start-up, and every return site and stack frame). Events per second from records to bytes are
+/// `nstrace-bench render`'s.
 enum MicroBenchmarks {
     static func settings(quick: Bool) -> [BenchmarkSetting] {
         [MinTime(seconds: quick ? 0.2 : 1.0), TimeUnit(.ns), Quiet(true)]
@@ -29,7 +27,7 @@ enum MicroBenchmarks {
     static func run(programs: Programs, settings: [BenchmarkSetting]) throws -> [Result] {
         // What the harness itself costs per iteration (two clock reads): the floor of every figure.
         let harness = BenchmarkSuite(name: "harness") { $0.benchmark("an empty iteration") { blackHole(0) } }
-        let suites = [harness, try relocation(), try symbols(programs), try formatting(programs)]
+        let suites = [harness, try relocation(), try symbols(programs)]
         var runner = BenchmarkRunner(suites: suites, settings: settings)
         try runner.run()
         return runner.results.map { r in
@@ -99,35 +97,6 @@ enum MicroBenchmarks {
             }
         }
     }
-
-    // MARK: Formatting an event
-
-    static func formatting(_ programs: Programs) throws -> BenchmarkSuite {
-        let library = try ProcessImage(file: programs.signatureLibrary)
-        guard let handle = library.functions(matching: try NamePattern("^nsb_handle$")).first else {
-            throw BenchError("nsb_handle not found in \(programs.signatureLibrary)")
-        }
-        let function = TracedFunction(name: handle.name, module: "libsignature.so", address: 0x7f12_3456_1130,
-                                      signature: library.signature(of: handle))
-        let arguments: [ArgumentValue] = [
-            .signed(3), .string(Array("item=42 qty=7\tnote=\"rush\"".utf8), truncated: false, address: 0x7ffc_1234_5678),
-            .pointer(0x5555_5555_a2c0), .unsigned(1024), .float(0.15),
-        ]
-        let call = TraceEvent(timestamp: 1_795_447_206_217_413_034, pid: 4242, tid: 4247,
-                              kind: .call(function: function, depth: 2, arguments: arguments, stack: []))
-        let ret = TraceEvent(timestamp: 1_795_447_206_217_463_034, pid: 4242, tid: 4247,
-                             kind: .ret(function: function, depth: 2, value: .float(1537.5), duration: 50_000))
-        let devNull = try Output(path: "/dev/null")
-        let text = TextRenderer(output: devNull, options: .init(timestamps: true, durations: true, colour: false))
-        let json = JSONLinesRenderer(output: devNull)
-        return BenchmarkSuite(name: "format") { suite in
-            suite.benchmark("JSON Lines: call with 5 arguments (encode)") { blackHole(JSONLinesRenderer.encode(call)) }
-            suite.benchmark("JSON Lines: return (encode)") { blackHole(JSONLinesRenderer.encode(ret)) }
-            suite.benchmark("JSON Lines: call, written to /dev/null") { json.render(call) }
-            suite.benchmark("text: call with 5 arguments, written to /dev/null") { text.render(call) }
-            suite.benchmark("text: return with duration, written to /dev/null") { text.render(ret) }
-        }
-    }
 }
 
 @inline(never)
@@ -139,7 +108,7 @@ func blackHole<T>(_ value: T) {
 struct MicroCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "micro",
-        abstract: "Only the in-process micro-benchmarks (relocating, symbol lookup, formatting).")
+        abstract: "Only the in-process micro-benchmarks (relocating, symbol lookup).")
 
     @OptionGroup var arguments: BenchmarkArguments
 
