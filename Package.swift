@@ -30,6 +30,9 @@ let package = Package(
             linkerSettings: [.linkedLibrary("dw"), .linkedLibrary("elf")]
         ),
 
+        // The commit `nstrace --version` names, set by Scripts/package with -Xcc (see its header).
+        .target(name: "CBuildInfo"),
+
         .target(name: "Symbols", dependencies: ["CElfutils", "CShim"]),
         .target(name: "Relocator", dependencies: ["CCapstone"]),
         // Dynamic exclusivity checks cost the engine's per-record path a tenth of its time (measured with
@@ -39,7 +42,7 @@ let package = Package(
         .executableTarget(
             name: "CLI",
             dependencies: [
-                "Symbols", "Relocator", "NonStop",
+                "Symbols", "Relocator", "NonStop", "CBuildInfo",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
