@@ -1,6 +1,12 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+// Scripts/package sets NSTRACE_COMMIT to the commit it builds; a plain `swift build` needs no git and
+// leaves it empty. Nothing but ASCII letters, digits and "-" gets into the C string.
+let buildCommit = String((Context.environment["NSTRACE_COMMIT"] ?? "").filter {
+    $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-")
+})
+
 let package = Package(
     name: "nstrace",
     products: [
@@ -30,8 +36,8 @@ let package = Package(
             linkerSettings: [.linkedLibrary("dw"), .linkedLibrary("elf")]
         ),
 
-        // The commit `nstrace --version` names, set by Scripts/package with -Xcc (see its header).
-        .target(name: "CBuildInfo"),
+        // The commit `nstrace --version` names; see buildCommit.
+        .target(name: "CBuildInfo", cSettings: [.define("NSTRACE_COMMIT", to: "\"\(buildCommit)\"")]),
 
         .target(name: "Symbols", dependencies: ["CElfutils", "CShim"]),
         .target(name: "Relocator", dependencies: ["CCapstone"]),
