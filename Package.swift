@@ -56,6 +56,8 @@ let package = Package(
         .testTarget(name: "SymbolsTests", dependencies: ["Symbols", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["CLI", "TestSupport"]),
         .testTarget(name: "NonStopTests", dependencies: ["Symbols", "TestSupport"]),
+        // Builds the release tarball (Scripts/package) and runs it with the toolchain hidden.
+        .testTarget(name: "ReleaseTests", dependencies: ["TestSupport"]),
         .testTarget(
             name: "RelocatorTests",
             dependencies: ["Relocator", "Symbols", "NonStop", "CShim", "TestSupport", "OracleSupport"]
