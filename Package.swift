@@ -1,6 +1,12 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+// Scripts/package sets NSTRACE_COMMIT to the commit it builds; a plain `swift build` needs no git and
+// leaves it empty. Nothing but ASCII letters, digits and "-" gets into the C string.
+let buildCommit = String((Context.environment["NSTRACE_COMMIT"] ?? "").filter {
+    $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-")
+})
+
 let package = Package(
     name: "nstrace",
     products: [
@@ -30,6 +36,9 @@ let package = Package(
             linkerSettings: [.linkedLibrary("dw"), .linkedLibrary("elf")]
         ),
 
+        // The commit `nstrace --version` names; see buildCommit.
+        .target(name: "CBuildInfo", cSettings: [.define("NSTRACE_COMMIT", to: "\"\(buildCommit)\"")]),
+
         .target(name: "Symbols", dependencies: ["CElfutils", "CShim"]),
         .target(name: "Relocator", dependencies: ["CCapstone"]),
         // Dynamic exclusivity checks cost the engine's per-record path a tenth of its time (measured with
@@ -39,7 +48,7 @@ let package = Package(
         .executableTarget(
             name: "CLI",
             dependencies: [
-                "Symbols", "Relocator", "NonStop", "CShim",
+                "Symbols", "Relocator", "NonStop", "CShim", "CBuildInfo",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             // The renderers write every event byte by byte through one buffer: dynamic exclusivity checks
@@ -50,6 +59,8 @@ let package = Package(
         .testTarget(name: "SymbolsTests", dependencies: ["Symbols", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["CLI", "TestSupport"]),
         .testTarget(name: "NonStopTests", dependencies: ["Symbols", "TestSupport"]),
+        // Builds the release tarball (Scripts/package) and runs it with the toolchain hidden.
+        .testTarget(name: "ReleaseTests", dependencies: ["TestSupport"]),
         .testTarget(
             name: "RelocatorTests",
             dependencies: ["Relocator", "Symbols", "NonStop", "CShim", "TestSupport", "OracleSupport"]

@@ -6,6 +6,7 @@ struct NSTrace: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "nstrace",
         abstract: "Non-stop function tracer for Linux x86-64.",
+        version: Version.description,
         subcommands: [TraceCommand.self, ListCommand.self],
         defaultSubcommand: TraceCommand.self
     )
