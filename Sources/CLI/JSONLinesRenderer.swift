@@ -5,9 +5,8 @@ final class JSONLinesRenderer: Renderer {
     private let output: Output
     /// Per function number, the fields a call shows before its arguments — `"function":…,"module":…,
     /// "address":…` — and each parameter's `{"name":…,"type":…,"value":`; a return's first two fields.
-    private var callFields: [[UInt8]] = []
-    private var returnFields: [[UInt8]] = []
-    private var parameters: [[[UInt8]]] = []
+    private var functions: [FunctionText] = []
+    private var lastIDs: (pid: Int32, tid: Int32, text: [UInt8]) = (0, 0, Array(",\"pid\":0,\"tid\":0".utf8))
 
     init(output: Output) {
         self.output = output
@@ -15,38 +14,38 @@ final class JSONLinesRenderer: Renderer {
 
     func render(_ event: Event, _ batch: BatchContext) {
         let o = output
-        o.append("{\"event\":\"" as StaticString)
-        o.append(event.kind.name)
-        o.append("\",\"ts_ns\":" as StaticString)
-        o.decimal(event.timestamp)
-        o.append(",\"pid\":" as StaticString)
-        o.decimal(event.pid)
-        o.append(",\"tid\":" as StaticString)
-        o.decimal(event.tid)
+        o.append(JSONLinesRenderer.opening(event.kind))
+        o.timestamp(event.timestamp)
+        // Events come in runs of one thread's: its ids are written once per run.
+        if event.pid != lastIDs.pid || event.tid != lastIDs.tid {
+            lastIDs = (event.pid, event.tid, Array(",\"pid\":\(event.pid),\"tid\":\(event.tid)".utf8))
+        }
+        o.append(lastIDs.text)
         if let goroutine = event.goroutineID {
             o.append(",\"goid\":" as StaticString)
             o.decimal(goroutine)
         }
         switch event.kind {
         case .call:
-            let id = learn(event, batch)
-            if id >= 0 { o.append(callFields[id]) }
+            let text = learn(event, batch)
+            text?.write(0, to: o)
             o.append(",\"depth\":" as StaticString)
             o.decimal(event.depth)
             o.append(",\"args\":[" as StaticString)
-            var values = batch.values(of: event)
-            for (i, parameter) in (id >= 0 ? parameters[id] : []).enumerated() {
-                guard let value = values.next() else { break }
-                if i > 0 { o.byte(UInt8(ascii: ",")) }
-                o.append(parameter)
-                o.json(value)
-                o.byte(UInt8(ascii: "}"))
+            if let text {
+                var values = batch.values(of: event)
+                for i in 0..<text.parameters {
+                    guard let value = values.next() else { break }
+                    if i > 0 { o.byte(UInt8(ascii: ",")) }
+                    text.write(2 &+ i, to: o)
+                    o.json(value)
+                    o.byte(UInt8(ascii: "}"))
+                }
             }
             o.byte(UInt8(ascii: "]"))
             if case .stack(let frames) = batch.detail(of: event), !frames.isEmpty { stack(frames) }
         case .ret:
-            let id = learn(event, batch)
-            if id >= 0 { o.append(returnFields[id]) }
+            learn(event, batch)?.write(1, to: o)
             o.append(",\"depth\":" as StaticString)
             o.decimal(event.depth)
             o.append(",\"retval\":" as StaticString)
@@ -55,8 +54,7 @@ final class JSONLinesRenderer: Renderer {
             o.append(",\"duration_ns\":" as StaticString)
             o.decimal(event.duration)
         case .unwound:
-            let id = learn(event, batch)
-            if id >= 0 { o.append(returnFields[id]) }
+            learn(event, batch)?.write(1, to: o)
             o.append(",\"depth\":" as StaticString)
             o.decimal(event.depth)
             o.append(",\"duration_ns\":" as StaticString)
@@ -128,29 +126,47 @@ final class JSONLinesRenderer: Renderer {
         o.byte(UInt8(ascii: "]"))
     }
 
-    /// The event's function number, its fields encoded the first time; -1 for none.
-    private func learn(_ event: Event, _ batch: BatchContext) -> Int {
+    /// The event's function's text, encoded the first time it is seen; nil for none.
+    private func learn(_ event: Event, _ batch: BatchContext) -> FunctionText? {
         let id = Int(event.function)
-        guard id >= 0 else { return -1 }
-        while callFields.count <= id, let function = batch.functions[Int32(callFields.count)] {
+        guard id >= 0 else { return nil }
+        while functions.count <= id, let function = batch.functions[Int32(functions.count)] {
             var common = JSONWriter()
             common.field("function", function.name)
             common.field("module", function.module)
             var call = common
             call.field("address", hex(function.address))
-            callFields.append(Array(call.members.utf8))
-            returnFields.append(Array(common.members.utf8))
-            parameters.append((function.signature?.parameters ?? []).map { parameter in
+            let parameters = (function.signature?.parameters ?? []).map { parameter in
                 var p = JSONWriter()
                 p.field("name", parameter.name)
                 p.field("type", parameter.type.name)
-                return Array((p.text + ",\"value\":").utf8)
-            })
+                return p.text + ",\"value\":"
+            }
+            functions.append(FunctionText([call.members, common.members] + parameters, parameters: parameters.count))
         }
-        return id < callFields.count ? id : -1
+        return id < functions.count ? functions[id] : nil
     }
 
     func flush() { output.flush() }
 
     func finish() { output.flush() }
+
+    /// `{"event":"…","ts_ns":` for each kind of event.
+    private static func opening(_ kind: Event.Kind) -> StaticString {
+        switch kind {
+        case .call: return #"{"event":"call","ts_ns":"#
+        case .ret: return #"{"event":"return","ts_ns":"#
+        case .unwound: return #"{"event":"unwound","ts_ns":"#
+        case .threadStart: return #"{"event":"thread_start","ts_ns":"#
+        case .threadExit: return #"{"event":"thread_exit","ts_ns":"#
+        case .signal: return #"{"event":"signal","ts_ns":"#
+        case .fork: return #"{"event":"fork","ts_ns":"#
+        case .exec: return #"{"event":"exec","ts_ns":"#
+        case .exit: return #"{"event":"exit","ts_ns":"#
+        case .attach: return #"{"event":"attach","ts_ns":"#
+        case .detach: return #"{"event":"detach","ts_ns":"#
+        case .lost: return #"{"event":"lost","ts_ns":"#
+        case .notice: return #"{"event":"notice","ts_ns":"#
+        }
+    }
 }

@@ -39,6 +39,32 @@ final class FunctionTable {
     var count: Int { functions.count }
 }
 
+/// Pieces of text a renderer writes for one function (its name, its parameters' names, …), encoded
+/// once, kept in one block: writing piece `i` takes no reference count per piece.
+final class FunctionText {
+    private let bytes: [UInt8]
+    private let ends: [Int]
+    /// How many of the pieces are its parameters' (the last ones).
+    let parameters: Int
+
+    init(_ pieces: [String], parameters: Int) {
+        var bytes: [UInt8] = [], ends: [Int] = []
+        for piece in pieces {
+            bytes += piece.utf8
+            ends.append(bytes.count)
+        }
+        self.bytes = bytes
+        self.ends = ends
+        self.parameters = parameters
+    }
+
+    func write(_ piece: Int, to output: Output) {
+        guard piece >= 0, piece < ends.count else { return }
+        let start = piece == 0 ? 0 : ends[piece &- 1]
+        bytes.withUnsafeBytes { output.append(UnsafeRawBufferPointer(rebasing: $0[start..<ends[piece]])) }
+    }
+}
+
 /// Buffered output to stderr or a file, built byte by byte (no string per event) and written in large
 /// pieces; a failed write asks the engine to stop (and detach).
 final class Output {
@@ -91,11 +117,23 @@ final class Output {
         text.withUTF8 { append(UnsafeRawBufferPointer($0)) }
     }
 
+    @inline(__always)
     func append(_ text: StaticString) {
         append(UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
     }
 
+    @inline(__always)
     func append(_ bytes: UnsafeRawBufferPointer) {
+        // Most pieces are a few bytes: a loop costs less than a call to memmove.
+        if bytes.count <= 16, capacity &- count >= 16 {
+            for (i, b) in bytes.enumerated() { buffer[count &+ i] = b }
+            count &+= bytes.count
+            return
+        }
+        appendLarge(bytes)
+    }
+
+    private func appendLarge(_ bytes: UnsafeRawBufferPointer) {
         if capacity - count < bytes.count {
             drain(making: bytes.count)
             if bytes.count > capacity {
@@ -119,16 +157,55 @@ final class Output {
     }
 
     func decimal(_ value: UInt64) {
-        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: room for 20 digits
-        withUnsafeMutableBytes(of: &digits) { scratch in
-            var v = value, i = 24
-            repeat {
-                i -= 1
-                scratch[i] = UInt8(truncatingIfNeeded: v % 10) &+ 0x30
-                v /= 10
-            } while v > 0
-            append(UnsafeRawBufferPointer(rebasing: scratch[i...]))
+        if value < 10 { return byte(0x30 &+ UInt8(truncatingIfNeeded: value)) }
+        if capacity &- count < 20 { drain() }
+        let length = Output.digitCount(value)
+        digits(value, length, at: count)
+        count &+= length
+    }
+
+    /// A timestamp in nanoseconds: its seconds' digits (the same for thousands of events in a row) are
+    /// kept from the last one, the nine digits of nanoseconds written two at a time.
+    func timestamp(_ ns: UInt64) {
+        let seconds = ns / 1_000_000_000
+        if seconds != lastSeconds {
+            lastSeconds = seconds
+            lastSecondsText = Array(String(seconds).utf8)
         }
+        if seconds > 0 {
+            append(lastSecondsText)
+            if capacity &- count < 9 { drain() }
+            digits(ns % 1_000_000_000, 9, at: count)
+            count &+= 9
+        } else {
+            decimal(ns)
+        }
+    }
+
+    private var lastSeconds: UInt64 = .max
+    private var lastSecondsText: [UInt8] = []
+
+    /// The `length` last decimal digits of `value` at `offset`, two at a time.
+    @inline(__always)
+    private func digits(_ value: UInt64, _ length: Int, at offset: Int) {
+        var v = value, i = offset &+ length
+        while i &- offset >= 2 {
+            let pair = v % 100
+            v /= 100
+            i &-= 2
+            buffer[i] = 0x30 &+ UInt8(truncatingIfNeeded: pair / 10)
+            buffer[i &+ 1] = 0x30 &+ UInt8(truncatingIfNeeded: pair % 10)
+        }
+        if i > offset { buffer[offset] = 0x30 &+ UInt8(truncatingIfNeeded: v % 10) }
+    }
+
+    private static func digitCount(_ value: UInt64) -> Int {
+        var n = 1, bound: UInt64 = 10
+        while n < 20, value >= bound {
+            n &+= 1
+            bound = bound &* 10
+        }
+        return n
     }
 
     func decimal(_ value: Int32) { decimal(Int64(value)) }

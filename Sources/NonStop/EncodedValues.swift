@@ -1,3 +1,5 @@
+import Symbols
+
 /// Argument and return values packed into one byte buffer per batch of events, so that a call with
 /// five arguments costs a few appends rather than an array, its elements and their strings: no
 /// allocation, no reference counting. Renderers read them back in place (`EncodedValues`), without
@@ -127,6 +129,22 @@ public struct ValueArena: @unchecked Sendable {
     }
 
     mutating func appendUnavailable() { put(.unavailable) }
+
+    /// A value held whole in a word, as `ValueType.scalar` reads it, with no `ArgumentValue` between.
+    mutating func appendScalar(_ bits: UInt64, kind: ValueType.Kind, byteSize: Int) {
+        let size = min(max(byteSize, 1), 8)
+        let masked = size == 8 ? bits : bits & ((1 << (8 * UInt64(size))) - 1)
+        switch kind {
+        case .signed, .enumeration:
+            let shift = UInt64(64 - 8 * size)
+            appendSigned(Int64(bitPattern: masked << shift) >> Int64(shift))
+        case .unsigned: appendUnsigned(masked)
+        case .pointer: appendPointer(bits)
+        case .float where byteSize == 8: appendFloat(Double(bitPattern: bits))
+        case .float where byteSize == 4: appendFloat(Double(Float(bitPattern: UInt32(truncatingIfNeeded: bits))))
+        default: append(ValueType.scalar(bits, kind: kind, byteSize: byteSize) ?? .unavailable)
+        }
+    }
 
     mutating func appendBadString(address: UInt64) {
         put(.badString)

@@ -86,7 +86,7 @@ extension Engine {
     /// An entry record: the call, with its arguments read from the record when `values` is given.
     func recordedEntry(_ function: TracedFunction, _ m: ThreadMoment, values: RecordValues?, probe: InlineProbe) {
         let depth = enter(function, m, returnAddress: 0)
-        let maxString = configuration.maxStringLength
+        let maxString = self.maxString
         if let values {
             emitTraced(.call, m.process, m.tid, function: function, depth: depth, goroutine: m.goroutine?.id, at: m.time) { arena in
                 values.encode(probe.values, of: function.signature?.parameters ?? [], maxString: maxString, into: &arena)
@@ -139,12 +139,13 @@ extension Engine {
     /// memory, so that a record costs no allocation).
     private func closeFrames(_ m: ThreadMoment, _ value: ReturnValue) {
         close(closedFrames, m, value)
-        closedFrames.removeAll(keepingCapacity: true)
+        // One or two frames, as a rule: removed one by one, which costs less than a general removal.
+        while !closedFrames.isEmpty { closedFrames.removeLast() }
     }
 
     /// Reports closed frames, innermost first: returned (with the value) or unwound.
     private func close(_ closed: [ShadowStack.Closed], _ o: ThreadMoment, _ value: ReturnValue) {
-        let maxString = configuration.maxStringLength
+        let maxString = self.maxString
         for (frame, depth, returned) in closed {
             if frame.tailPending { o.process.space.inline?.ring.tailCallReturned(tid: o.tid) }
             let duration = elapsed(from: frame.start, to: o.time)
@@ -161,15 +162,24 @@ extension Engine {
                 emit(o.process, o.tid, .ret(function: frame.function, depth: depth, value: read(frame.function), duration: duration),
                      goroutine: o.goroutine?.id, at: o.time)
             case .record(let values, let probe):
-                let signature = frame.function.signature
+                let function = frame.function
                 // The probe's own function returns (its slots fit); a function that tail-called into it
                 // returns the same registers, read as its own signature says.
-                var own = false
-                if case .exit(let function) = probe.role, function === frame.function, signature?.results.count == 1 { own = true }
-                emitTraced(.ret, o.process, o.tid, function: frame.function, depth: depth, duration: duration,
-                           goroutine: o.goroutine?.id, at: o.time) { arena in
-                    own ? values.encode(probe.values, of: signature?.results ?? [], maxString: maxString, into: &arena)
-                        : values.encodeResult(of: signature, maxString: maxString, into: &arena)
+                if probe.returns === function {
+                    guard !probe.values.isEmpty else {
+                        emitTraced(.ret, o.process, o.tid, function: function, depth: depth, duration: duration,
+                                   goroutine: o.goroutine?.id, at: o.time, encode: nil)
+                        continue
+                    }
+                    emitTraced(.ret, o.process, o.tid, function: function, depth: depth, duration: duration,
+                               goroutine: o.goroutine?.id, at: o.time) { arena in
+                        values.encode(probe.values, of: function.signature?.results ?? [], maxString: maxString, into: &arena)
+                    }
+                } else {
+                    emitTraced(.ret, o.process, o.tid, function: function, depth: depth, duration: duration,
+                               goroutine: o.goroutine?.id, at: o.time) { arena in
+                        values.encodeResult(of: function.signature, maxString: maxString, into: &arena)
+                    }
                 }
             }
         }

@@ -126,7 +126,7 @@ extension Engine {
         // Values read only for renderers that show them (a summary does not): then nothing of the
         // record is read past its header (and the goroutine's fields, in Go).
         let values = configuration.decodesValues || probe.go != nil
-            ? RecordValues(captures: probe.captures, offsets: probe.offsets, record: record) : nil
+            ? RecordValues(probe: probe, record: record) : nil
         var goroutine: CallContext.Goroutine?
         var stackPointer = record.stackPointer
         if let go = probe.go, let values, let g = values.word(of: .register(.r14)),
@@ -145,7 +145,7 @@ extension Engine {
         case .watchedReturn: tailCalleeReturned(moment, ReturnValue(decoded, probe))
         case .linkMap(let rDebug):
             pendingLinkMaps.append(LinkMapChange(trace: trace, process: owner, rDebug: rDebug,
-                                                 ticket: RecordValues(captures: probe.captures, offsets: probe.offsets, record: record)
+                                                 ticket: RecordValues(probe: probe, record: record)
                                                      .word(of: .ticket) ?? 0))
         }
     }

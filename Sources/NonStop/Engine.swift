@@ -80,6 +80,8 @@ public final class EngineStatus: @unchecked Sendable {
 /// launched the tracees: the kernel accepts ptrace requests only from the tracing thread.
 public final class Engine {
     let configuration: EngineConfiguration
+    /// `configuration.maxStringLength`, read per value.
+    let maxString: Int
     let events: EventQueue
     let decoder: Decoder
     var processes: [pid_t: TracedProcess] = [:]
@@ -123,6 +125,7 @@ public final class Engine {
 
     public init(configuration: EngineConfiguration, events: EventQueue, status: EngineStatus = EngineStatus()) throws {
         self.configuration = configuration
+        maxString = configuration.maxStringLength
         self.events = events
         self.status = status
         decoder = try Decoder()

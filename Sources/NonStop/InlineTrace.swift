@@ -105,8 +105,11 @@ final class InlineProbe {
     /// The goroutine fields captured first in Go code (g, goid, stack top).
     let go: GoRuntime?
 
-    /// How its records' values are read: an entry's arguments, an exit's result (of its own function).
+    /// How its records' values are read: an entry's arguments, an exit's result (of its own function,
+    /// `returns`; a function that tail-called into it reads the same registers its own way). Empty when
+    /// the function has no result, or no value is shown.
     let values: [ValueSlot]
+    let returns: TracedFunction?
 
     init(role: Role, captures: [Capture], go: GoRuntime?) {
         self.role = role
@@ -115,9 +118,17 @@ final class InlineProbe {
         slots = RecordLayout.slots(for: captures)
         self.go = go
         switch role {
-        case .entry(let function): values = ValueSlot.plan(function.signature?.parameters ?? [], captures: captures, offsets: offsets)
-        case .exit(let function): values = ValueSlot.plan(function.signature?.results ?? [], captures: captures, offsets: offsets)
-        case .tailCall, .watchedReturn, .linkMap: values = []
+        case .entry(let function):
+            values = ValueSlot.plan(function.signature?.parameters ?? [], captures: captures, offsets: offsets)
+            returns = nil
+        case .exit(let function):
+            // Several results are read as a tuple, by ArgumentReader.
+            let results = function.signature?.results ?? []
+            values = results.count == 1 ? ValueSlot.plan(results, captures: captures, offsets: offsets) : []
+            returns = results.count > 1 ? nil : function
+        case .tailCall, .watchedReturn, .linkMap:
+            values = []
+            returns = nil
         }
     }
 }

@@ -79,9 +79,12 @@ struct CapturePlan {
 
 /// The values one record holds, laid out as its probe's captures say, read like a stopped thread's.
 struct RecordValues: ValueSource {
-    let captures: [Capture]
-    let offsets: [Int]
+    /// Its probe, which says how the record is laid out (one reference, not two arrays, to copy).
+    let probe: InlineProbe
     let record: EventRing.Record
+
+    var captures: [Capture] { probe.captures }
+    var offsets: [Int] { probe.offsets }
 
     var stackPointer: UInt64 { record.stackPointer }
 
@@ -206,13 +209,13 @@ extension RecordValues {
     /// Encodes values straight from the record into `arena`, as `slots` (made for these parameters and
     /// this record layout) say: numbers, pointers, floats and C strings read in place, with no array
     /// made; other kinds through `ArgumentReader`. The values are the same either way.
-    func encode(_ slots: [ValueSlot], of parameters: [Parameter], maxString: Int, into arena: inout ValueArena) -> Int {
+    func encode(_ slots: [ValueSlot], of parameters: @autoclosure () -> [Parameter], maxString: Int, into arena: inout ValueArena) -> Int {
         for slot in slots {
             switch slot {
             case .scalar(let offset, let kind, let byteSize):
-                arena.append(ValueType.scalar(record.u64(offset), kind: kind, byteSize: byteSize) ?? .unavailable)
+                arena.appendScalar(record.u64(offset), kind: kind, byteSize: byteSize)
             case .float(let offset, let byteSize):
-                arena.append(ValueType.scalar(record.u64(offset), kind: .float, byteSize: byteSize) ?? .unavailable)
+                arena.appendScalar(record.u64(offset), kind: .float, byteSize: byteSize)
             case .cString(let offset, let copy, let maxBytes):
                 let address = record.u64(offset)
                 if address == 0 {
@@ -223,6 +226,7 @@ extension RecordValues {
                     arena.appendBadString(address: address)
                 }
             case .other(let index):
+                let parameters = parameters()
                 guard index < parameters.count else { arena.appendUnavailable(); continue }
                 var reader = ArgumentReader(self, maxString: maxString)
                 arena.append(reader.value(of: parameters[index].type, at: parameters[index].location))

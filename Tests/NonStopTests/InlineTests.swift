@@ -83,20 +83,40 @@ import TestSupport
         #expect(!summary.contains("lost"), "\(summary.prefix(400))")
     }
 
-    @Test func aFullRingCountsEveryCallItCouldNotRecord() throws {
+    /// A million calls, as fast as four threads make them, into JSON Lines and into a summary: what is
+    /// seen and what is counted lost (by the pads when the ring is full, by nstrace when its output
+    /// falls behind) add up to every call made, in both.
+    @Test func aMillionCallsAreSeenOrCountedLostInJSONAndInTheSummary() throws {
         let binary = try values(cet: true)
         let trace = file("hot-lossy.jsonl")
-        let result = try nstrace(["--strategy", "inline", "--json", "-o", trace, "^vx_hot$", "--", binary, "hot", "4", "200000"],
-                                 timeout: 300)
+        let result = try nstrace(["--strategy", "inline", "--json", "-o", trace, "^vx_hot$", "--", binary, "hot", "4", "250000"],
+                                 timeout: 600)
         #expect(result.status == 0, "\(result)")
         #expect(result.stdoutLines.contains("wrong 0"))
-        let log = try TraceLog(file: trace)
-        let lostCalls = log.of("lost").compactMap { $0["calls"] as? Int }.reduce(0, +)
+        let tally = try TraceTally(file: trace)
+        try? FileManager.default.removeItem(atPath: trace)
         // Seen and lost are counted apart, by nstrace and by the pads: together, every call made.
-        #expect((log.calls()["vx_hot"] ?? 0) + lostCalls == 800_000, "seen \(log.calls()["vx_hot"] ?? 0), lost \(lostCalls)")
-        if lostCalls > 0 {
+        let seen = tally.calls["vx_hot"] ?? 0
+        #expect(seen > 0)
+        #expect(seen + tally.lostCalls == 1_000_000, "seen \(seen), lost \(tally.lostCalls)")
+        #expect((tally.returns["vx_hot"] ?? 0) + tally.lostReturns == 1_000_000)
+        if tally.lostCalls > 0 {
             #expect(result.stderr.contains("events lost"), "the exit notice: \(result.stderr)")
         }
+
+        let summaryFile = file("hot-lossy.txt")
+        let summaryRun = try nstrace(["--strategy", "inline", "-c", "-o", summaryFile, "^vx_hot$", "--", binary, "hot", "4", "250000"],
+                                     timeout: 600)
+        #expect(summaryRun.status == 0, "\(summaryRun)")
+        let summary = try String(contentsOfFile: summaryFile, encoding: .utf8)
+        let row = summary.split(separator: "\n").first { $0.hasPrefix("vx_hot ") }
+        let calls = row?.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap { Int($0) } ?? -1
+        // "N events lost (C calls, R returns): cause" for each cause.
+        let lostCalls = summary.split(separator: "\n").compactMap { line -> Int? in
+            guard line.contains("events lost ("), let open = line.firstIndex(of: "(") else { return nil }
+            return Int(line[line.index(after: open)...].prefix { $0.isNumber })
+        }.reduce(0, +)
+        #expect(calls + lostCalls == 1_000_000, "\(summary.prefix(600))")
     }
 
     /// With every traced site a window, nothing of nstrace's can kill the program: its pads go on

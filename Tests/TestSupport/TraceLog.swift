@@ -45,6 +45,59 @@ public struct TraceLog {
     }
 }
 
+/// A JSON Lines trace too large to parse whole (millions of events): calls and returns counted per
+/// function from each line's first fields as nstrace writes them, `lost` events parsed.
+public struct TraceTally {
+    public private(set) var calls: [String: Int] = [:]
+    public private(set) var returns: [String: Int] = [:]
+    public private(set) var lost: [[String: Any]] = []
+    /// Lines that are neither: other events, or lines this reader does not recognise.
+    public private(set) var others = 0
+
+    public init(file: String) throws {
+        guard let handle = FileHandle(forReadingAtPath: file) else { throw TraceTallyError(file: file) }
+        defer { try? handle.close() }
+        var pending: [UInt8] = []
+        while let chunk = try handle.read(upToCount: 16 << 20), !chunk.isEmpty {
+            pending += chunk
+            var start = 0
+            while let end = pending[start...].firstIndex(of: 0x0a) {
+                count(pending[start..<end])
+                start = end + 1
+            }
+            pending.removeFirst(start)
+        }
+        if !pending.isEmpty { count(pending[...]) }
+    }
+
+    public var lostCalls: Int { lost.compactMap { $0["calls"] as? Int }.reduce(0, +) }
+    public var lostReturns: Int { lost.compactMap { $0["returns"] as? Int }.reduce(0, +) }
+
+    private mutating func count(_ line: ArraySlice<UInt8>) {
+        let text = String(decoding: line, as: UTF8.self)
+        if text.hasPrefix(#"{"event":"call","#) {
+            calls[TraceTally.function(in: text), default: 0] += 1
+        } else if text.hasPrefix(#"{"event":"return","#) {
+            returns[TraceTally.function(in: text), default: 0] += 1
+        } else if text.hasPrefix(#"{"event":"lost","#),
+                  let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] {
+            lost.append(object)
+        } else {
+            others += 1
+        }
+    }
+
+    private static func function(in line: String) -> String {
+        guard let key = line.range(of: #""function":""#), let end = line[key.upperBound...].firstIndex(of: "\"") else { return "?" }
+        return String(line[key.upperBound..<end])
+    }
+}
+
+struct TraceTallyError: Error, CustomStringConvertible {
+    let file: String
+    var description: String { "cannot read \(file)" }
+}
+
 /// "calls fx_jmp8 2400" lines a fixture prints: function → count.
 public func fixtureCounts(_ output: String, prefix: String = "calls ") -> [String: Int] {
     var counts: [String: Int] = [:]
