@@ -125,7 +125,7 @@ extension Engine {
         }
         // Values read only for renderers that show them (a summary does not): then nothing of the
         // record is read past its header (and the goroutine's fields, in Go).
-        let values = configuration.decodesValues || probe.go != nil
+        let values = decodesValues || probe.go != nil
             ? RecordValues(probe: probe, record: record) : nil
         var goroutine: CallContext.Goroutine?
         var stackPointer = record.stackPointer
@@ -136,7 +136,7 @@ extension Engine {
             stackPointer = CallContext.goroutineScale(sp: stackPointer, stackHigh: high)
         }
         let time = clock.nanoseconds(at: record.tsc)
-        let decoded = configuration.decodesValues ? values : nil
+        let decoded = decodesValues ? values : nil
         let moment = ThreadMoment(process: owner, tid: tid, goroutine: goroutine, stackPointer: stackPointer, time: time)
         switch probe.role {
         case .entry(let function): recordedEntry(function, moment, values: decoded, probe: probe)

@@ -80,8 +80,9 @@ public final class EngineStatus: @unchecked Sendable {
 /// launched the tracees: the kernel accepts ptrace requests only from the tracing thread.
 public final class Engine {
     let configuration: EngineConfiguration
-    /// `configuration.maxStringLength`, read per value.
+    /// `configuration.maxStringLength` and `decodesValues`, read per record.
     let maxString: Int
+    let decodesValues: Bool
     let events: EventQueue
     let decoder: Decoder
     var processes: [pid_t: TracedProcess] = [:]
@@ -126,6 +127,7 @@ public final class Engine {
     public init(configuration: EngineConfiguration, events: EventQueue, status: EngineStatus = EngineStatus()) throws {
         self.configuration = configuration
         maxString = configuration.maxStringLength
+        decodesValues = configuration.decodesValues
         self.events = events
         self.status = status
         decoder = try Decoder()
