@@ -14,9 +14,15 @@ final class AddressSpace {
     private var freeSlots: [UInt64] = []
     /// Inline windows written into the code, by their start.
     private(set) var windows: [UInt64: InstalledWindow] = [:]
+    /// The int3s of the jump strategy's trap pads, by address.
+    private(set) var traps: [UInt64: TrapSite] = [:]
+    /// Where the trap pads' relocated instructions came from, by their address in a pad: only the ones
+    /// a signal handler may return to (not inside the bytes the window's jump overwrote).
+    private(set) var padOrigins: [UInt64: UInt64] = [:]
     /// The inline strategy's ring and probes (shared with a fork child nstrace follows).
     var inline: InlineTrace?
-    /// Functions whose inline sites are decided (windows, or int3 fallbacks), by address.
+    /// Functions whose sites are decided as windows (inline pads or trap pads) or int3 fallbacks, by
+    /// address.
     var inlineFunctions: Set<UInt64> = []
     /// Functions whose returns are watched by windows for the traced functions that tail-call them.
     var watchedFunctions: Set<UInt64> = []
@@ -42,6 +48,8 @@ final class AddressSpace {
         space.regions = regions
         space.freeSlots = freeSlots + slots.values
         space.windows = windows.filter { _, installed in installed.isPresent(in: memory) }
+        space.traps = traps
+        space.padOrigins = padOrigins
         space.inline = inline
         space.inlineFunctions = inlineFunctions
         space.watchedFunctions = watchedFunctions
@@ -50,6 +58,11 @@ final class AddressSpace {
     }
 
     func site(at address: UInt64) -> Site? { sites[address] }
+
+    func trap(at address: UInt64) -> TrapSite? { traps[address] }
+
+    /// The program's address of the trap-pad instruction at `address`, where a fault there belongs.
+    func padOrigin(of address: UInt64) -> UInt64? { padOrigins[address] }
 
     /// Code bytes as the program has them: any int3 of ours in the range replaced by its original byte.
     func originalCode(at address: UInt64, count: Int) throws(TraceError) -> [UInt8] {
@@ -87,6 +100,7 @@ final class AddressSpace {
         sites = sites.filter { address, _ in (try? memory.read(address, count: 1)) == [0xcc] }
         trampolines = trampolines.filter { sites[$0.value.address] != nil }
         windows = windows.filter { _, installed in installed.isPresent(in: memory) }
+        traps = traps.filter { windows[$0.value.window] != nil }
     }
 
     // MARK: Inline windows
@@ -97,6 +111,18 @@ final class AddressSpace {
         for patch in patches { try memory.write(patch.bytes, at: patch.address) }
         windows[window.start] = InstalledWindow(window: window, originals: zip(patches, originals).map { ($0.address, $1) },
                                                 patches: patches.map { ($0.address, $0.bytes) })
+    }
+
+    /// Writes a trap pad's window (as `install` does) and records its int3s and where its relocated
+    /// instructions came from. Only while no thread of the address space runs.
+    func install(_ window: InlineWindow, trapPad pad: TrapPad, traps newTraps: [TrapSite],
+                 patches: [(address: UInt64, bytes: [UInt8])], originals: [[UInt8]]) throws(TraceError) {
+        for trap in newTraps { traps[trap.address] = trap }
+        let patchedEnd = window.start &+ UInt64(window.shortJumpSlot == nil ? window.patchLength : 2)
+        for origin in pad.origins where origin.original == window.start || origin.original >= patchedEnd {
+            padOrigins[origin.pad] = origin.original
+        }
+        try install(window, patches: patches, originals: originals)
     }
 
     /// Puts back the code of every window whose jump is still there. Only while no thread runs.

@@ -29,13 +29,13 @@ extension Engine {
             return
         }
         var armed = 0
-        var inline: [Function] = []
+        var inline: [Function] = [], trapped: [Function] = []
         for function in image.functions(matching: configuration.pattern) {
-            if configuration.strategy == .inline {
+            if configuration.strategy == .inline || configuration.strategy == .jump {
                 if function.isIndirect, !process.space.inlineFunctions.contains(function.address) {
                     notice(process, "\(function.name) is a GNU indirect function: this traces its resolver, not the implementation it selects (with libc6-dbg, trace e.g. __\(function.name)_avx2)")
                 }
-                inline.append(function)
+                if configuration.strategy == .jump { trapped.append(function) } else { inline.append(function) }
                 continue
             }
             let isGo = image.goRuntime(in: function.module) != nil
@@ -55,6 +55,7 @@ extension Engine {
             }
         }
         if !inline.isEmpty { try installInline(inline, in: process, image: image, using: thread) }
+        if !trapped.isEmpty { try installTrapped(trapped, in: process, image: image, using: thread) }
         if !process.installed { try watchDynamicLinker(process, image, using: thread) }
         process.installed = true
         DebugLog.log("\(process.pid): \(armed) entry breakpoints armed")
