@@ -95,12 +95,22 @@ final class AddressSpace {
         return restored
     }
 
-    /// Forgets sites whose int3 is gone with its memory (after dlclose).
+    /// The address ranges of modules unmapped since the sites were last checked (dlclose).
+    var vanishedModules: [Range<UInt64>] = []
+
+    /// Forgets the sites, windows and decisions of the modules that are gone (after dlclose): only
+    /// theirs, so a dlopen or dlclose costs what changed, not a read of every site.
     func forgetVanishedSites() {
-        sites = sites.filter { address, _ in (try? memory.read(address, count: 1)) == [0xcc] }
+        guard !vanishedModules.isEmpty else { return }
+        let gone = vanishedModules
+        vanishedModules = []
+        func vanished(_ address: UInt64) -> Bool { gone.contains { $0.contains(address) } }
+        sites = sites.filter { !vanished($0.key) }
         trampolines = trampolines.filter { sites[$0.value.address] != nil }
-        windows = windows.filter { _, installed in installed.isPresent(in: memory) }
+        windows = windows.filter { !vanished($0.key) }
         traps = traps.filter { windows[$0.value.window] != nil }
+        inlineFunctions = inlineFunctions.filter { !vanished($0) }
+        watchedFunctions = watchedFunctions.filter { !vanished($0) }
     }
 
     // MARK: Inline windows
@@ -125,9 +135,14 @@ final class AddressSpace {
         try install(window, patches: patches, originals: originals)
     }
 
-    /// Puts back the code of every window whose jump is still there. Only while no thread runs.
+    /// Puts back the code of every window whose jump is still there, and turns the trap pads' int3s
+    /// into `nop`s: a thread that already jumped into a pad (its RIP, or a signal frame's, anywhere
+    /// before an int3 there) runs through it unstopped once nstrace is gone, instead of dying of a
+    /// SIGTRAP no one catches. Only while no thread runs.
     func restoreWindows() -> Int {
         var restored = 0
+        for trap in traps.values { try? memory.write([0x90], at: trap.address) }
+        traps.removeAll()
         for installed in windows.values where installed.isPresent(in: memory) {
             // The site first: once it is back, nothing jumps to the padding slot any more.
             for (address, bytes) in installed.originals.reversed() where (try? memory.write(bytes, at: address)) != nil {

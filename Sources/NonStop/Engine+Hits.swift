@@ -48,11 +48,15 @@ extension Engine {
     func entered(_ function: TracedFunction, _ thread: TraceeThread, regs: user_regs_struct) throws(TraceError) {
         let process = thread.process
         let context = callContext(thread, regs: regs)
-        var reader = ArgumentReader(StoppedThreadValues(tid: thread.tid, regs: regs, memory: process.space.memory),
+        let memory = process.space.memory
+        // The return address, stack arguments and strings, in one read where they can be.
+        let prefetched = StopPrefetch(memory: memory, regs: regs, signature: function.signature,
+                                      stackBytes: function.returnsSeenAtExits ? 0 : 8, maxString: configuration.maxStringLength)
+        var reader = ArgumentReader(StoppedThreadValues(tid: thread.tid, regs: regs, memory: memory, prefetched: prefetched),
                                     maxString: configuration.maxStringLength)
         let arguments = reader.arguments(function.signature)
         var returnAddress: UInt64 = 0
-        if !function.returnsSeenAtExits, let word = try? process.space.memory.readWord(at: regs.rsp) {
+        if !function.returnsSeenAtExits, let word = prefetched.word(at: regs.rsp) ?? (try? memory.readWord(at: regs.rsp)) {
             returnAddress = word
             _ = try ensureReturnSite(at: word, in: process, using: thread)
         }

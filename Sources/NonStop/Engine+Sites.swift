@@ -16,8 +16,11 @@ extension Engine {
         let image: ProcessImage
         do {
             if let existing = process.image {
+                let before = Set(existing.modules)
                 try existing.refresh()
                 image = existing
+                // A dlclose'd library took its sites with it.
+                process.space.vanishedModules += before.subtracting(existing.modules).map { $0.start..<$0.end }
                 process.unwinder = nil  // it reported the old set of modules
             } else {
                 image = try ProcessImage(pid: process.pid)
@@ -30,7 +33,13 @@ extension Engine {
         }
         var armed = 0
         var inline: [Function] = [], trapped: [Function] = []
-        for function in image.functions(matching: configuration.pattern) {
+        let fresh = image.modules.filter { !process.installedModules.contains($0) }
+        process.installedModules = Set(image.modules)
+        let matching = fresh.flatMap { module in
+            image.functions(in: module).filter { $0.names.contains(where: configuration.pattern.matches) }
+        }
+        DebugLog.log("\(process.pid): \(fresh.count) new modules, \(matching.count) matching functions")
+        for function in matching {
             if configuration.strategy == .inline || configuration.strategy == .jump {
                 if function.isIndirect, !process.space.inlineFunctions.contains(function.address) {
                     notice(process, "\(function.name) is a GNU indirect function: this traces its resolver, not the implementation it selects (with libc6-dbg, trace e.g. __\(function.name)_avx2)")
