@@ -22,6 +22,9 @@ struct Contender {
     let id: ContenderID
     /// Tracer stops per call: what a ptrace tracer pays for (nstrace and ltrace stop at returns too).
     let stopsPerCall: String
+    /// Tracer stops per call as a number, where it is one whole ptrace stop count (not in-process tools,
+    /// not all-stop's interrupts): what per-stop figures divide by.
+    var stopsPerCallCount: Int? { Int(stopsPerCall).flatMap { $0 > 0 ? $0 : nil } }
     /// Why it is not run (a peer that is not installed), or nil.
     let skipReason: String?
     /// The command, given the workload's own command line and a file for the tracer's output.
