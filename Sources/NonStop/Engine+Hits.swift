@@ -45,7 +45,10 @@ extension Engine {
 
     /// A traced function's entry: the call, and — unless its returns are seen at its own `ret`s — a
     /// breakpoint on the return address.
-    func entered(_ function: TracedFunction, _ thread: TraceeThread, regs: user_regs_struct) throws(TraceError) {
+    /// `unwindFrom`: the registers a stack trace starts from when they are not `regs` (a trap pad's stop:
+    /// RIP on the window in the program's code, where its unwind information is).
+    func entered(_ function: TracedFunction, _ thread: TraceeThread, regs: user_regs_struct,
+                 unwindFrom: user_regs_struct? = nil) throws(TraceError) {
         let process = thread.process
         let context = callContext(thread, regs: regs)
         let memory = process.space.memory
@@ -60,7 +63,7 @@ extension Engine {
             returnAddress = word
             _ = try ensureReturnSite(at: word, in: process, using: thread)
         }
-        deliver(Observation(kind: .entry(function, arguments: arguments, stack: stack(of: thread, regs: regs),
+        deliver(Observation(kind: .entry(function, arguments: arguments, stack: stack(of: thread, regs: unwindFrom ?? regs),
                                          returnAddress: returnAddress),
                             process: process, tid: thread.tid, goroutine: context.goroutine,
                             stackPointer: context.stackPointer, time: monotonicNow()))

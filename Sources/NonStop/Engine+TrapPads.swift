@@ -108,7 +108,11 @@ extension Engine {
             case .entry(let function, let stackAdjust):
                 var entryRegs = regs
                 entryRegs.rsp &+= UInt64(bitPattern: Int64(stackAdjust))
-                try entered(function, thread, regs: entryRegs)
+                // Stacks unwind from where the thread is in the program: the window's start, with the
+                // stack as it is there (the first instruction may have pushed).
+                var programRegs = regs
+                programRegs.rip = trap.window
+                try entered(function, thread, regs: entryRegs, unwindFrom: programRegs)
             case .exit(let function):
                 exited(function, thread, regs: regs)
             }
