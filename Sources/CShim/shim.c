@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 #include <elfutils/libdwfl.h>
 
@@ -16,6 +17,11 @@ static sigset_t original_mask;
 static struct sigaction original_sigpipe;
 static struct sigaction original_sigxfsz;
 static int saved_originals;
+
+long nst_process_vm_readv(pid_t pid, const struct iovec *local, unsigned long local_count,
+                          const struct iovec *remote, unsigned long remote_count) {
+    return process_vm_readv(pid, local, local_count, remote, remote_count, 0);
+}
 
 long nst_ptrace(int request, pid_t pid, uintptr_t addr, uintptr_t data) {
     return ptrace((enum __ptrace_request)request, pid, (void *)addr, (void *)data);

@@ -14,9 +14,15 @@ final class AddressSpace {
     private var freeSlots: [UInt64] = []
     /// Inline windows written into the code, by their start.
     private(set) var windows: [UInt64: InstalledWindow] = [:]
+    /// The int3s of the jump strategy's trap pads, by address.
+    private(set) var traps: [UInt64: TrapSite] = [:]
+    /// Where the trap pads' relocated instructions came from, by their address in a pad: only the ones
+    /// a signal handler may return to (not inside the bytes the window's jump overwrote).
+    private(set) var padOrigins: [UInt64: UInt64] = [:]
     /// The inline strategy's ring and probes (shared with a fork child nstrace follows).
     var inline: InlineTrace?
-    /// Functions whose inline sites are decided (windows, or int3 fallbacks), by address.
+    /// Functions whose sites are decided as windows (inline pads or trap pads) or int3 fallbacks, by
+    /// address.
     var inlineFunctions: Set<UInt64> = []
     /// Functions whose returns are watched by windows for the traced functions that tail-call them.
     var watchedFunctions: Set<UInt64> = []
@@ -42,6 +48,8 @@ final class AddressSpace {
         space.regions = regions
         space.freeSlots = freeSlots + slots.values
         space.windows = windows.filter { _, installed in installed.isPresent(in: memory) }
+        space.traps = traps
+        space.padOrigins = padOrigins
         space.inline = inline
         space.inlineFunctions = inlineFunctions
         space.watchedFunctions = watchedFunctions
@@ -50,6 +58,11 @@ final class AddressSpace {
     }
 
     func site(at address: UInt64) -> Site? { sites[address] }
+
+    func trap(at address: UInt64) -> TrapSite? { traps[address] }
+
+    /// The program's address of the trap-pad instruction at `address`, where a fault there belongs.
+    func padOrigin(of address: UInt64) -> UInt64? { padOrigins[address] }
 
     /// Code bytes as the program has them: any int3 of ours in the range replaced by its original byte.
     func originalCode(at address: UInt64, count: Int) throws(TraceError) -> [UInt8] {
@@ -82,11 +95,22 @@ final class AddressSpace {
         return restored
     }
 
-    /// Forgets sites whose int3 is gone with its memory (after dlclose).
+    /// The address ranges of modules unmapped since the sites were last checked (dlclose).
+    var vanishedModules: [Range<UInt64>] = []
+
+    /// Forgets the sites, windows and decisions of the modules that are gone (after dlclose): only
+    /// theirs, so a dlopen or dlclose costs what changed, not a read of every site.
     func forgetVanishedSites() {
-        sites = sites.filter { address, _ in (try? memory.read(address, count: 1)) == [0xcc] }
+        guard !vanishedModules.isEmpty else { return }
+        let gone = vanishedModules
+        vanishedModules = []
+        func vanished(_ address: UInt64) -> Bool { gone.contains { $0.contains(address) } }
+        sites = sites.filter { !vanished($0.key) }
         trampolines = trampolines.filter { sites[$0.value.address] != nil }
-        windows = windows.filter { _, installed in installed.isPresent(in: memory) }
+        windows = windows.filter { !vanished($0.key) }
+        traps = traps.filter { windows[$0.value.window] != nil }
+        inlineFunctions = inlineFunctions.filter { !vanished($0) }
+        watchedFunctions = watchedFunctions.filter { !vanished($0) }
     }
 
     // MARK: Inline windows
@@ -99,9 +123,26 @@ final class AddressSpace {
                                                 patches: patches.map { ($0.address, $0.bytes) })
     }
 
-    /// Puts back the code of every window whose jump is still there. Only while no thread runs.
+    /// Writes a trap pad's window (as `install` does) and records its int3s and where its relocated
+    /// instructions came from. Only while no thread of the address space runs.
+    func install(_ window: InlineWindow, trapPad pad: TrapPad, traps newTraps: [TrapSite],
+                 patches: [(address: UInt64, bytes: [UInt8])], originals: [[UInt8]]) throws(TraceError) {
+        for trap in newTraps { traps[trap.address] = trap }
+        let patchedEnd = window.start &+ UInt64(window.shortJumpSlot == nil ? window.patchLength : 2)
+        for origin in pad.origins where origin.original == window.start || origin.original >= patchedEnd {
+            padOrigins[origin.pad] = origin.original
+        }
+        try install(window, patches: patches, originals: originals)
+    }
+
+    /// Puts back the code of every window whose jump is still there, and turns the trap pads' int3s
+    /// into `nop`s: a thread that already jumped into a pad (its RIP, or a signal frame's, anywhere
+    /// before an int3 there) runs through it unstopped once nstrace is gone, instead of dying of a
+    /// SIGTRAP no one catches. Only while no thread runs.
     func restoreWindows() -> Int {
         var restored = 0
+        for trap in traps.values { try? memory.write([0x90], at: trap.address) }
+        traps.removeAll()
         for installed in windows.values where installed.isPresent(in: memory) {
             // The site first: once it is back, nothing jumps to the padding slot any more.
             for (address, bytes) in installed.originals.reversed() where (try? memory.write(bytes, at: address)) != nil {

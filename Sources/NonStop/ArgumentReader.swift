@@ -113,11 +113,14 @@ struct StoppedThreadValues: ValueSource {
     let memory: TraceeMemory
     /// Fetched once, only if a value lives in an XMM register.
     private var fpRegs: user_fpregs_struct?
+    /// What the stop read ahead, looked at before the tracee's memory.
+    let prefetched: StopPrefetch
 
-    init(tid: pid_t, regs: user_regs_struct, memory: TraceeMemory) {
+    init(tid: pid_t, regs: user_regs_struct, memory: TraceeMemory, prefetched: StopPrefetch = StopPrefetch()) {
         self.tid = tid
         self.regs = regs
         self.memory = memory
+        self.prefetched = prefetched
     }
 
     var stackPointer: UInt64 { regs.rsp }
@@ -133,12 +136,13 @@ struct StoppedThreadValues: ValueSource {
     }
 
     func read(_ address: UInt64, count: Int) -> [UInt8]? {
+        if let bytes = prefetched.read(address, count: count) { return bytes }
         guard let bytes = try? memory.read(address, count: count), bytes.count == count else { return nil }
         return bytes
     }
 
     func string(at address: UInt64, limit: Int) -> (bytes: [UInt8], truncated: Bool)? {
-        memory.string(at: address, limit: limit)
+        prefetched.string(at: address, limit: limit) ?? memory.string(at: address, limit: limit)
     }
 }
 

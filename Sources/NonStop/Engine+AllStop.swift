@@ -68,7 +68,11 @@ extension Engine {
                 notice(process, "\(p.function.name): the file's bytes for a window at \(hex(p.window.start)) cannot be read; an int3 stands in")
                 continue
             }
-            try space.install(p.window, patches: patches ?? [], originals: originals)
+            if let trapPad = p.trapPad {
+                try space.install(p.window, trapPad: trapPad, traps: p.traps, patches: patches ?? [], originals: originals)
+            } else {
+                try space.install(p.window, patches: patches ?? [], originals: originals)
+            }
             statistics.windowsInstalled += 1
         }
         publishStatus()
@@ -247,7 +251,8 @@ extension Engine {
         case .signalStop(let tid, SIGTRAP):
             var regs = try Ptrace.getRegs(tid)
             let info = try Ptrace.getSigInfo(tid)
-            if info.si_code == 0x80, t.process.space.site(at: regs.rip &- 1) != nil {
+            let space = t.process.space
+            if info.si_code == 0x80, space.site(at: regs.rip &- 1) != nil || space.trap(at: regs.rip &- 1) != nil {
                 // One of nstrace's int3s, not yet handled: back onto it, to be hit again once resumed.
                 regs.rip &-= 1
                 try Ptrace.setRegs(tid, regs)

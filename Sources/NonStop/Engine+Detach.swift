@@ -152,6 +152,14 @@ extension Engine {
             let info = try Ptrace.getSigInfo(tid)
             if signal == SIGTRAP, info.si_code == 0x80 {
                 var regs = try Ptrace.getRegs(tid)
+                if thread.process.space.trap(at: regs.rip &- 1) != nil {
+                    // The int3 of a trap pad: its SIGTRAP is nstrace's (delivered, it would kill the
+                    // program). The thread runs on through the pad's relocated window, which needs
+                    // nothing of the window's bytes in the program.
+                    thread.interruptPending = false
+                    thread.state = .stopped
+                    return
+                }
                 if thread.process.space.site(at: regs.rip &- 1) != nil {
                     // Hit an int3 that is about to go: run the original instruction instead.
                     regs.rip -= 1

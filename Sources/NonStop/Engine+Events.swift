@@ -102,6 +102,7 @@ extension Engine {
     /// take in time are counted as lost rather than waited for (waiting would only move the loss into the
     /// ring), unless the user asked for every event (`--lossless`); events of stops always wait.
     func flushEvents() {
+        lastFlush = monotonicNow()
         if !unreportedLosses.isEmpty {
             for (_, lost) in unreportedLosses.sorted(by: { $0.key < $1.key }) {
                 let batch = outbox

@@ -9,6 +9,10 @@ extension Engine {
     func breakpointHit(_ thread: TraceeThread) throws(TraceError) -> Bool {
         var regs = try Ptrace.getRegs(thread.tid)
         let address = regs.rip &- 1
+        if let trap = thread.process.space.trap(at: address) {
+            try trapHit(trap, thread, regs: regs)
+            return true
+        }
         guard let site = thread.process.space.site(at: address) else { return false }
         let info = try Ptrace.getSigInfo(thread.tid)
         if info.si_code != 0x80 {
@@ -41,25 +45,32 @@ extension Engine {
 
     /// A traced function's entry: the call, and — unless its returns are seen at its own `ret`s — a
     /// breakpoint on the return address.
-    private func entered(_ function: TracedFunction, _ thread: TraceeThread, regs: user_regs_struct) throws(TraceError) {
+    /// `unwindFrom`: the registers a stack trace starts from when they are not `regs` (a trap pad's stop:
+    /// RIP on the window in the program's code, where its unwind information is).
+    func entered(_ function: TracedFunction, _ thread: TraceeThread, regs: user_regs_struct,
+                 unwindFrom: user_regs_struct? = nil) throws(TraceError) {
         let process = thread.process
         let context = callContext(thread, regs: regs)
-        var reader = ArgumentReader(StoppedThreadValues(tid: thread.tid, regs: regs, memory: process.space.memory),
+        let memory = process.space.memory
+        // The return address, stack arguments and strings, in one read where they can be.
+        let prefetched = StopPrefetch(memory: memory, regs: regs, signature: function.signature,
+                                      stackBytes: function.returnsSeenAtExits ? 0 : 8, maxString: configuration.maxStringLength)
+        var reader = ArgumentReader(StoppedThreadValues(tid: thread.tid, regs: regs, memory: memory, prefetched: prefetched),
                                     maxString: configuration.maxStringLength)
         let arguments = reader.arguments(function.signature)
         var returnAddress: UInt64 = 0
-        if !function.returnsSeenAtExits, let word = try? process.space.memory.readWord(at: regs.rsp) {
+        if !function.returnsSeenAtExits, let word = prefetched.word(at: regs.rsp) ?? (try? memory.readWord(at: regs.rsp)) {
             returnAddress = word
             _ = try ensureReturnSite(at: word, in: process, using: thread)
         }
-        deliver(Observation(kind: .entry(function, arguments: arguments, stack: stack(of: thread, regs: regs),
+        deliver(Observation(kind: .entry(function, arguments: arguments, stack: stack(of: thread, regs: unwindFrom ?? regs),
                                          returnAddress: returnAddress),
                             process: process, tid: thread.tid, goroutine: context.goroutine,
                             stackPointer: context.stackPointer, time: monotonicNow()))
     }
 
     /// A `ret` of a traced function that keeps an int3 (inline strategy): its return.
-    private func exited(_ function: TracedFunction, _ thread: TraceeThread, regs: user_regs_struct) {
+    func exited(_ function: TracedFunction, _ thread: TraceeThread, regs: user_regs_struct) {
         let context = callContext(thread, regs: regs)
         var reader = ArgumentReader(StoppedThreadValues(tid: thread.tid, regs: regs, memory: thread.process.space.memory),
                                     maxString: configuration.maxStringLength)
@@ -251,15 +262,16 @@ extension Engine {
     /// instruction's address), not in nstrace's scratch memory.
     func faultInTrampoline(_ thread: TraceeThread, _ signal: Int32) throws(TraceError) -> Bool {
         var regs = try Ptrace.getRegs(thread.tid)
-        guard let site = thread.process.space.trampolines[regs.rip] else { return false }
+        let space = thread.process.space
+        guard let original = space.trampolines[regs.rip]?.address ?? space.padOrigin(of: regs.rip) else { return false }
         var info = try Ptrace.getSigInfo(thread.tid)
         guard info.si_code > 0 else { return false }  // sent by someone, not raised by the instruction
-        regs.rip = site.address
-        if signal == SIGILL || signal == SIGFPE { nst_siginfo_set_addr(&info, UInt(site.address)) }
-        thread.reexecution = Reexecution(site: site.address, registers: regs)
+        regs.rip = original
+        if signal == SIGILL || signal == SIGFPE { nst_siginfo_set_addr(&info, UInt(original)) }
+        thread.reexecution = Reexecution(site: original, registers: regs)
         try Ptrace.setRegs(thread.tid, regs)
         try Ptrace.setSigInfo(thread.tid, info)
-        DebugLog.log("\(thread.tid): trampoline of \(hex(site.address)) faulted with \(signalName(signal))")
+        DebugLog.log("\(thread.tid): relocated code of \(hex(original)) faulted with \(signalName(signal))")
         try passSignal(thread, signal)
         return true
     }

@@ -6,7 +6,7 @@ import Symbols
 /// do instead if it cannot be (an int3 where the window would have been).
 struct PendingWindow {
     let window: InlineWindow
-    let pad: InlinePad
+    let pad: any WindowTarget
     let function: TracedFunction
     /// Where the entry is (the function's, or after Go's stack check): the int3 goes there if the
     /// entry window cannot be written.
@@ -18,6 +18,9 @@ struct PendingWindow {
     /// The watched functions a tail call's window counts on: if one of them cannot be watched after all,
     /// the tail call keeps an int3.
     var dependsOn: Set<UInt64> = []
+    /// A trap pad (jump strategy) and its int3s, recorded once the window is written.
+    var trapPad: TrapPad? = nil
+    var traps: [TrapSite] = []
 }
 
 extension Engine {

@@ -16,8 +16,11 @@ extension Engine {
         let image: ProcessImage
         do {
             if let existing = process.image {
+                let before = Set(existing.modules)
                 try existing.refresh()
                 image = existing
+                // A dlclose'd library took its sites with it.
+                process.space.vanishedModules += before.subtracting(existing.modules).map { $0.start..<$0.end }
                 process.unwinder = nil  // it reported the old set of modules
             } else {
                 image = try ProcessImage(pid: process.pid)
@@ -29,13 +32,19 @@ extension Engine {
             return
         }
         var armed = 0
-        var inline: [Function] = []
-        for function in image.functions(matching: configuration.pattern) {
-            if configuration.strategy == .inline {
+        var inline: [Function] = [], trapped: [Function] = []
+        let fresh = image.modules.filter { !process.installedModules.contains($0) }
+        process.installedModules = Set(image.modules)
+        let matching = fresh.flatMap { module in
+            image.functions(in: module).filter { $0.names.contains(where: configuration.pattern.matches) }
+        }
+        DebugLog.log("\(process.pid): \(fresh.count) new modules, \(matching.count) matching functions")
+        for function in matching {
+            if configuration.strategy == .inline || configuration.strategy == .jump {
                 if function.isIndirect, !process.space.inlineFunctions.contains(function.address) {
                     notice(process, "\(function.name) is a GNU indirect function: this traces its resolver, not the implementation it selects (with libc6-dbg, trace e.g. __\(function.name)_avx2)")
                 }
-                inline.append(function)
+                if configuration.strategy == .jump { trapped.append(function) } else { inline.append(function) }
                 continue
             }
             let isGo = image.goRuntime(in: function.module) != nil
@@ -55,6 +64,7 @@ extension Engine {
             }
         }
         if !inline.isEmpty { try installInline(inline, in: process, image: image, using: thread) }
+        if !trapped.isEmpty { try installTrapped(trapped, in: process, image: image, using: thread) }
         if !process.installed { try watchDynamicLinker(process, image, using: thread) }
         process.installed = true
         DebugLog.log("\(process.pid): \(armed) entry breakpoints armed")

@@ -157,6 +157,7 @@ extension Engine {
         if let trace = process.space.inline { retire(trace, leaving: process) }
         process.space = AddressSpace(memory: try TraceeMemory(pid: process.pid))
         process.image = nil
+        process.installedModules = []
         process.installed = false
         emit(process, leader.tid, .exec(path: ProcFS.executable(of: process.pid)))
         try prepareEntry(process, using: leader)

@@ -110,6 +110,11 @@ public final class Engine {
     /// CLOCK_REALTIME minus CLOCK_MONOTONIC: events carry wall-clock time.
     let wallClockOffset: UInt64
     var ticker: DrainTicker?
+    /// When events were last handed to the renderer (CLOCK_MONOTONIC nanoseconds).
+    var lastFlush: UInt64 = 0
+    /// Events wait at most about this long (plus a ticker period) to be handed over: one wake-up of the
+    /// renderer per batch, not one per stop.
+    static let flushInterval: UInt64 = 5_000_000
     /// The thread of the last record read, and its process while it is alive (records come in runs).
     var lastRecordThread: (tid: pid_t, process: TracedProcess?) = (0, nil)
     /// Where the last drain started (it goes round the buckets).
@@ -145,7 +150,13 @@ public final class Engine {
             // A bounded share of the rings, then every stop that is ready: a flood of records must not
             // keep a stopped thread waiting.
             let moreRecords = drainRecords(milliseconds: 2)
-            if !moreRecords || outbox.events.count >= 1024 { flushEvents() }
+            if outbox.events.count >= 1024 || (!moreRecords && monotonicNow() &- lastFlush >= Engine.flushInterval) {
+                flushEvents()
+            } else if !outbox.isEmpty, ticker == nil {
+                // What is kept back must not wait for the next stop, which may never come: the ticker
+                // wakes the loop out of waitpid.
+                ticker = DrainTicker()
+            }
             var handled = 0
             while true {
                 let result: WaitResult

@@ -19,6 +19,9 @@ final class TracedProcess {
     var installed = false
     /// For a fork child without -f: remove every breakpoint and detach at its first stop.
     var cleanUpAndDetach = false
+    /// The modules whose functions the pattern has been matched against: a dlopen installs only the
+    /// new ones' sites.
+    var installedModules: Set<Module> = []
     /// A launched program: nstrace exits with its status.
     let launched: Bool
     /// runtime.g's layout when the program is written in Go.

@@ -1,3 +1,4 @@
+import CShim
 import Glibc
 import Relocator
 
@@ -45,6 +46,42 @@ final class TraceeMemory: EmulationMemory {
             done += n
         }
         return Array(buffer.prefix(done))
+    }
+
+    /// Several ranges in one process_vm_readv: each comes back whole, or nil when it could not be read
+    /// (the kernel stops at the first range that faults; those after it are read one by one here).
+    func read(ranges: [(address: UInt64, count: Int)]) -> [[UInt8]?] {
+        guard !ranges.isEmpty else { return [] }
+        let total = ranges.reduce(0) { $0 + max($1.count, 0) }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(total, 1), alignment: 8)
+        defer { buffer.deallocate() }
+        var local: [iovec] = [], remote: [iovec] = []
+        local.reserveCapacity(ranges.count)
+        remote.reserveCapacity(ranges.count)
+        var offset = 0
+        for range in ranges {
+            let count = max(range.count, 0)
+            local.append(iovec(iov_base: buffer.baseAddress.map { $0 + offset }, iov_len: count))
+            remote.append(iovec(iov_base: UnsafeMutableRawPointer(bitPattern: UInt(range.address)), iov_len: count))
+            offset += count
+        }
+        var done = max(nst_process_vm_readv(pid, local, UInt(local.count), remote, UInt(remote.count)), 0)
+        var out: [[UInt8]?] = []
+        out.reserveCapacity(ranges.count)
+        offset = 0
+        for range in ranges {
+            let count = max(range.count, 0)
+            if done >= count {
+                out.append(Array(UnsafeRawBufferPointer(rebasing: buffer[offset..<offset + count])))
+                done -= count
+            } else {
+                done = 0
+                let bytes = try? read(range.address, count: count)
+                out.append(bytes?.count == count ? bytes : nil)
+            }
+            offset += count
+        }
+        return out
     }
 
     func write(_ bytes: [UInt8], at address: UInt64) throws(TraceError) {

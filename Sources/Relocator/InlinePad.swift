@@ -6,30 +6,12 @@
 /// pad + 8:  [entry probe]  relocated instructions  [return probe  ret] | jmp window end
 ///           slow paths (a full bucket), out of line
 /// ```
-public struct InlinePad: Sendable {
+public struct InlinePad: Sendable, WindowTarget {
     public let address: UInt64
     public let code: [UInt8]
 
     /// Where the window's jump goes.
     public var entry: UInt64 { address &+ 8 }
-
-    /// The bytes the window's site gets: a `jmp rel32` to the pad (the rest of the patch length, past
-    /// the jump, is left as it is: never executed, since nothing enters the window but at its start).
-    /// With a short-jump slot, the site gets `jmp rel8` to the slot and the slot the `jmp rel32`.
-    public func patches(for window: InlineWindow) -> [(address: UInt64, bytes: [UInt8])]? {
-        if let slot = window.shortJumpSlot {
-            let distance = Int64(bitPattern: slot &- (window.start &+ 2))
-            guard let rel8 = Int8(exactly: distance), let long = jump(from: slot) else { return nil }
-            return [(slot, long), (window.start, [0xeb, UInt8(bitPattern: rel8)])]
-        }
-        guard let long = jump(from: window.start) else { return nil }
-        return [(window.start, long)]
-    }
-
-    private func jump(from: UInt64) -> [UInt8]? {
-        guard let rel = Int32(exactly: Int64(bitPattern: entry) &- Int64(bitPattern: from &+ 5)) else { return nil }
-        return [0xe9] + withUnsafeBytes(of: rel.littleEndian) { Array($0) }
-    }
 
     /// The pad for `window` at `address` (8-byte aligned, within ±2 GiB of the window).
     public static func build(window: InlineWindow, entryProbe: Probe?, returnProbe: Probe?,

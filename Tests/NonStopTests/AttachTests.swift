@@ -100,6 +100,50 @@ import TestSupport
         try expectTextUntouched(fixture.pid)
     }
 
+    /// Under the jump strategy a function whose every site is a window (what `nstrace list` calls
+    /// inline) is entered through a `jmp` to a trap pad, not an int3 in its code: its first byte is a
+    /// jump while traced, its calls and returns are all seen, and detach puts every byte back.
+    @Test func jumpStrategyEntersWindowedFunctionsThroughTrapPads() throws {
+        let binary = try server()
+        let listing = try nstrace(["list", "--json", binary, "^srv_handle$"])
+        let inline = try jsonLines(listing.stdout).contains { $0["function"] as? String == "srv_handle" && $0["inline"] as? Bool == true }
+        try #require(inline, "srv_handle has no window to test with: \(listing.stdout)")
+        let fixture = try RunningFixture(binary, ["2"])
+        defer { fixture.stop() }
+        let image = try ProcessImage(pid: fixture.pid)
+        let handle = try #require(image.modules.lazy.flatMap { image.functions(in: $0) }.first { $0.name == "srv_handle" })
+        let traceFile = Paths.scratch.appendingPathComponent("trap-pads.jsonl").path
+        let trace = try BackgroundTrace(["--strategy", "jump", "--json", "-o", traceFile, "-p", "\(fixture.pid)", "^srv_handle$"],
+                                        outputFile: traceFile)
+        #expect(trace.waitForLines(containing: "\"return\"", count: 50))
+        let onDisk = try #require(image.fileBytes(of: handle))
+        var inMemory = [UInt8](repeating: 0, count: onDisk.count)
+        let fd = open("/proc/\(fixture.pid)/mem", O_RDONLY)
+        _ = pread(fd, &inMemory, onDisk.count, off_t(Int64(bitPattern: handle.address)))
+        close(fd)
+        // The entry window may begin after the first instruction. Every change is a jump (jmp rel32, or
+        // jmp rel8 to a slot in the padding), none an int3.
+        var jumps = 0, i = 0
+        while i < onDisk.count {
+            guard inMemory[i] != onDisk[i] else { i += 1; continue }
+            #expect(inMemory[i] == 0xe9 || inMemory[i] == 0xeb, "srv_handle+\(i) is \(inMemory[i]), not a jmp: \(inMemory)")
+            jumps += 1
+            i += inMemory[i] == 0xe9 ? 5 : 2
+        }
+        #expect(jumps > 0, "srv_handle is unchanged while traced")
+        let end = try #require(trace.stop())
+        #expect(end.status == 0, "\(end.stderr)")
+        let log = try TraceLog(file: traceFile)
+        let calls = log.calls()["srv_handle"] ?? 0, returns = log.returns()["srv_handle"] ?? 0
+        // Each of the 2 workers can be inside srv_handle when nstrace detaches.
+        #expect(calls >= 50 && returns <= calls && calls - returns <= 2, "\(calls) calls, \(returns) returns")
+        #expect(fixture.isRunning, "the server died: \(fixture.state)")
+        fixture.skipPrinted()
+        #expect(fixture.waitForLine(containing: "tick") != nil)
+        #expect(!fixture.hasPrinted("BAD"))
+        try expectTextUntouched(fixture.pid)
+    }
+
     func tasks(_ pid: pid_t) -> [pid_t] {
         ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []).compactMap { pid_t($0) }
     }

@@ -79,6 +79,22 @@ import TestSupport
         }
     }
 
+    /// dlclose takes a library's sites with it, and a dlopen of it again (at the same address, as a
+    /// rule) gets them anew: only that library's, each time.
+    @Test func libraryClosedAndOpenedAgainIsTracedEachTime() throws {
+        let host = try Fixtures.build("dlopen_host", flags: ["-O1", "-g", "-ldl"])
+        let library = try Fixtures.build("plugin", flags: ["-O1", "-g", "-shared", "-fPIC"], variant: "so")
+        let traceFile = Paths.scratch.appendingPathComponent("dlclose.jsonl").path
+        for strategy in ["inline", "jump", "step"] {
+            let result = try nstrace(["--strategy", strategy, "--json", "-o", traceFile, "^plugin_work$", "--", host, library, "100", "3"])
+            #expect(result.status == 0, "\(result)")
+            #expect(result.stdoutLines.first?.hasPrefix("plugin calls 300") == true, "\(result)")
+            let log = try TraceLog(file: traceFile)
+            #expect(log.calls() == ["plugin_work": 300], "\(strategy)")
+            #expect(log.returns() == ["plugin_work": 300], "\(strategy)")
+        }
+    }
+
     /// The first instruction of a traced function faults: emulated (`jmp [rdi]`), relocated (`mov rax,
     /// [rdi]`), and once more where the handler repairs the page and returns so the load runs again.
     @Test(arguments: ["inline", "jump", "step"])

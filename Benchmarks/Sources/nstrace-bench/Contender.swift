@@ -4,6 +4,7 @@ enum ContenderID: String, CaseIterable, Codable {
     case untraced
     case floor
     case nstraceJump = "nstrace-jump"
+    case nstraceJumpSummary = "nstrace-jump-summary"
     case nstraceStep = "nstrace-step"
     case nstraceInline = "nstrace-inline"
     case liftReinsert = "lift-reinsert"
@@ -22,6 +23,9 @@ struct Contender {
     let id: ContenderID
     /// Tracer stops per call: what a ptrace tracer pays for (nstrace and ltrace stop at returns too).
     let stopsPerCall: String
+    /// Tracer stops per call as a number, where it is one whole ptrace stop count (not in-process tools,
+    /// not all-stop's interrupts): what per-stop figures divide by.
+    var stopsPerCallCount: Int? { Int(stopsPerCall).flatMap { $0 > 0 ? $0 : nil } }
     /// Why it is not run (a peer that is not installed), or nil.
     let skipReason: String?
     /// The command, given the workload's own command line and a file for the tracer's output.
@@ -55,6 +59,7 @@ struct Contender {
                                      + r.workload.command(r.programs, threads: r.threads, calls: r.calls, floor: true) },
                       seen: { _, o in hits(o) }),
             nstraceContender(.nstraceJump, binary: nstrace, strategy: "jump", stops: "2"),
+            summaryContender(.nstraceJumpSummary, binary: nstrace, strategy: "jump", stops: "2"),
             nstraceContender(.nstraceStep, binary: nstrace, strategy: "step", stops: "2"),
             nstraceContender(.nstraceInline, binary: nstrace, strategy: "inline", stops: "0 (in process)"),
             Contender(id: .liftReinsert, stopsPerCall: "1", skipReason: nil,
@@ -100,6 +105,25 @@ struct Contender {
                                  + ["--json", "-o", r.traceFile, "^\(r.function)$", "--"] + r.program
                          },
                          seen: events("call"), returns: events("return"))
+    }
+
+    /// nstrace writing only the summary (`-c`): the engine's cost per stop without a JSON event per
+    /// call and per return to format on the same CPUs. Counted from the summary's `calls` column and
+    /// its histogram's `(ns, N returns)` heading.
+    private static func summaryContender(_ id: ContenderID, binary: String, strategy: String, stops: String) -> Contender {
+        func summary(_ r: RunSpec) -> [Substring] {
+            ((try? String(contentsOfFile: r.traceFile, encoding: .utf8)) ?? "").split(separator: "\n")
+        }
+        return Contender(id: id, stopsPerCall: stops, skipReason: nil,
+                         command: { r in [binary, "--strategy", strategy, "-c", "-o", r.traceFile, "^\(r.function)$", "--"] + r.program },
+                         seen: { r, _ in
+                             summary(r).first { $0.hasPrefix(r.function + " ") }
+                                 .flatMap { $0.split(separator: " ").dropFirst().first.flatMap { Int($0) } }
+                         },
+                         returns: { r, _ in
+                             summary(r).first { $0.hasPrefix("@\(r.function) (ns, ") }
+                                 .flatMap { $0.split(separator: " ").dropFirst(2).first.flatMap { Int($0) } }
+                         })
     }
 
     /// A ring that holds the whole run (two 64-byte records a call; a bucket may take two threads' —

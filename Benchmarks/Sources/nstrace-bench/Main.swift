@@ -35,6 +35,9 @@ struct NSTraceBench: ParsableCommand {
     @Flag(help: "Skip the micro-benchmarks.")
     var noMicro = false
 
+    @Flag(help: "Run every contender, tracer and workload alike, on CPU 0 (taskset -c 0).")
+    var pin = false
+
     var quick: Bool { options.quick }
 
     func validate() throws {
@@ -74,7 +77,7 @@ struct NSTraceBench: ParsableCommand {
         let peers = Peers.find(packageRoot: location.packageRoot, scratch: programs.directory)
         log.note("peers: " + (peers.versions.isEmpty ? "none installed" : peers.versions.joined(separator: ", ")))
 
-        let plan = SuitePlan(
+        var plan = SuitePlan(
             workloads: try selectedWorkloads(),
             threadCounts: try threadCounts(),
             callsPerThread: calls ?? 500,
@@ -87,6 +90,7 @@ struct NSTraceBench: ParsableCommand {
                         || (only?.contains(c.id.rawValue) ?? true)
                 }
         )
+        plan.pinned = pin
         let suite = OverheadSuite(plan: plan, programs: programs, log: log)
         let results = try suite.run()
         let report = Report(plan: plan, results: results, environment: .current(workIterations: programs.workIterations, peers: peers.versions))

@@ -6,7 +6,7 @@ struct OverheadPlot {
     let report: Report
 
     private static let colours: [ContenderID: String] = [
-        .floor: "#7f7f7f", .nstraceJump: "#d62728", .nstraceStep: "#ff7f0e", .liftReinsert: "#9467bd",
+        .floor: "#7f7f7f", .nstraceJump: "#d62728", .nstraceJumpSummary: "#ff9896", .nstraceStep: "#ff7f0e", .liftReinsert: "#9467bd",
         .allStop: "#8c564b", .ltrace: "#1f77b4", .gdb: "#2ca02c", .bpftrace: "#17becf",
         .nstraceInline: "#e377c2", .bpftraceRet: "#0b7285", .uftrace: "#bcbd22", .fridaJS: "#393b79",
         .fridaCModule: "#6b6ecf",

@@ -8,6 +8,9 @@ struct SuitePlan {
     let rounds: Int
     let timeout: Double
     let contenders: [Contender]
+    /// Every run, tracer and workload alike, on one CPU (`taskset -c 0`): ptrace stops then cost no
+    /// cross-CPU wake-up, and the figures stop following which CPU the scheduler picked.
+    var pinned = false
 }
 
 /// One run of one contender.
@@ -24,6 +27,8 @@ struct RunRecord: Codable {
     var returns: Int? = nil
     /// Why it failed: the exit code and the last line of stderr.
     let detail: String?
+    /// The share of the machine's CPU time the hypervisor stole during the run (/proc/stat), in percent.
+    var stealPercent: Double? = nil
 }
 
 /// Every run of one contender on one workload at one thread count.
@@ -101,23 +106,27 @@ final class OverheadSuite {
                                      traceFile: "\(programs.directory)/\(name).trace")
         try? FileManager.default.removeItem(atPath: resultFile)
         try? FileManager.default.removeItem(atPath: spec.traceFile)
-        let outcome = try Command.run(contender.command(spec), environment: ["NSB_RESULT": resultFile],
+        let command = (plan.pinned ? ["taskset", "-c", "0"] : []) + contender.command(spec)
+        let before = CPUTimes.now()
+        let outcome = try Command.run(command, environment: ["NSB_RESULT": resultFile],
                                       timeout: plan.timeout, scratch: programs.directory, name: name)
+        let steal = before.flatMap { b in CPUTimes.now().map { $0.stealPercent(since: b) } }
         let truth = (try? String(contentsOfFile: resultFile, encoding: .utf8)).flatMap(GroundTruth.init)
         let seen = contender.seen(spec, outcome)
         let returns = contender.returns?(spec, outcome)
         try? FileManager.default.removeItem(atPath: spec.traceFile)
         if outcome.timedOut {
             return RunRecord(status: .timeout, wallSeconds: outcome.wallSeconds, loopSeconds: nil, calls: truth?.calls,
-                             seen: seen, returns: returns, detail: "killed after \(Int(plan.timeout)) s")
+                             seen: seen, returns: returns, detail: "killed after \(Int(plan.timeout)) s", stealPercent: steal)
         }
         guard outcome.exitCode == 0, let truth else {
             let last = outcome.stderr.split(separator: "\n").last.map(String.init) ?? ""
             return RunRecord(status: .failed, wallSeconds: outcome.wallSeconds, loopSeconds: nil, calls: truth?.calls,
-                             seen: seen, returns: returns, detail: "exit \(outcome.exitCode)\(truth == nil ? ", no ground truth" : ""): \(last)")
+                             seen: seen, returns: returns, detail: "exit \(outcome.exitCode)\(truth == nil ? ", no ground truth" : ""): \(last)",
+                             stealPercent: steal)
         }
         return RunRecord(status: .ok, wallSeconds: outcome.wallSeconds, loopSeconds: Double(truth.loopNanoseconds) / 1e9,
-                         calls: truth.calls, seen: seen, returns: returns, detail: nil)
+                         calls: truth.calls, seen: seen, returns: returns, detail: nil, stealPercent: steal)
     }
 
     private func describe(_ r: RunRecord) -> String {
@@ -126,6 +135,7 @@ final class OverheadSuite {
         let loop = r.loopSeconds.map { String(format: "%.4f", $0) } ?? "-"
         return "\(r.status.rawValue)  wall \(String(format: "%.3f", r.wallSeconds)) s  loop \(loop) s  seen \(seen)/\(calls)"
             + (r.returns.map { "  returns \($0)" } ?? "")
+            + (r.stealPercent.map { String(format: "  steal %.1f%%", $0) } ?? "")
             + (r.detail.map { "  (\($0))" } ?? "")
     }
 }

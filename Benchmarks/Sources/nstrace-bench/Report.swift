@@ -20,6 +20,12 @@ struct Summary {
     let loopSeconds: Double?
     let overheadNsPerCall: Double?
     let floorRatio: Double?
+    /// The overhead per ptrace stop (per call over stops per call), and that over the floor's (whose
+    /// one stop per call is its whole overhead): how far a stop is from the least a stop costs.
+    let overheadNsPerStop: Double?
+    let floorRatioPerStop: Double?
+    /// Median share of CPU time stolen by the hypervisor during the runs, in percent.
+    let stealPercent: Double?
     let runs: [RunRecord]
 }
 
@@ -87,6 +93,7 @@ struct Report {
             return c - s
         }
         let overhead = traced ? Report.overhead(cell, untraced: untraced) : nil
+        let perStop = cell.contender.stopsPerCallCount.flatMap { stops in overhead.map { $0 / Double(stops) } }
         return Summary(
             workload: cell.workload, threads: cell.threads, tool: cell.contender.id,
             stopsPerCall: cell.contender.stopsPerCall, status: status, reason: reason,
@@ -95,6 +102,9 @@ struct Report {
             wallSeconds: median(ok.map(\.wallSeconds)), loopSeconds: median(ok.compactMap(\.loopSeconds)),
             overheadNsPerCall: overhead,
             floorRatio: overhead.flatMap { o in floor.flatMap { $0 > 0 ? o / $0 : nil } },
+            overheadNsPerStop: perStop,
+            floorRatioPerStop: perStop.flatMap { o in floor.flatMap { $0 > 0 ? o / $0 : nil } },
+            stealPercent: median(cell.runs.compactMap(\.stealPercent)),
             runs: cell.runs)
     }
 
@@ -112,6 +122,9 @@ struct Report {
             Column("loop ms") { Table.show($0.loopSeconds.map { $0 * 1000 }, "%.1f") },
             Column("overhead ns/call") { Table.show($0.overheadNsPerCall, "%.0f") },
             Column("× floor") { Table.show($0.floorRatio, "%.2f") },
+            Column("ns/stop") { Table.show($0.overheadNsPerStop, "%.0f") },
+            Column("× floor/stop") { Table.show($0.floorRatioPerStop, "%.2f") },
+            Column("steal %") { Table.show($0.stealPercent, "%.1f") },
             Column("stops/call", right: false) { $0.stopsPerCall },
             Column("note", right: false) { s in s.status == "ok" ? (s.reason ?? "") : "\(s.status): \(s.reason ?? "")" },
         ]
@@ -119,6 +132,7 @@ struct Report {
 
     private func heading(_ workload: Workload) -> String {
         "\(workload.title): \(plan.callsPerThread) calls per thread, " + (plan.rounds == 1 ? "one round" : "median of \(plan.rounds) rounds")
+            + (plan.pinned ? ", pinned to CPU 0 (taskset -c 0: tracer and workload on one CPU)" : ", unpinned")
     }
 
     func text() -> String {
@@ -134,8 +148,10 @@ struct Report {
         """
         overhead ns/call = (median loop time traced − untraced) / calls, the loop timed by the workload
         itself (tracer start-up and detach are not in it); × floor = that overhead over the floor's, a
-        ptrace loop that only waits and continues (one stop per call, nothing else). missed = calls the
-        workload made (its own count) − calls the tool reported.
+        ptrace loop that only waits and continues (one stop per call, nothing else). ns/stop = overhead
+        over the tool's ptrace stops per call, × floor/stop that over the floor's. steal % = the
+        hypervisor's steal time over all CPU time during the runs (/proc/stat, median). missed = calls
+        the workload made (its own count) − calls the tool reported.
         """
     }
 
@@ -174,6 +190,10 @@ struct Report {
             o.field("loop_s", s.loopSeconds, digits: 6)
             o.field("overhead_ns_per_call", s.overheadNsPerCall, digits: 0)
             o.field("floor_ratio", s.floorRatio, digits: 3)
+            o.field("overhead_ns_per_stop", s.overheadNsPerStop, digits: 0)
+            o.field("floor_ratio_per_stop", s.floorRatioPerStop, digits: 3)
+            o.field("steal_percent", s.stealPercent, digits: 2)
+            o.field("pinned", plan.pinned)
             o.field("stops_per_call", s.stopsPerCall)
             o.field("status", s.status)
             o.field("reason", s.reason)
@@ -185,6 +205,7 @@ struct Report {
                 w.field("calls", r.calls)
                 w.field("seen", r.seen)
                 w.field("returns", r.returns)
+                w.field("steal_percent", r.stealPercent, digits: 2)
                 return w.finished
             }))
             return o.finished

@@ -10,6 +10,11 @@
 // glibc's ptrace(2) is variadic, which Swift cannot call. Returns what ptrace returns; errno is set.
 long nst_ptrace(int request, pid_t pid, uintptr_t addr, uintptr_t data);
 
+// process_vm_readv(2), declared by glibc only under _GNU_SOURCE. Returns bytes read, -1 with errno.
+struct iovec;
+long nst_process_vm_readv(pid_t pid, const struct iovec *local, unsigned long local_count,
+                          const struct iovec *remote, unsigned long remote_count);
+
 // Wait-status macros are macros; Swift sees these instead.
 static inline bool nst_wifexited(int s) { return WIFEXITED(s); }
 static inline int nst_wexitstatus(int s) { return WEXITSTATUS(s); }

@@ -1,0 +1,122 @@
+import Glibc
+import Relocator
+import Symbols
+
+extension Engine {
+    /// The jump strategy's sites for these functions, where windows fit: each window jumps to a trap pad
+    /// (an int3, the relocated window, the way back), patched in with every thread stopped as the inline
+    /// strategy's windows are. A function whose every exit is a window is seen returning at its `ret`s;
+    /// otherwise only its entry gets a window and its return is seen at the caller's return address.
+    /// Sites no window fits keep an int3 in place.
+    func installTrapped(_ functions: [Function], in process: TracedProcess, image: ProcessImage,
+                        using thread: TraceeThread) throws(TraceError) {
+        let space = process.space
+        var pending: [PendingWindow] = []
+        for function in functions where !space.inlineFunctions.contains(function.address) {
+            let go = image.goRuntime(in: function.module)
+            if go != nil, process.goRuntime == nil { process.goRuntime = go }
+            let entry = InlineSites.entry(of: function, in: image, decoder: decoder)
+            if let existing = space.site(at: entry) {
+                // Already an int3 (a return site of another traced call, say): it records the entry too.
+                space.inlineFunctions.insert(function.address)
+                if existing.entryOf == nil { existing.entryOf = traced(function, image) }
+                continue
+            }
+            let memory = space.memory
+            let decision = InlineSites.decide(for: function, in: image, decoder: decoder) { address, count in
+                try? memory.read(address, count: count)
+            }
+            let (windows, fallbacks, seenAtExits) = trapWindows(decision, entry: entry)
+            guard !windows.isEmpty else {
+                try installClassic(function, in: process, image: image, using: thread)
+                continue
+            }
+            space.inlineFunctions.insert(function.address)
+            let tracedFunction = TracedFunction(name: function.name, module: function.module.name, address: function.address,
+                                                signature: image.signature(of: function), returnsSeenAtExits: seenAtExits)
+            var missing = fallbacks
+            for window in windows {
+                guard let pad = try buildTrapPad(window, in: process, using: thread) else {
+                    if window.recordsEntry { missing.append(InlineFallback(address: entry, kind: .entry, reason: "no pad within ±2 GiB")) }
+                    if window.recordsReturn, let ret = window.instructions.last {
+                        missing.append(InlineFallback(address: ret.address, kind: .exit, reason: "no pad within ±2 GiB"))
+                    }
+                    continue
+                }
+                var traps: [TrapSite] = []
+                if let trap = pad.entryTrap {
+                    traps.append(TrapSite(address: trap, window: window.start,
+                                          role: .entry(tracedFunction, stackAdjust: window.entryStackAdjust)))
+                }
+                if let trap = pad.exitTrap { traps.append(TrapSite(address: trap, window: window.start, role: .exit(tracedFunction))) }
+                pending.append(PendingWindow(window: window, pad: pad, function: tracedFunction, entry: entry,
+                                             trapPad: pad, traps: traps))
+            }
+            for fallback in missing {
+                DebugLog.log("\(function.name): int3 at \(hex(fallback.address)) (\(fallback.kind.rawValue)): \(fallback.reason)")
+                try armFallback(fallback, of: tracedFunction, in: process, using: thread)
+            }
+        }
+        if !pending.isEmpty { try patchWindows(pending, in: process, using: thread) }
+    }
+
+    /// Which of the inline plan's windows get trap pads. Every entry and `ret` window when the plan sees
+    /// all of the function's returns at its exits without following tail calls (a tail-callee's
+    /// returns would need watching): the `ret`s no window fits keep int3s. Otherwise only a window at
+    /// the entry itself, and returns are seen at the caller's return address.
+    private func trapWindows(_ decision: InlineSites.Decision, entry: UInt64)
+        -> (windows: [InlineWindow], fallbacks: [InlineFallback], returnsSeenAtExits: Bool) {
+        let plan = decision.plan
+        let followsTailCalls = !decision.tailCallees.isEmpty || !plan.tailCallTargets.isEmpty
+            || plan.fallbacks.contains { $0.kind == .tailExit }
+        if plan.returnsSeenAtExits, !followsTailCalls {
+            let windows = plan.windows.filter { $0.recordsEntry || $0.recordsReturn }
+            return (windows, plan.fallbacks, true)
+        }
+        guard let window = plan.windows.first(where: { $0.recordsEntry && $0.start == entry }) else { return ([], [], false) }
+        let entryOnly = InlineWindow(start: window.start, instructions: window.instructions, patchLength: window.patchLength,
+                                     recordsEntry: true, entryStackAdjust: 0, recordsReturn: false, tailCallTarget: nil,
+                                     shortJumpSlot: window.shortJumpSlot)
+        return ([entryOnly], [], false)
+    }
+
+    /// The trap pad for a window, in scratch memory near it; nil when none can be had.
+    private func buildTrapPad(_ window: InlineWindow, in process: TracedProcess, using thread: TraceeThread) throws(TraceError) -> TrapPad? {
+        // Its size first (a branch's form depends a little on the distance), with room for a longer form.
+        guard case .success(let draft) = TrapPad.build(window: window, at: window.start &+ 0x1000) else { return nil }
+        guard let address = try scratch(draft.code.count + 16, near: window.start, in: process, using: thread),
+              case .success(let pad) = TrapPad.build(window: window, at: address), pad.code.count <= draft.code.count + 16
+        else { return nil }
+        try process.space.memory.write(pad.code, at: pad.address)
+        return pad
+    }
+
+    /// A stop at a trap pad's int3: certainly nstrace's (nothing else reaches its scratch memory), so no
+    /// siginfo is asked for and RIP is left where it is, on the relocated window. GETREGS, the values,
+    /// and the continue.
+    ///
+    /// A SIGTRAP someone sent that was already pending when the int3 ran is merged into this stop by the
+    /// kernel and not seen; the classic int3 sites, which ask for the siginfo, pass such a signal on.
+    func trapHit(_ trap: TrapSite, _ thread: TraceeThread, regs: user_regs_struct) throws(TraceError) {
+        statistics.breakpointHits += 1
+        DebugLog.log("\(thread.tid): trap \(hex(trap.address)) (window \(hex(trap.window))) sp \(hex(regs.rsp))")
+        if let reexecution = thread.reexecution, reexecution.matches(trap.window, regs) {
+            // The handler of a fault delivered at the window returned there: not a new call.
+            thread.reexecution = nil
+        } else {
+            switch trap.role {
+            case .entry(let function, let stackAdjust):
+                var entryRegs = regs
+                entryRegs.rsp &+= UInt64(bitPattern: Int64(stackAdjust))
+                // Stacks unwind from where the thread is in the program: the window's start, with the
+                // stack as it is there (the first instruction may have pushed).
+                var programRegs = regs
+                programRegs.rip = trap.window
+                try entered(function, thread, regs: entryRegs, unwindFrom: programRegs)
+            case .exit(let function):
+                exited(function, thread, regs: regs)
+            }
+        }
+        try resume(thread)
+    }
+}
