@@ -99,7 +99,10 @@ import TestSupport
         let seen = tally.calls["vx_hot"] ?? 0
         #expect(seen > 0)
         #expect(seen + tally.lostCalls == 1_000_000, "seen \(seen), lost \(tally.lostCalls)")
-        #expect((tally.returns["vx_hot"] ?? 0) + tally.lostReturns == 1_000_000)
+        // A return is seen, or counted lost, or belongs to a call that was lost (and is not shown alone).
+        let returns = (tally.returns["vx_hot"] ?? 0) + tally.lostReturns
+        #expect(returns <= 1_000_000 && returns + tally.lostCalls >= 1_000_000,
+                "returns \(tally.returns["vx_hot"] ?? 0), lost returns \(tally.lostReturns), lost calls \(tally.lostCalls)")
         if tally.lostCalls > 0 {
             #expect(result.stderr.contains("events lost"), "the exit notice: \(result.stderr)")
         }
