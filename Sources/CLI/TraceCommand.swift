@@ -58,7 +58,7 @@ struct TraceCommand: ParsableCommand {
     // inline by default: no stop per call (tens of nanoseconds, not tens of microseconds, Benchmarks/
     // README.md); sites no window fits keep an int3 with jump, which costs 1.6 to 2.6 times less than
     // step, and none of them misses a call.
-    @Option(help: ArgumentHelp("How calls are seen: inline (a jump to a pad that records in the process, no stop), jump (int3, a trampoline, one stop) or step (int3, single-step a copy).", valueName: "inline|jump|step"))
+    @Option(help: ArgumentHelp("How calls are seen: inline (a jump to a pad that records in the process, no stop), jump (one stop at an int3 in a pad or at the site, the code run from a trampoline) or step (int3, single-step a copy).", valueName: "inline|jump|step"))
     var strategy: String?
 
     @Flag(help: "With --strategy inline, make the program wait for nstrace when its ring is full instead of counting lost events.")

@@ -56,6 +56,19 @@ extension Engine {
             if process.goroutineStacks[goroutine]?.depth == 0 { process.goroutineStacks[goroutine] = nil }
             return result
         }
-        return body(&process.threadStacks[tid, default: ShadowStack()])
+        if let cached = cachedStackOwner, cached.process === process, cached.tid == tid { return body(&cachedStack) }
+        putCachedStackBack()
+        cachedStack = process.threadStacks.removeValue(forKey: tid) ?? ShadowStack()
+        cachedStackOwner = (process, tid)
+        return body(&cachedStack)
+    }
+
+    /// The thread shadow stack kept out of its process's table (records come in runs of one thread's:
+    /// no lookup per record) goes back, before anything reads the table.
+    func putCachedStackBack() {
+        guard let owner = cachedStackOwner else { return }
+        owner.process.threadStacks[owner.tid] = cachedStack
+        cachedStackOwner = nil
+        cachedStack = ShadowStack()
     }
 }

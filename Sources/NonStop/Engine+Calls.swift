@@ -190,6 +190,7 @@ extension Engine {
 
     /// Every open frame of a thread that ended (its goroutines' frames end with the process).
     func unwindThread(_ process: TracedProcess, _ tid: pid_t, at time: UInt64) {
+        putCachedStackBack()
         guard var stack = process.threadStacks.removeValue(forKey: tid) else { return }
         for (frame, depth) in stack.removeAll() {
             if frame.tailPending { process.space.inline?.ring.tailCallReturned(tid: tid) }

@@ -42,6 +42,7 @@ extension Engine {
         // Its frames close, and its end is told, after the last records it wrote — which may be
         // behind a record another process sharing the ring is writing right now.
         let ended = { [unowned self] in
+            putCachedStackBack()
             for other in Array(process.threadStacks.keys) { unwindThread(process, other, at: end) }
             unwindGoroutines(process, reportedAs: tid, at: end)
             emit(process, tid, .exit(status))
@@ -109,7 +110,8 @@ extension Engine {
         if follow {
             // The child goes on with the frames its parent had open when it forked.
             // Read behind the parent's records, perhaps after the child's first ones: underneath them.
-            afterRecords(of: process, tid: parent.tid) {
+            afterRecords(of: process, tid: parent.tid) { [unowned self] in
+                putCachedStackBack()
                 guard let inherited = process.threadStacks[parent.tid] else { return }
                 childProcess.threadStacks[child, default: ShadowStack()].putUnderneath(inherited)
             }
