@@ -148,7 +148,7 @@ struct RenderCommand: ParsableCommand {
                 rendered into a file; median of \(rounds) rounds. Rates are millions of events (calls + returns) per
                 second of the thread's CPU time, and of wall time. The summary reads no values (as `nstrace -c`).
 
-                """ + Table.markdown(rows, columns)
+                """ + "\n" + Table.markdown(rows, columns)
             try text.write(toFile: markdown, atomically: true, encoding: .utf8)
         }
     }
