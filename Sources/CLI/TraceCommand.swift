@@ -210,8 +210,12 @@ final class TraceSession: @unchecked Sendable {
     func run(attach pids: [Int32], launch command: [String], duration: Double?) throws -> Outcome {
         StopRequest.install(duration: duration)
         let rendered = DispatchSemaphore(value: 0)
+        // A test hook: a renderer made slow on purpose (milliseconds per batch), so that tests can see
+        // events counted lost when the output falls behind.
+        let delay = ProcessInfo.processInfo.environment["NSTRACE_TEST_RENDER_DELAY_MS"].flatMap { UInt32($0) }.map { min($0, 10_000) }
         let renderThread = Thread { [self] in
             while let batches = queue.popAll() {
+                if let delay { usleep(delay * 1000) }
                 batches.forEach(renderer.render)
                 queue.recycle(batches)
                 // Whoever reads the trace as it grows sees each batch whole and at once.

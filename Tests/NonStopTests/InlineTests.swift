@@ -122,6 +122,25 @@ import TestSupport
         #expect(calls + lostCalls == 1_000_000, "\(summary.prefix(600))")
     }
 
+    /// When the renderer cannot keep up (made slow on purpose with the test hook), the engine goes on
+    /// reading the ring and hands the renderer batches without their calls: counted, under their own
+    /// cause, and together with what was seen and what the ring lost, every call made.
+    @Test func aRendererThatFallsBehindCountsWhatItCouldNotTake() throws {
+        let binary = try values(cet: true)
+        let trace = file("slow-renderer.jsonl")
+        // A ring large enough for every record: what is lost is lost on the way out, not in the ring.
+        let result = try nstrace(["--strategy", "inline", "--ring-size", "256", "--json", "-o", trace, "^vx_hot$", "--",
+                                  binary, "hot", "4", "100000"],
+                                 timeout: 600, environment: ["NSTRACE_TEST_RENDER_DELAY_MS": "50"])
+        #expect(result.status == 0, "\(result)")
+        let tally = try TraceTally(file: trace)
+        let seen = tally.calls["vx_hot"] ?? 0
+        #expect(seen + tally.lostCalls == 400_000, "seen \(seen), lost \(tally.lostCalls)")
+        let behind = tally.lost.filter { ($0["cause"] as? String)?.contains("output fell behind") == true }
+        #expect(behind.compactMap { $0["calls"] as? Int }.reduce(0, +) > 0, "\(tally.lost)")
+        #expect(result.stderr.contains("output fell behind"), "the exit notice: \(result.stderr)")
+    }
+
     /// With every traced site a window, nothing of nstrace's can kill the program: its pads go on
     /// writing into the ring (and counting what no one reads) after nstrace is SIGKILLed.
     @Test func sigkilledNstraceLeavesAnInlineTracedServerRunningCorrectly() throws {
