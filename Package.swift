@@ -58,7 +58,7 @@ let package = Package(
 
         .testTarget(name: "SymbolsTests", dependencies: ["Symbols", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["CLI", "TestSupport"]),
-        .testTarget(name: "NonStopTests", dependencies: ["Symbols", "TestSupport"]),
+        .testTarget(name: "NonStopTests", dependencies: ["Symbols", "NonStop", "TestSupport"]),
         // Builds the release tarball (Scripts/package) and runs it with the toolchain hidden.
         .testTarget(name: "ReleaseTests", dependencies: ["TestSupport"]),
         .testTarget(

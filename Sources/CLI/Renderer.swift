@@ -35,8 +35,6 @@ final class FunctionTable {
         let i = Int(id)
         return i >= 0 && i < functions.count ? functions[i] : nil
     }
-
-    var count: Int { functions.count }
 }
 
 /// Pieces of text a renderer writes for one function (its name, its parameters' names, …), encoded

@@ -59,8 +59,6 @@ public struct ValueArena: @unchecked Sendable {
     /// Where the next value goes.
     var position: UInt32 { UInt32(truncatingIfNeeded: storage.count) }
 
-    var byteCount: Int { storage.count }
-
     /// The bytes written so far.
     public func withUnsafeBytes<T>(_ body: (UnsafeRawBufferPointer) throws -> T) rethrows -> T {
         try body(UnsafeRawBufferPointer(start: storage.base, count: storage.count))
