@@ -14,6 +14,7 @@ extension Engine {
             return
         }
         let image: ProcessImage
+        let firstInstall = process.image == nil
         do {
             if let existing = process.image {
                 let before = Set(existing.modules)
@@ -39,6 +40,12 @@ extension Engine {
             image.functions(in: module).filter { $0.names.contains(where: configuration.pattern.matches) }
         }
         DebugLog.log("\(process.pid): \(fresh.count) new modules, \(matching.count) matching functions")
+        if firstInstall, process.launched, matching.isEmpty {
+            // Attach refuses a pattern that matches nothing before touching anything; a launched program's
+            // libraries are known only now, and some may come later with dlopen.
+            notice(process, "no function matches '\(configuration.pattern.source)' in the program or the libraries it started with; "
+                + "nstrace keeps watching libraries loaded later")
+        }
         for function in matching {
             if configuration.strategy == .inline || configuration.strategy == .jump {
                 if function.isIndirect, !process.space.inlineFunctions.contains(function.address) {

@@ -76,6 +76,11 @@ import TestSupport
             let log = try TraceLog(file: traceFile)
             #expect(log.calls() == ["plugin_work": 300], "\(strategy)")
             #expect(log.returns() == ["plugin_work": 300], "\(strategy)")
+            // Nothing matched in the program and the libraries it started with: told once, and nstrace
+            // kept watching.
+            let told = log.of("notice").compactMap { $0["message"] as? String }
+                .filter { $0.contains("no function matches '^plugin_work$'") && $0.contains("keeps watching") }
+            #expect(told.count == 1, "\(strategy): \(log.of("notice"))")
         }
     }
 
