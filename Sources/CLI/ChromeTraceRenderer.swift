@@ -6,17 +6,18 @@ import NonStop
 /// open at the end get an "X" up to the last timestamp, marked incomplete. Streamed, so memory stays
 /// flat however long the trace.
 final class ChromeTraceRenderer: Renderer {
-    /// A thread's open calls; their arguments, already JSON, kept one after the other in `arguments`.
+    /// A thread's open calls — a goroutine's in Go, whose calls can return on another thread than the
+    /// one they began on; their arguments, already JSON, kept one after the other in `arguments`.
     private struct Track {
         var pid: Int32
-        var calls: [(function: Int32, start: UInt64, arguments: Int)] = []
+        var calls: [(function: Int32, start: UInt64, arguments: Int, tid: Int32)] = []
         var arguments: [UInt8] = []
-        var named = false
     }
 
     private let output: Output
     private var first = true
-    private var tracks: [Int32: Track] = [:]
+    private var tracks: [CallKey: Track] = [:]
+    private var namedThreads = Set<Int32>()
     private var lastTimestamp: UInt64 = 0
     /// Per function number: `"name":…,"cat":…` (name and module).
     private var heads: [[UInt8]] = []
@@ -35,12 +36,10 @@ final class ChromeTraceRenderer: Renderer {
         switch event.kind {
         case .call:
             let id = learn(event, batch)
-            var track = tracks.removeValue(forKey: event.tid) ?? Track(pid: event.pid)
+            let key = CallKey(event)
+            var track = tracks.removeValue(forKey: key) ?? Track(pid: event.pid)
             track.pid = event.pid
-            if !track.named {
-                track.named = true
-                nameThread(event.pid, event.tid)
-            }
+            if namedThreads.insert(event.tid).inserted { nameThread(event.pid, event.tid) }
             let start = track.arguments.count
             var values = batch.values(of: event)
             for (i, parameter) in (id >= 0 ? parameters[id] : []).enumerated() {
@@ -50,18 +49,18 @@ final class ChromeTraceRenderer: Renderer {
                 scratch.json(value)
             }
             scratch.take { track.arguments.append(contentsOf: $0) }
-            track.calls.append((Int32(clamping: id), event.timestamp, start))
-            tracks[event.tid] = track
+            track.calls.append((Int32(clamping: id), event.timestamp, start, event.tid))
+            tracks[key] = track
         case .ret:
             var values = batch.values(of: event)
             if event.hasValue, let value = values.next() {
                 scratch.append("\"retval\":" as StaticString)
                 scratch.json(value)
             }
-            close(event.tid, pid: event.pid, at: event.timestamp)
+            close(CallKey(event), pid: event.pid, at: event.timestamp)
         case .unwound:
             scratch.append("\"unwound\":true" as StaticString)
-            close(event.tid, pid: event.pid, at: event.timestamp)
+            close(CallKey(event), pid: event.pid, at: event.timestamp)
         case .signal:
             instant(event, signalName(event.number))
         case .fork, .exec, .exit, .attach, .detach:
@@ -69,14 +68,14 @@ final class ChromeTraceRenderer: Renderer {
         case .lost:
             if case .lost(let lost) = batch.detail(of: event) { instant(event, "\(lost.count) events lost") }
         default:
-            tracks[event.tid]?.pid = event.pid
+            tracks[CallKey(event)]?.pid = event.pid
         }
     }
 
     /// The innermost open call of the thread ends: one "X" event, its arguments followed by what the
     /// scratch output holds (the return value).
-    private func close(_ tid: Int32, pid: Int32, at end: UInt64, incomplete: Bool = false) {
-        guard var track = tracks.removeValue(forKey: tid), let call = track.calls.popLast() else {
+    private func close(_ key: CallKey, pid: Int32, at end: UInt64) {
+        guard var track = tracks.removeValue(forKey: key), let call = track.calls.popLast() else {
             scratch.take { _ in }
             return
         }
@@ -92,7 +91,7 @@ final class ChromeTraceRenderer: Renderer {
         output.append(",\"pid\":" as StaticString)
         output.decimal(track.pid)
         output.append(",\"tid\":" as StaticString)
-        output.decimal(tid)
+        output.decimal(call.tid)
         output.append(",\"args\":{" as StaticString)
         let arguments = track.arguments.count > call.arguments
         if arguments {
@@ -106,7 +105,7 @@ final class ChromeTraceRenderer: Renderer {
             }
         }
         output.append("}}\n" as StaticString)
-        tracks[tid] = track
+        tracks[key] = track
     }
 
     private func instant(_ event: Event, _ name: String) {
@@ -118,7 +117,7 @@ final class ChromeTraceRenderer: Renderer {
         o.field("pid", event.pid)
         o.field("tid", event.tid)
         write(o.finished)
-        tracks[event.tid]?.pid = event.pid
+        tracks[CallKey(event)]?.pid = event.pid
     }
 
     private func nameThread(_ pid: Int32, _ tid: Int32) {
@@ -162,13 +161,32 @@ final class ChromeTraceRenderer: Renderer {
     func flush() { output.flush() }
 
     func finish() {
-        for tid in tracks.keys.sorted() {
-            while let track = tracks[tid], !track.calls.isEmpty {
+        for key in tracks.keys.sorted() {
+            while let track = tracks[key], !track.calls.isEmpty {
                 scratch.append("\"incomplete\":true" as StaticString)
-                close(tid, pid: track.pid, at: lastTimestamp)
+                close(key, pid: track.pid, at: lastTimestamp)
             }
         }
         output.write("]}")
         output.close()
     }
+}
+
+/// Whose calls nest: a goroutine's in a Go program (it may move between threads mid-call), else a
+/// thread's.
+struct CallKey: Hashable, Comparable {
+    let tid: Int32
+    let goroutine: Int64
+
+    init(_ event: Event) {
+        if let goroutine = event.goroutineID {
+            self.goroutine = goroutine
+            tid = 0
+        } else {
+            goroutine = Event.noGoroutine
+            tid = event.tid
+        }
+    }
+
+    static func < (a: CallKey, b: CallKey) -> Bool { (a.goroutine, a.tid) < (b.goroutine, b.tid) }
 }

@@ -12,8 +12,9 @@ final class RenderPipeline {
     private var calls = 0
     /// Events the engine could not report, by cause: told on stderr at the end whatever the output.
     private var lost: [String: LostEvents] = [:]
-    /// Frames of calls shown, per thread, so the returns of calls past --max-calls are not shown either.
-    private var shownDepth: [Int32: Int32] = [:]
+    /// Frames of calls shown, per thread (per goroutine in Go), so the returns of calls past --max-calls
+    /// are not shown either.
+    private var shownDepth: [CallKey: Int32] = [:]
 
     init(renderers: [Renderer], threads: Set<Int32>, maxCalls: Int?, status: StatusLine?) {
         self.renderers = renderers
@@ -49,11 +50,11 @@ final class RenderPipeline {
         case .call:
             if calls >= maxCalls { return false }
             calls += 1
-            shownDepth[event.tid] = event.depth &+ 1
+            shownDepth[CallKey(event)] = event.depth &+ 1
             if calls == maxCalls { StopRequest.request() }
         case .ret, .unwound:
-            guard let shown = shownDepth[event.tid], event.depth < shown else { return false }
-            shownDepth[event.tid] = event.depth
+            guard let shown = shownDepth[CallKey(event)], event.depth < shown else { return false }
+            shownDepth[CallKey(event)] = event.depth
         default:
             break
         }

@@ -15,7 +15,9 @@ struct GoPrograms {
         let untraced = try run(binary, ["work", "8", "60"], environment: ["GOMAXPROCS": "4"])
         #expect(untraced.status == 0, "\(untraced)")
         let file = Paths.scratch.appendingPathComponent("go-\(strategy).jsonl").path
-        let result = try nstrace(["--strategy", strategy, "--json", "-o", file, Self.traced, "--", binary, "work", "8", "60"],
+        let chrome = Paths.scratch.appendingPathComponent("go-\(strategy).chrome.json").path
+        let result = try nstrace(["--strategy", strategy, "--json", "-o", file, "--chrome-trace", chrome, Self.traced, "--",
+                                  binary, "work", "8", "60"],
                                  timeout: 300, environment: ["GOMAXPROCS": "4"])
         #expect(result.status == 0, "\(result)")
         // The program says the same with and without nstrace.
@@ -41,6 +43,29 @@ struct GoPrograms {
         for call in calls { threadsOfGoroutine[call["goid"] as? Int ?? 0, default: []].insert(call["tid"] as? Int ?? 0) }
         #expect(threadsOfGoroutine.count >= 9, "8 workers and main")
         #expect(threadsOfGoroutine.values.contains { $0.count > 1 }, "no goroutine ran on two threads")
+        // The Chrome trace nests calls by goroutine, not by thread: every call is one complete span,
+        // closed by its own return (or unwinding), though it may have returned on another thread.
+        let trace = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: chrome))) as? [String: Any])
+        let spans = (trace["traceEvents"] as? [[String: Any]] ?? []).filter { $0["ph"] as? String == "X" }
+        #expect(!spans.contains { ($0["args"] as? [String: Any])?["incomplete"] != nil }, "a span left open")
+        // Each span is its call's: the same function, start and duration as a return (or unwinding) in
+        // the JSON trace. A span closed by another goroutine's return that ran on the same thread would
+        // have another's duration.
+        func nanoseconds(_ micros: Any?) -> Int {
+            let text = "\(micros ?? "")", parts = text.split(separator: ".")
+            return (Int(parts.first ?? "") ?? 0) * 1000 + (parts.count > 1 ? Int(parts[1].prefix(3).padding(toLength: 3, withPad: "0", startingAt: 0)) ?? 0 : 0)
+        }
+        var fromSpans: [String: Int] = [:], fromReturns: [String: Int] = [:]
+        for span in spans {
+            fromSpans["\(span["name"] ?? "?") \(nanoseconds(span["ts"])) \(nanoseconds(span["dur"]))", default: 0] += 1
+        }
+        for end in log.of("return") + log.of("unwound") {
+            let ts = end["ts_ns"] as? Int ?? 0, duration = end["duration_ns"] as? Int ?? 0
+            fromReturns["\(end["function"] ?? "?") \(ts - duration) \(duration)", default: 0] += 1
+        }
+        #expect(spans.count == expected.values.reduce(0, +))
+        #expect(fromSpans == fromReturns, "spans that are not their call's: \(fromSpans.filter { fromReturns[$0.key] != $0.value }.prefix(3))")
+
         // The runtime's asynchronous preemption signal went through.
         #expect(log.of("signal").contains { $0["signal"] as? String == "SIGURG" })
     }

@@ -47,6 +47,7 @@ func mayPanic(i int) int {
 
 //go:noinline
 func guarded(i int) (result int, panicked bool) {
+	runtime.Gosched() // the call may go on, and return, on another thread than the one it began on
 	defer func() {
 		if recover() != nil {
 			result, panicked = -1, true
