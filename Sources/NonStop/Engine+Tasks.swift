@@ -157,6 +157,13 @@ extension Engine {
             return
         }
         if let trace = process.space.inline { retire(trace, leaving: process) }
+        // The old image's open calls never return: closed as unwound (after its last records, read
+        // above) before the exec is told. What was learnt about the old image goes with it.
+        let now = monotonicNow()
+        putCachedStackBack()
+        for tid in Array(process.threadStacks.keys) { unwindThread(process, tid, at: now) }
+        unwindGoroutines(process, reportedAs: leader.tid, at: now)
+        process.goRuntime = nil
         process.space = AddressSpace(memory: try TraceeMemory(pid: process.pid))
         process.image = nil
         process.installedModules = []

@@ -65,6 +65,24 @@ import TestSupport
         #expect(log.count("exec", pid: vchild) == 1)
     }
 
+    /// A call still open when its process execs never returns: it is closed as unwound before the
+    /// exec is told, and the new image is traced from its start.
+    @Test(arguments: ["inline", "jump", "step"])
+    func aCallOpenAtExecIsUnwoundAndTheNewImageIsTraced(strategy: String) throws {
+        let binary = try Fixtures.build("calls", flags: ["-O1", "-g"])
+        let traceFile = Paths.scratch.appendingPathComponent("exec-\(strategy).jsonl").path
+        let result = try nstrace(["--strategy", strategy, "--json", "-o", traceFile, "^fx_(outer|exec)$", "--", binary, "2", "exec"])
+        #expect(result.status == 0, "\(result)")
+        #expect(result.stdoutLines.filter { $0 == "calls fx_outer 2" }.count == 2, "both images ran: \(result.stdout)")
+        let log = try TraceLog(file: traceFile)
+        #expect(log.calls() == ["fx_outer": 4, "fx_exec": 1], "\(strategy)")
+        #expect(log.returns() == ["fx_outer": 4], "\(strategy)")
+        let kinds = log.events.compactMap { $0["event"] as? String }
+        let unwound = kinds.firstIndex(of: "unwound"), exec = kinds.firstIndex(of: "exec")
+        #expect(log.count("unwound", function: "fx_exec") == 1 && log.count("unwound") == 1, "\(strategy)")
+        #expect(unwound != nil && exec != nil && unwound! < exec!, "\(strategy): the frame closes before the exec is told")
+    }
+
     @Test func libraryLoadedByDlopenIsTraced() throws {
         let host = try Fixtures.build("dlopen_host", flags: ["-O1", "-g", "-ldl"])
         let library = try Fixtures.build("plugin", flags: ["-O1", "-g", "-shared", "-fPIC"], variant: "so")
