@@ -103,23 +103,33 @@ extension Engine {
     /// ring), unless the user asked for every event (`--lossless`); events of stops always wait.
     func flushEvents() {
         lastFlush = monotonicNow()
-        if !unreportedLosses.isEmpty {
-            for (_, lost) in unreportedLosses.sorted(by: { $0.key < $1.key }) {
-                let batch = outbox
-                var event = Event(kind: .lost, pid: processes.keys.min() ?? 0, tid: 0, timestamp: now())
-                event.tid = event.pid
-                event.detail = batch.add(.lost(lost))
-                batch.append(event)
-            }
-            unreportedLosses = [:]
-        }
+        appendLostEvents()
         guard !outbox.isEmpty else { return }
         let batch = outbox
         outbox = events.emptyBatch()
         let mayThin = !inlineTraces.isEmpty && !configuration.lossless
         let thinned = events.push(batch, mayThin: mayThin)
+        guard thinned.calls | thinned.returns | thinned.others != 0 else { return }
+        // Told at once, not with the next batch (there may be none: this can be the last flush). A
+        // thinned push keeps `lost` events and never waits.
         countLost(calls: thinned.calls, returns: thinned.returns, others: thinned.others,
                   cause: "nstrace's output fell behind the program")
+        appendLostEvents()
+        let told = outbox
+        outbox = events.emptyBatch()
+        events.push(told, mayThin: true)
+    }
+
+    /// The losses counted since the last batch, as `lost` events in the outbox, one per cause.
+    private func appendLostEvents() {
+        guard !unreportedLosses.isEmpty else { return }
+        for (_, lost) in unreportedLosses.sorted(by: { $0.key < $1.key }) {
+            var event = Event(kind: .lost, pid: processes.keys.min() ?? 0, tid: 0, timestamp: now())
+            event.tid = event.pid
+            event.detail = outbox.add(.lost(lost))
+            outbox.append(event)
+        }
+        unreportedLosses = [:]
     }
 
     func notice(_ process: TracedProcess, _ message: String) {

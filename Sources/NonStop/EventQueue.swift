@@ -13,8 +13,8 @@ public final class EventQueue: @unchecked Sendable {
     private let capacity: Int
     private var closed = false
     private var consumerWaiting = false
-    /// Events dropped because the output stalled while nstrace was asked to stop.
-    private var dropped = 0
+    /// Events dropped because the output stalled while nstrace was asked to stop: calls, returns, others.
+    private var dropped = (calls: 0, returns: 0, others: 0)
     /// Batches rendered, emptied for the engine to fill again: their memory is reused rather than
     /// allocated (and faulted in) anew for every batch.
     private var spare: [EventBatch] = []
@@ -36,11 +36,12 @@ public final class EventQueue: @unchecked Sendable {
                 break
             }
             // Once a stop is asked for, detaching the tracee matters more than a stuck reader: wait
-            // a little, then count what is dropped (reported as a `lost` event at the end).
+            // a little, then go in without the calls and returns, counted (a `lost` event at the end);
+            // the rest (thread, exit and lost events) is kept.
             if StopRequest.pending != nil {
                 if !condition.wait(until: Date().addingTimeInterval(0.05)), StopRequest.pending != nil {
-                    dropped += batch.events.count
-                    batch.events.removeAll()
+                    let removed = batch.removeCallEvents()
+                    dropped = (dropped.calls &+ removed.calls, dropped.returns &+ removed.returns, dropped.others &+ removed.others)
                     break
                 }
             } else {
@@ -101,14 +102,14 @@ public final class EventQueue: @unchecked Sendable {
     /// No more events will come; the consumer drains what is left.
     public func close() {
         condition.lock()
-        if dropped > 0 {
+        if dropped.calls | dropped.returns | dropped.others != 0 {
             let batch = EventBatch()
             var event = Event(kind: .lost, pid: 0, tid: 0, timestamp: now())
-            event.detail = batch.add(.lost(LostEvents(calls: 0, returns: 0, others: dropped,
+            event.detail = batch.add(.lost(LostEvents(calls: dropped.calls, returns: dropped.returns, others: dropped.others,
                                                       cause: "the output stalled while nstrace was stopping")))
             batch.append(event)
             batches.append(batch)
-            dropped = 0
+            dropped = (0, 0, 0)
         }
         closed = true
         condition.broadcast()
