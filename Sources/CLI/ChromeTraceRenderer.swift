@@ -19,9 +19,8 @@ final class ChromeTraceRenderer: Renderer {
     private var tracks: [CallKey: Track] = [:]
     private var namedThreads = Set<Int32>()
     private var lastTimestamp: UInt64 = 0
-    /// Per function number: `"name":…,"cat":…` (name and module).
-    private var heads: [[UInt8]] = []
-    private var parameters: [[[UInt8]]] = []
+    /// Per function number: its name and module (`"…","cat":"…"`), then each parameter's `"name":`.
+    private var functions: [FunctionText] = []
     /// Scratch output for one call's arguments.
     private let scratch: Output
 
@@ -35,21 +34,24 @@ final class ChromeTraceRenderer: Renderer {
         lastTimestamp = max(lastTimestamp, event.timestamp)
         switch event.kind {
         case .call:
-            let id = learn(event, batch)
+            let index = learn(event, batch)
             let key = CallKey(event)
             var track = tracks.removeValue(forKey: key) ?? Track(pid: event.pid)
             track.pid = event.pid
             if namedThreads.insert(event.tid).inserted { nameThread(event.pid, event.tid) }
             let start = track.arguments.count
-            var values = batch.values(of: event)
-            for (i, parameter) in (id >= 0 ? parameters[id] : []).enumerated() {
-                guard let value = values.next() else { break }
-                if i > 0 { scratch.byte(UInt8(ascii: ",")) }
-                scratch.append(parameter)
-                scratch.json(value)
+            if let index {
+                let text = functions[index]
+                var values = batch.values(of: event)
+                for i in 0..<text.parameters {
+                    guard let value = values.next() else { break }
+                    if i > 0 { scratch.byte(UInt8(ascii: ",")) }
+                    text.write(text.firstParameter &+ i, to: scratch)
+                    scratch.json(value)
+                }
             }
             scratch.take { track.arguments.append(contentsOf: $0) }
-            track.calls.append((Int32(clamping: id), event.timestamp, start, event.tid))
+            track.calls.append((Int32(clamping: index ?? -1), event.timestamp, start, event.tid))
             tracks[key] = track
         case .ret:
             var values = batch.values(of: event)
@@ -82,8 +84,8 @@ final class ChromeTraceRenderer: Renderer {
         track.pid = pid
         output.append(first ? "{\"name\":" as StaticString : ",{\"name\":" as StaticString)
         first = false
-        let id = Int(call.function)
-        if id >= 0 && id < heads.count { output.append(heads[id]) } else { output.append("\"?\",\"cat\":\"?\"" as StaticString) }
+        let index = Int(call.function)
+        if index >= 0 && index < functions.count { functions[index].write(0, to: output) } else { output.append("\"?\",\"cat\":\"?\"" as StaticString) }
         output.append(",\"ph\":\"X\",\"ts\":" as StaticString)
         micros(call.start)
         output.append(",\"dur\":" as StaticString)
@@ -109,14 +111,16 @@ final class ChromeTraceRenderer: Renderer {
     }
 
     private func instant(_ event: Event, _ name: String) {
-        var o = JSONWriter()
-        o.field("name", name)
-        o.field("ph", "i")
-        o.field("s", "t")
-        o.field("ts", json: microsText(event.timestamp))
-        o.field("pid", event.pid)
-        o.field("tid", event.tid)
-        write(o.finished)
+        output.append(first ? "{\"name\":" as StaticString : ",{\"name\":" as StaticString)
+        first = false
+        output.jsonString(name)
+        output.append(",\"ph\":\"i\",\"s\":\"t\",\"ts\":" as StaticString)
+        micros(event.timestamp)
+        output.append(",\"pid\":" as StaticString)
+        output.decimal(event.pid)
+        output.append(",\"tid\":" as StaticString)
+        output.decimal(event.tid)
+        output.append("}\n" as StaticString)
         tracks[CallKey(event)]?.pid = event.pid
     }
 
@@ -130,15 +134,13 @@ final class ChromeTraceRenderer: Renderer {
         write(o.finished)
     }
 
-    /// The event's function number, its name and parameters encoded the first time; -1 for none.
-    private func learn(_ event: Event, _ batch: BatchContext) -> Int {
-        let id = Int(event.function)
-        guard id >= 0 else { return -1 }
-        while heads.count <= id, let function = batch.functions[Int32(heads.count)] {
-            heads.append(Array((JSONWriter.string(function.name) + ",\"cat\":" + JSONWriter.string(function.module)).utf8))
-            parameters.append((function.signature?.parameters ?? []).map { Array((JSONWriter.string($0.name) + ":").utf8) })
+    /// Where the event's function's text is in `functions`, made the first time; nil for none.
+    private func learn(_ event: Event, _ batch: BatchContext) -> Int? {
+        batch.functions.index(of: event, in: &functions) { function in
+            let parameters = (function.signature?.parameters ?? []).map { JSONWriter.string($0.name) + ":" }
+            return FunctionText([JSONWriter.string(function.name) + ",\"cat\":" + JSONWriter.string(function.module)] + parameters,
+                                parameters: parameters.count)
         }
-        return id < heads.count ? id : -1
     }
 
     /// Microseconds with nanosecond precision, as the format wants.
@@ -150,8 +152,6 @@ final class ChromeTraceRenderer: Renderer {
         output.byte(0x30 &+ UInt8(fraction / 10 % 10))
         output.byte(0x30 &+ UInt8(fraction % 10))
     }
-
-    private func microsText(_ ns: UInt64) -> String { "\(ns / 1000).\(String(format: "%03llu", ns % 1000))" }
 
     private func write(_ json: String) {
         output.write(first ? json : "," + json)

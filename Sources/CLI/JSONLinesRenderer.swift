@@ -37,7 +37,7 @@ final class JSONLinesRenderer: Renderer {
                 for i in 0..<text.parameters {
                     guard let value = values.next() else { break }
                     if i > 0 { o.byte(UInt8(ascii: ",")) }
-                    text.write(2 &+ i, to: o)
+                    text.write(text.firstParameter &+ i, to: o)
                     o.json(value)
                     o.byte(UInt8(ascii: "}"))
                 }
@@ -128,9 +128,7 @@ final class JSONLinesRenderer: Renderer {
 
     /// The event's function's text, encoded the first time it is seen; nil for none.
     private func learn(_ event: Event, _ batch: BatchContext) -> FunctionText? {
-        let id = Int(event.function)
-        guard id >= 0 else { return nil }
-        while functions.count <= id, let function = batch.functions[Int32(functions.count)] {
+        let index = batch.functions.index(of: event, in: &functions) { function in
             var common = JSONWriter()
             common.field("function", function.name)
             common.field("module", function.module)
@@ -142,9 +140,9 @@ final class JSONLinesRenderer: Renderer {
                 p.field("type", parameter.type.name)
                 return p.text + ",\"value\":"
             }
-            functions.append(FunctionText([call.members, common.members] + parameters, parameters: parameters.count))
+            return FunctionText([call.members, common.members] + parameters, parameters: parameters.count)
         }
-        return id < functions.count ? functions[id] : nil
+        return index.map { functions[$0] }
     }
 
     func flush() { output.flush() }

@@ -35,6 +35,16 @@ final class FunctionTable {
         let i = Int(id)
         return i >= 0 && i < functions.count ? functions[i] : nil
     }
+
+    /// Where `event`'s function is in a renderer's own per-function `cache` (indexed like this table),
+    /// whose entries `make` makes for every function numbered since it last grew; nil for an event of
+    /// no function.
+    func index<T>(of event: Event, in cache: inout [T], _ make: (TracedFunction) -> T) -> Int? {
+        let id = Int(event.function)
+        guard id >= 0 else { return nil }
+        while cache.count <= id, let function = self[Int32(cache.count)] { cache.append(make(function)) }
+        return id < cache.count ? id : nil
+    }
 }
 
 /// Pieces of text a renderer writes for one function (its name, its parameters' names, …), encoded
@@ -44,6 +54,8 @@ final class FunctionText {
     private let ends: [Int]
     /// How many of the pieces are its parameters' (the last ones).
     let parameters: Int
+    /// Where its parameters' pieces start.
+    var firstParameter: Int { ends.count - parameters }
 
     init(_ pieces: [String], parameters: Int) {
         var bytes: [UInt8] = [], ends: [Int] = []

@@ -5,7 +5,7 @@ import NonStop
 /// return — sorted by total time, then a log2 latency histogram of each.
 final class SummaryRenderer: Renderer {
     private struct Entry {
-        var module = ""
+        let name: String
         var calls = 0
         var unwound = 0
         var latency = LatencyHistogram()
@@ -15,7 +15,6 @@ final class SummaryRenderer: Renderer {
     /// By function number: an array index per event, no hashing. Merged by name when printed (one
     /// name can be several functions: a static function in two modules, a library loaded twice).
     private var entries: [Entry] = []
-    private var names: [String] = []
     private var lost: [String: LostEvents] = [:]
 
     init(output: Output) {
@@ -45,13 +44,7 @@ final class SummaryRenderer: Renderer {
     }
 
     private func entry(_ event: Event, _ batch: BatchContext) -> Int? {
-        let id = Int(event.function)
-        guard id >= 0 else { return nil }
-        while entries.count <= id, let function = batch.functions[Int32(entries.count)] {
-            entries.append(Entry(module: function.module))
-            names.append(function.name)
-        }
-        return id < entries.count ? id : nil
+        batch.functions.index(of: event, in: &entries) { Entry(name: $0.name) }
     }
 
     func flush() {}
@@ -63,7 +56,8 @@ final class SummaryRenderer: Renderer {
 
     func lines() -> [String] {
         var byName: [String: Entry] = [:]
-        for (name, entry) in zip(names, entries) {
+        for entry in entries {
+            let name = entry.name
             if var merged = byName[name] {
                 merged.calls += entry.calls
                 merged.unwound += entry.unwound

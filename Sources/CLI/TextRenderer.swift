@@ -13,9 +13,8 @@ final class TextRenderer: Renderer {
     private let output: Output
     private let options: Options
     private let style: Style
-    /// Per function number: its name as shown, and its parameters' names followed by `=`.
-    private var names: [[UInt8]] = []
-    private var parameters: [[[UInt8]]] = []
+    /// Per function number: its name as shown, then its parameters' names followed by `=`.
+    private var functions: [FunctionText] = []
     /// The time of day of the last second shown, `HH:MM:SS.`, and that second.
     private var clockSecond: UInt64 = .max
     private var clockText: [UInt8] = []
@@ -32,38 +31,23 @@ final class TextRenderer: Renderer {
             if case .notice(let message) = batch.detail(of: event) { output.append(message) }
             return output.newline()
         }
-        if options.timestamps {
-            clock(event.timestamp)
-            output.byte(0x20)
-        }
-        style.dim(output) {
-            output.byte(UInt8(ascii: "["))
-            output.decimal(event.tid)
-            output.byte(UInt8(ascii: "]"))
-        }
-        output.byte(0x20)
-        if let goroutine = event.goroutineID {
-            style.dim(output) {
-                output.append("[g " as StaticString)
-                output.decimal(goroutine)
-                output.byte(UInt8(ascii: "]"))
-            }
-            output.byte(0x20)
-        }
+        prefix(event)
         switch event.kind {
         case .call:
-            let id = learn(event, batch)
+            let text = learn(event, batch)
             indent(event.depth)
             style.paint(output, "32") { output.append("→" as StaticString) }
             output.byte(0x20)
-            name(id)
+            name(text)
             output.byte(UInt8(ascii: "("))
-            var values = batch.values(of: event)
-            for (i, parameter) in (id >= 0 ? parameters[id] : []).enumerated() {
-                guard let value = values.next() else { break }
-                if i > 0 { output.append(", " as StaticString) }
-                output.append(parameter)
-                output.text(value)
+            if let text {
+                var values = batch.values(of: event)
+                for i in 0..<text.parameters {
+                    guard let value = values.next() else { break }
+                    if i > 0 { output.append(", " as StaticString) }
+                    text.write(text.firstParameter &+ i, to: output)
+                    output.text(value)
+                }
             }
             output.byte(UInt8(ascii: ")"))
             output.newline()
@@ -72,11 +56,11 @@ final class TextRenderer: Renderer {
             }
             return
         case .ret:
-            let id = learn(event, batch)
+            let text = learn(event, batch)
             indent(event.depth)
             style.paint(output, "36") { output.append("←" as StaticString) }
             output.byte(0x20)
-            name(id)
+            name(text)
             if event.hasValue {
                 var values = batch.values(of: event)
                 if let value = values.next() {
@@ -86,11 +70,11 @@ final class TextRenderer: Renderer {
             }
             duration(event.duration)
         case .unwound:
-            let id = learn(event, batch)
+            let text = learn(event, batch)
             indent(event.depth)
             style.paint(output, "36") { output.append("↯" as StaticString) }
             output.byte(0x20)
-            name(id)
+            name(text)
             output.append(" (unwound)" as StaticString)
             duration(event.duration)
         case .threadStart:
@@ -125,23 +109,22 @@ final class TextRenderer: Renderer {
         output.newline()
     }
 
-    /// The event's function number, its name and parameters learnt the first time; -1 for none.
-    private func learn(_ event: Event, _ batch: BatchContext) -> Int {
-        let id = Int(event.function)
-        guard id >= 0 else { return -1 }
-        while names.count <= id, let function = batch.functions[Int32(names.count)] {
-            names.append(Array(function.name.utf8))
-            parameters.append((function.signature?.parameters ?? []).map { Array("\($0.name)=".utf8) })
+    /// The event's function's text, made the first time it is seen; nil for none.
+    private func learn(_ event: Event, _ batch: BatchContext) -> FunctionText? {
+        let index = batch.functions.index(of: event, in: &functions) { function in
+            let parameters = (function.signature?.parameters ?? []).map { "\($0.name)=" }
+            return FunctionText([function.name] + parameters, parameters: parameters.count)
         }
-        return id < names.count ? id : -1
+        return index.map { functions[$0] }
     }
 
-    private func name(_ id: Int) {
-        guard id >= 0 else { return output.byte(UInt8(ascii: "?")) }
-        style.paint(output, "1") { output.append(names[id]) }
+    private func name(_ text: FunctionText?) {
+        guard let text else { return output.byte(UInt8(ascii: "?")) }
+        style.paint(output, "1") { text.write(0, to: output) }
     }
 
-    private func stackLine(_ frame: StackFrame, _ event: Event) {
+    /// `[time] [tid] [g N] `: what every line of an event starts with.
+    private func prefix(_ event: Event) {
         if options.timestamps {
             clock(event.timestamp)
             output.byte(0x20)
@@ -152,7 +135,18 @@ final class TextRenderer: Renderer {
             output.byte(UInt8(ascii: "]"))
         }
         output.byte(0x20)
-        if let goroutine = event.goroutineID { style.dim(output) { output.append("[g \(goroutine)]") }; output.byte(0x20) }
+        if let goroutine = event.goroutineID {
+            style.dim(output) {
+                output.append("[g " as StaticString)
+                output.decimal(goroutine)
+                output.byte(UInt8(ascii: "]"))
+            }
+            output.byte(0x20)
+        }
+    }
+
+    private func stackLine(_ frame: StackFrame, _ event: Event) {
+        prefix(event)
         indent(event.depth)
         output.append("    " as StaticString)
         let place = frame.function.map { "\($0)+0x\(String(frame.offset, radix: 16))" } ?? hex(frame.address)

@@ -151,13 +151,19 @@ extension ValueType {
     /// that need more (strings, Go headers, aggregates).
     func scalar(_ bits: UInt64) -> ArgumentValue? { ValueType.scalar(bits, kind: kind, byteSize: byteSize) }
 
-    static func scalar(_ bits: UInt64, kind: Kind, byteSize: Int) -> ArgumentValue? {
+    /// A value of `byteSize` bytes (1 to 8) in the low bytes of a word: zero- and sign-extended.
+    @inline(__always)
+    static func widened(_ bits: UInt64, byteSize: Int) -> (unsigned: UInt64, signed: Int64) {
         let size = min(max(byteSize, 1), 8)
         let masked = size == 8 ? bits : bits & ((1 << (8 * UInt64(size))) - 1)
+        let shift = UInt64(64 - 8 * size)
+        return (masked, Int64(bitPattern: masked << shift) >> Int64(shift))
+    }
+
+    static func scalar(_ bits: UInt64, kind: Kind, byteSize: Int) -> ArgumentValue? {
+        let (masked, signed) = widened(bits, byteSize: byteSize)
         switch kind {
-        case .signed, .enumeration:
-            let shift = UInt64(64 - 8 * size)
-            return .signed(Int64(bitPattern: masked << shift) >> Int64(shift))
+        case .signed, .enumeration: return .signed(signed)
         case .unsigned: return .unsigned(masked)
         case .bool: return .bool(masked & 0xff != 0)
         case .char: return .char(UInt8(truncatingIfNeeded: masked))

@@ -128,18 +128,14 @@ public struct ValueArena: @unchecked Sendable {
 
     mutating func appendUnavailable() { put(.unavailable) }
 
-    /// A value held whole in a word, as `ValueType.scalar` reads it, with no `ArgumentValue` between.
+    /// A value held whole in a word, as `ValueType.scalar` reads it: the common kinds with no
+    /// `ArgumentValue` between (the record path's per-value cost), the others through it.
     mutating func appendScalar(_ bits: UInt64, kind: ValueType.Kind, byteSize: Int) {
-        let size = min(max(byteSize, 1), 8)
-        let masked = size == 8 ? bits : bits & ((1 << (8 * UInt64(size))) - 1)
         switch kind {
-        case .signed, .enumeration:
-            let shift = UInt64(64 - 8 * size)
-            appendSigned(Int64(bitPattern: masked << shift) >> Int64(shift))
-        case .unsigned: appendUnsigned(masked)
+        case .signed, .enumeration: appendSigned(ValueType.widened(bits, byteSize: byteSize).signed)
+        case .unsigned: appendUnsigned(ValueType.widened(bits, byteSize: byteSize).unsigned)
         case .pointer: appendPointer(bits)
         case .float where byteSize == 8: appendFloat(Double(bitPattern: bits))
-        case .float where byteSize == 4: appendFloat(Double(Float(bitPattern: UInt32(truncatingIfNeeded: bits))))
         default: append(ValueType.scalar(bits, kind: kind, byteSize: byteSize) ?? .unavailable)
         }
     }

@@ -53,10 +53,10 @@ struct ThreadMoment {
 enum ReturnValue {
     case none
     case read((TracedFunction) -> ArgumentValue?)
-    /// From an inline record of `probe`.
-    case record(RecordValues, InlineProbe)
+    /// From an inline record (its probe says how it is laid out).
+    case record(RecordValues)
 
-    init(_ record: RecordValues?, _ probe: InlineProbe) { self = record.map { .record($0, probe) } ?? .none }
+    init(_ record: RecordValues?) { self = record.map { .record($0) } ?? .none }
 }
 
 extension Engine {
@@ -84,12 +84,12 @@ extension Engine {
     }
 
     /// An entry record: the call, with its arguments read from the record when `values` is given.
-    func recordedEntry(_ function: TracedFunction, _ m: ThreadMoment, values: RecordValues?, probe: InlineProbe) {
+    func recordedEntry(_ function: TracedFunction, _ m: ThreadMoment, values: RecordValues?) {
         let depth = enter(function, m, returnAddress: 0)
         let maxString = self.maxString
         if let values {
             emitTraced(.call, m.process, m.tid, function: function, depth: depth, goroutine: m.goroutine?.id, at: m.time) { arena in
-                values.encode(probe.values, of: function.signature?.parameters ?? [], maxString: maxString, into: &arena)
+                values.encode(values.probe.values, of: function.signature?.parameters ?? [], maxString: maxString, into: &arena)
             }
         } else {
             emitTraced(.call, m.process, m.tid, function: function, depth: depth, goroutine: m.goroutine?.id, at: m.time, encode: nil)
@@ -161,7 +161,8 @@ extension Engine {
             case .read(let read):
                 emit(o.process, o.tid, .ret(function: frame.function, depth: depth, value: read(frame.function), duration: duration),
                      goroutine: o.goroutine?.id, at: o.time)
-            case .record(let values, let probe):
+            case .record(let values):
+                let probe = values.probe
                 let function = frame.function
                 // The probe's own function returns (its slots fit); a function that tail-called into it
                 // returns the same registers, read as its own signature says.

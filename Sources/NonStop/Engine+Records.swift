@@ -139,10 +139,10 @@ extension Engine {
         let decoded = decodesValues ? values : nil
         let moment = ThreadMoment(process: owner, tid: tid, goroutine: goroutine, stackPointer: stackPointer, time: time)
         switch probe.role {
-        case .entry(let function): recordedEntry(function, moment, values: decoded, probe: probe)
-        case .exit(let function): returned(function, moment, ReturnValue(decoded, probe))
+        case .entry(let function): recordedEntry(function, moment, values: decoded)
+        case .exit(let function): returned(function, moment, ReturnValue(decoded))
         case .tailCall(let function): tailCalled(function, moment)
-        case .watchedReturn: tailCalleeReturned(moment, ReturnValue(decoded, probe))
+        case .watchedReturn: tailCalleeReturned(moment, ReturnValue(decoded))
         case .linkMap(let rDebug):
             pendingLinkMaps.append(LinkMapChange(trace: trace, process: owner, rDebug: rDebug,
                                                  ticket: RecordValues(probe: probe, record: record)
