@@ -32,8 +32,38 @@ final class AddressSpace {
     static let regionSize: UInt64 = 256 * 1024
     static let slotSize = 32
 
+    /// This address space's patches in the crash guard's table, by the site, window or trap they
+    /// belong to.
+    private let guardOwner = CrashGuard.newOwner()
+    private var guarded: [UInt64: [Int32]] = [:]
+
     init(memory: TraceeMemory) {
         self.memory = memory
+    }
+
+    deinit { CrashGuard.forget(owner: guardOwner) }
+
+    /// Registers patches with the crash guard before they are written.
+    private func guardPatches(_ key: UInt64, _ patches: [(address: UInt64, original: [UInt8], patched: [UInt8])], kind: CrashGuard.Kind) {
+        for patch in patches {
+            let index = CrashGuard.patch(owner: guardOwner, pid: memory.pid, at: patch.address, original: patch.original,
+                                         patched: patch.patched, kind: kind)
+            if index >= 0 { guarded[key, default: []].append(index) }
+        }
+    }
+
+    private func unguard(_ key: UInt64) {
+        for index in guarded.removeValue(forKey: key) ?? [] { CrashGuard.unpatch(index) }
+    }
+
+    private func unguard(where gone: (UInt64) -> Bool) {
+        for key in guarded.keys where gone(key) { unguard(key) }
+    }
+
+    /// Forgets every patch of this address space in the crash guard (an exec replaced it).
+    func forgetGuarded() {
+        CrashGuard.forget(owner: guardOwner)
+        guarded = [:]
     }
 
     /// The bookkeeping of a forked child: the same sites and regions at the same addresses (fork
@@ -54,6 +84,9 @@ final class AddressSpace {
         space.inlineFunctions = inlineFunctions
         space.watchedFunctions = watchedFunctions
         space.threadIdentity = threadIdentity
+        for site in space.sites.values { space.guardPatches(site.address, [(site.address, [site.originalByte], [0xcc])], kind: .int3) }
+        for installed in space.windows.values { space.guardWindow(installed) }
+        for trap in space.traps.values { space.guardPatches(trap.address, [(trap.address, [0x90], [0xcc])], kind: .trapPad) }
         return space
     }
 
@@ -79,6 +112,7 @@ final class AddressSpace {
             try memory.write(plan.code, at: plan.runAt)
             trampolines[plan.runAt] = site
         }
+        if sites[site.address] == nil { guardPatches(site.address, [(site.address, [site.originalByte], [0xcc])], kind: .int3) }
         try memory.write([0xcc], at: site.address)
         sites[site.address] = site
     }
@@ -90,6 +124,7 @@ final class AddressSpace {
         for site in sites.values where (try? memory.read(site.address, count: 1)) == [0xcc] {
             if (try? memory.write([site.originalByte], at: site.address)) != nil { restored += 1 }
         }
+        for address in sites.keys { unguard(address) }
         sites.removeAll()
         trampolines.removeAll()
         return restored
@@ -105,6 +140,7 @@ final class AddressSpace {
         let gone = vanishedModules
         vanishedModules = []
         func vanished(_ address: UInt64) -> Bool { gone.contains { $0.contains(address) } }
+        unguard(where: vanished)
         sites = sites.filter { !vanished($0.key) }
         trampolines = trampolines.filter { sites[$0.value.address] != nil }
         windows = windows.filter { !vanished($0.key) }
@@ -118,16 +154,26 @@ final class AddressSpace {
     /// Writes a window's jump (the padding slot first, then the site); `originals` (the file's bytes
     /// there) go back at detach. Only while no thread of the address space runs.
     func install(_ window: InlineWindow, patches: [(address: UInt64, bytes: [UInt8])], originals: [[UInt8]]) throws(TraceError) {
+        let installed = InstalledWindow(window: window, originals: zip(patches, originals).map { ($0.address, $1) },
+                                        patches: patches.map { ($0.address, $0.bytes) })
+        guardWindow(installed)
         for patch in patches { try memory.write(patch.bytes, at: patch.address) }
-        windows[window.start] = InstalledWindow(window: window, originals: zip(patches, originals).map { ($0.address, $1) },
-                                                patches: patches.map { ($0.address, $0.bytes) })
+        windows[window.start] = installed
+    }
+
+    private func guardWindow(_ installed: InstalledWindow) {
+        let pairs = zip(installed.originals, installed.patches).map { original, patch in (patch.0, original.1, patch.1) }
+        guardPatches(installed.window.start, pairs, kind: .other)
     }
 
     /// Writes a trap pad's window (as `install` does) and records its int3s and where its relocated
     /// instructions came from. Only while no thread of the address space runs.
     func install(_ window: InlineWindow, trapPad pad: TrapPad, traps newTraps: [TrapSite],
                  patches: [(address: UInt64, bytes: [UInt8])], originals: [[UInt8]]) throws(TraceError) {
-        for trap in newTraps { traps[trap.address] = trap }
+        for trap in newTraps {
+            traps[trap.address] = trap
+            guardPatches(trap.address, [(trap.address, [0x90], [0xcc])], kind: .trapPad)
+        }
         let patchedEnd = window.start &+ UInt64(window.shortJumpSlot == nil ? window.patchLength : 2)
         for origin in pad.origins where origin.original == window.start || origin.original >= patchedEnd {
             padOrigins[origin.pad] = origin.original
@@ -141,14 +187,19 @@ final class AddressSpace {
     /// SIGTRAP no one catches. Only while no thread runs.
     func restoreWindows() -> Int {
         var restored = 0
-        for trap in traps.values { try? memory.write([0x90], at: trap.address) }
+        for trap in traps.values {
+            try? memory.write([0x90], at: trap.address)
+            unguard(trap.address)
+        }
         traps.removeAll()
         for installed in windows.values where installed.isPresent(in: memory) {
             // The site first: once it is back, nothing jumps to the padding slot any more.
             for (address, bytes) in installed.originals.reversed() where (try? memory.write(bytes, at: address)) != nil {
                 restored += 1
             }
+            unguard(installed.window.start)
         }
+        for start in windows.keys { unguard(start) }
         windows.removeAll()
         return restored
     }
@@ -204,7 +255,9 @@ final class AddressSpace {
             else { continue }
             let used = head[Int(ScratchRegion.usedOffset)...].enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
             guard used <= end - start else { continue }
-            regions.append(ScratchRegion(start: start, size: end - start, used: used))
+            let region = ScratchRegion(start: start, size: end - start, used: used)
+            regions.append(region)
+            CrashGuard.region(region)
         }
         if !regions.isEmpty { DebugLog.log("\(memory.pid): adopted \(regions.count) scratch regions") }
     }
@@ -265,6 +318,7 @@ final class AddressSpace {
                 continue
             }
             let region = ScratchRegion(start: hint, size: size)
+            CrashGuard.region(region)
             try memory.write(ScratchRegion.gadget, at: region.start)
             try memory.write(Array("nstrace".utf8) + [0], at: region.start + ScratchRegion.nameOffset)
             regions.append(region)

@@ -86,6 +86,7 @@ extension Engine {
         for process in processes.values { emit(process, process.pid, .detach) }
         threads.removeAll()
         processes.removeAll()
+        CrashGuard.reset()
     }
 
     /// A thread whose stop nstrace already holds: back on the original instruction stream.
@@ -227,6 +228,8 @@ extension Engine {
             case .exec:
                 thread.interruptPending = false
                 thread.state = .stopped
+                // The old image's bytes are gone with it (unless the space was a vfork parent's, still in use).
+                if thread.process.space.memory.pid == thread.process.pid { thread.process.space.forgetGuarded() }
                 thread.process.space = AddressSpace(memory: try TraceeMemory(pid: thread.process.pid))
             default:
                 thread.interruptPending = false

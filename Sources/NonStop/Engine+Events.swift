@@ -107,6 +107,10 @@ extension Engine {
         guard !outbox.isEmpty else { return }
         let batch = outbox
         outbox = events.emptyBatch()
+        if let crashAfter = CrashGuard.crashAfterEvents {
+            eventsHandedOver &+= batch.events.count
+            precondition(eventsHandedOver < crashAfter, "NSTRACE_TEST_CRASH: a crash on purpose, after \(eventsHandedOver) events")
+        }
         let mayThin = !inlineTraces.isEmpty && !configuration.lossless
         let thinned = events.push(batch, mayThin: mayThin)
         guard thinned.calls | thinned.returns | thinned.others != 0 else { return }

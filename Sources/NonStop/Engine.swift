@@ -98,6 +98,8 @@ public final class Engine {
     var deferredStops: [WaitResult] = []
     /// Events made since the last hand-over to the renderer: handed over in batches.
     var outbox = EventBatch()
+    /// Events handed to the renderer so far, counted only for the `NSTRACE_TEST_CRASH` test hook.
+    var eventsHandedOver = 0
     /// Functions numbered so far (`TracedFunction.eventID`).
     var functionsNumbered: Int32 = 0
     /// Losses not reported yet, by cause (the output fell behind, frames capped).
@@ -141,6 +143,7 @@ public final class Engine {
         decoder = try Decoder()
         wallClockOffset = now() &- monotonicNow()
         StopRequest.registerEngineThread()
+        CrashGuard.install()
     }
 
     // MARK: The loop

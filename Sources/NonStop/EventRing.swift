@@ -23,9 +23,14 @@ final class EventRing: @unchecked Sendable {
         base = p
         positions = Array(repeating: 0, count: geometry.bucketCount)
         stalledSince = Array(repeating: nil, count: geometry.bucketCount)
+        // Should nstrace crash, no pad may go on waiting for it.
+        nst_guard_add_ring(base, RingGeometry.heartbeatOffset, RingGeometry.acknowledgedOffset)
     }
 
-    deinit { munmap(base, geometry.totalSize) }
+    deinit {
+        nst_guard_remove_ring(base)
+        munmap(base, geometry.totalSize)
+    }
 
     private func word(_ offset: Int) -> UInt64 {
         base.advanced(by: offset).assumingMemoryBound(to: UInt64.self).pointee

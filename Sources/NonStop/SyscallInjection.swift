@@ -27,17 +27,23 @@ struct SyscallInjection {
         let saved = try Ptrace.getRegs(tid)
         var regs = saved
         var borrowed: [UInt8]?
-        let site: UInt64
+        var guarded: Int32 = -1
+        var site = saved.rip
+        defer {
+            if let borrowed { try? memory.write(borrowed, at: site) }
+            CrashGuard.unpatch(guarded)
+            CrashGuard.injecting(tid, saved: nil)
+        }
+        // Should nstrace crash meanwhile, the crash guard puts the registers and bytes back.
+        CrashGuard.injecting(tid, saved: saved)
         if let gadget {
             site = gadget
         } else {
-            site = saved.rip
-            borrowed = try memory.read(site, count: 2)
-            guard borrowed?.count == 2 else { throw TraceError("inject syscall at 0x\(String(site, radix: 16))", tid: tid, errno: EFAULT) }
+            let bytes = try memory.read(site, count: 2)
+            guard bytes.count == 2 else { throw TraceError("inject syscall at 0x\(String(site, radix: 16))", tid: tid, errno: EFAULT) }
+            guarded = CrashGuard.patch(owner: 0, pid: memory.pid, at: site, original: bytes, patched: [0x0f, 0x05], kind: .other)
+            borrowed = bytes
             try memory.write([0x0f, 0x05], at: site)
-        }
-        defer {
-            if let borrowed { try? memory.write(borrowed, at: site) }
         }
         regs.rip = site
         regs.rax = UInt64(number)

@@ -17,9 +17,14 @@ final class TraceeThread {
         case groupStopped
     }
 
-    var state: State = .running
+    // Each of the next five is mirrored to the crash guard: what letting the thread go would need.
+    var state: State = .running {
+        didSet { guardStep() }
+    }
     /// Signals that arrived mid-step (or mid-injection), delivered once the thread is whole again.
-    var heldSignals: [siginfo_t] = []
+    var heldSignals: [siginfo_t] = [] {
+        didSet { if !(heldSignals.isEmpty && oldValue.isEmpty) { CrashGuard.heldSignals(guardSlot, heldSignals) } }
+    }
     /// After a fault is delivered at a site, a handler that returns makes the thread hit the
     /// breakpoint again: that re-execution is not a new call.
     var reexecution: Reexecution?
@@ -29,22 +34,39 @@ final class TraceeThread {
     var interruptPending = false
     /// The stop the engine has reaped and not yet resumed from, if any. Only from a
     /// signal-delivery-stop can a resume deliver a signal; from an event stop the kernel ignores it.
-    var hold: Hold = .none
+    var hold: Hold = .none {
+        didSet { if (hold == .none) != (oldValue == .none) { CrashGuard.held(guardSlot, hold != .none) } }
+    }
     /// The site the thread trapped at, while its hit is being handled: a thread let go before the
     /// hit is done must restart there, not one byte into the instruction.
-    var rewind: UInt64?
+    var rewind: UInt64? {
+        didSet { if rewind != oldValue { CrashGuard.rewind(guardSlot, to: rewind) } }
+    }
     /// A step the kernel interrupted with a group-stop (SIGSTOP): single-stepped again once the
     /// group-stop ends, since a plain continue would run on through the slot.
-    var stepAcrossGroupStop: StepInFlight?
+    var stepAcrossGroupStop: StepInFlight? {
+        didSet { guardStep() }
+    }
     /// Between a vfork and the child's exec or exit the thread is blocked in the kernel and cannot
     /// stop; detach does not wait for it (the kernel lets it go when nstrace exits).
     var inVfork = false
 
     enum Hold { case none, signalDelivery, event }
 
+    /// This thread's entry in the crash guard's table.
+    private let guardSlot: Int32
+
     init(tid: pid_t, process: TracedProcess) {
         self.tid = tid
         self.process = process
+        guardSlot = CrashGuard.thread(tid, of: process.pid)
+    }
+
+    deinit { CrashGuard.threadGone(guardSlot) }
+
+    private func guardStep() {
+        if case .stepping(let step) = state { CrashGuard.step(guardSlot, step) }
+        else { CrashGuard.step(guardSlot, stepAcrossGroupStop) }
     }
 
     var isStepping: Bool {

@@ -126,9 +126,11 @@ int main(int argc, char **argv) {
         _exit(4);
     }
 
-    for (int i = 0; i < nworkers; i++) pthread_join(workers[i], NULL);
+    // The signaller first: it signals workers until the last one is done, and pthread_kill on a thread
+    // already joined (its stack freed) is undefined behaviour.
     void *sent;
     pthread_join(sender, &sent);
+    for (int i = 0; i < nworkers; i++) pthread_join(workers[i], NULL);
 
     int status = 0, vstatus = 0;
     waitpid(child, &status, 0);

@@ -88,6 +88,13 @@ public final class DrainedPipe: @unchecked Sendable {
         done.signal()
         return data
     }
+
+    /// What the pipe held once its last writer closed it; nil if that took longer than `timeout`.
+    public func wait(timeout: TimeInterval) -> Data? {
+        guard done.wait(timeout: .now() + timeout) == .success else { return nil }
+        done.signal()
+        return data
+    }
 }
 
 /// Runs the built `nstrace`.

@@ -114,11 +114,21 @@ public final class BackgroundTrace {
     public let outputFile: String
     private let stderr: DrainedPipe
 
-    public init(_ arguments: [String], outputFile: String) throws {
+    public init(_ arguments: [String], outputFile: String, environment: [String: String]? = nil) throws {
         self.outputFile = outputFile
         try? FileManager.default.removeItem(atPath: outputFile)
-        process = try Subprocess(Paths.nstrace, arguments, stdout: .null, stderr: .pipe)
+        process = try Subprocess(Paths.nstrace, arguments, environment: environment, stdout: .null, stderr: .pipe)
         stderr = DrainedPipe(process.stderrHandle)
+    }
+
+    /// Waits for nstrace to exit by itself; nil if it did not within `timeout` (it is then killed).
+    public func waitForExit(timeout: TimeInterval = 60) -> (status: Int32, stderr: String)? {
+        guard let status = process.wait(timeout: timeout) else {
+            process.kill(SIGKILL)
+            _ = process.wait(timeout: 30)
+            return nil
+        }
+        return (status, String(decoding: stderr.wait(), as: UTF8.self))
     }
 
     /// Waits until the trace file holds at least `n` lines containing `text`, or the deadline passes.
@@ -140,12 +150,7 @@ public final class BackgroundTrace {
     /// killed, and the test fails on the nil).
     public func stop(signal: Int32 = SIGINT, timeout: TimeInterval = 60) -> (status: Int32, stderr: String)? {
         process.kill(signal)
-        guard let status = process.wait(timeout: timeout) else {
-            process.kill(SIGKILL)
-            _ = process.wait(timeout: 30)
-            return nil
-        }
-        return (status, String(decoding: stderr.wait(), as: UTF8.self))
+        return waitForExit(timeout: timeout)
     }
 
     deinit {

@@ -88,4 +88,40 @@ struct nst_dwfl_session *nst_dwfl_session_begin(bool live, const char *debuginfo
 struct Dwfl *nst_dwfl_session_dwfl(struct nst_dwfl_session *session);
 void nst_dwfl_session_end(struct nst_dwfl_session *session);
 
+// The crash guard (crash_guard.c): if nstrace faults or traps (SIGSEGV, SIGBUS, SIGILL, SIGTRAP,
+// SIGABRT, SIGFPE) its handler, on the tracing thread, stops every traced thread, puts back every
+// patched place still holding nstrace's bytes, puts every thread back on the program's own
+// instructions, detaches, and lets the signal take its course. The engine keeps the tables current.
+#define NST_GUARD_HELD_SIGNALS 8
+// Patch kinds, restored in this order: int3s (a thread that just hit one goes back onto it), trap-pad
+// int3s (a thread that hit one runs on), then everything else.
+#define NST_GUARD_INT3 0
+#define NST_GUARD_TRAP 1
+#define NST_GUARD_OTHER 2
+struct user_regs_struct;
+void nst_guard_install(pid_t tracer);
+int32_t nst_guard_add_patch(uint32_t owner, pid_t pid, uint64_t address, const uint8_t *original,
+                            const uint8_t *patched, int length, int kind);
+void nst_guard_remove_patch(int32_t index);
+void nst_guard_forget_owner(uint32_t owner);
+int32_t nst_guard_add_thread(pid_t tid, pid_t pid);
+void nst_guard_remove_thread(int32_t index);
+// A stop the engine has reaped and not resumed from.
+void nst_guard_set_held(int32_t index, bool held);
+// Where a held thread goes back to if let go now (0: clear; clearing after its registers were moved
+// past the site tells the guard to leave it where it is).
+void nst_guard_set_rewind(int32_t index, uint64_t address);
+// A relocated instruction single-stepped in `slot` (`scratch_register` -1 when none is borrowed).
+void nst_guard_set_step(int32_t index, uint64_t slot, uint64_t end, uint64_t site, uint64_t resume,
+                        int scratch_register, uint64_t saved_scratch, bool clears_tf);
+void nst_guard_clear_step(int32_t index);
+void nst_guard_set_held_signals(int32_t index, const siginfo_t *infos, int count);
+// A system call injected into `tid`: its registers as they go back (NULL: done).
+void nst_guard_set_injection(pid_t tid, const struct user_regs_struct *saved);
+void nst_guard_add_region(uint64_t start, uint64_t size);
+void nst_guard_add_ring(void *base, size_t heartbeat_offset, size_t acknowledged_offset);
+void nst_guard_remove_ring(void *base);
+// Forgets everything (after a normal detach).
+void nst_guard_reset(void);
+
 #endif
