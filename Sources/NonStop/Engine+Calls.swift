@@ -47,6 +47,17 @@ struct ThreadMoment {
     let stackPointer: UInt64
     /// CLOCK_MONOTONIC nanoseconds.
     let time: UInt64
+    /// The stack it runs on (`StackMappings`), 0 when not known. A goroutine's is its own.
+    let stack: UInt64
+
+    init(process: TracedProcess, tid: pid_t, goroutine: CallContext.Goroutine?, stackPointer: UInt64, time: UInt64) {
+        self.process = process
+        self.tid = tid
+        self.goroutine = goroutine
+        self.stackPointer = stackPointer
+        self.time = time
+        stack = goroutine == nil ? process.stacks.stack(of: stackPointer) : 0
+    }
 }
 
 /// Where a return's value comes from, read for the function whose frame closes.
@@ -78,7 +89,7 @@ extension Engine {
                 $0.watchReturnAddress(of: function, sp: m.stackPointer, returnAddress: returnAddress)
             }
         case .returnAddress(let site, let value):
-            withShadowStack(m.process, m.tid, m.goroutine) { $0.popFrames(at: site, sp: m.stackPointer, into: &closedFrames) }
+            withShadowStack(m.process, m.tid, m.goroutine) { $0.popFrames(at: site, sp: m.stackPointer, stack: m.stack, into: &closedFrames) }
             closeFrames(m, .read(value))
         }
     }
@@ -99,7 +110,7 @@ extension Engine {
     /// The function's `ret` ran: frames below it are over (unwound), the frame entered at this stack
     /// pointer returns, and the ones that tail-called into it with it.
     func returned(_ function: TracedFunction, _ m: ThreadMoment, _ value: ReturnValue) {
-        withShadowStack(m.process, m.tid, m.goroutine) { $0.popReturn(of: function, sp: m.stackPointer, into: &closedFrames) }
+        withShadowStack(m.process, m.tid, m.goroutine) { $0.popReturn(of: function, sp: m.stackPointer, stack: m.stack, into: &closedFrames) }
         closeFrames(m, value)
     }
 
@@ -113,8 +124,8 @@ extension Engine {
     /// A callee watched for the traced functions that tail-call it returned.
     func tailCalleeReturned(_ m: ThreadMoment, _ value: ReturnValue) {
         withShadowStack(m.process, m.tid, m.goroutine) {
-            $0.popFrames(at: nil, sp: m.stackPointer, into: &closedFrames)
-            $0.popTailCallers(sp: m.stackPointer, into: &closedFrames)
+            $0.popFrames(at: nil, sp: m.stackPointer, stack: m.stack, into: &closedFrames)
+            $0.popTailCallers(sp: m.stackPointer, stack: m.stack, into: &closedFrames)
         }
         closeFrames(m, value)
     }
@@ -123,10 +134,10 @@ extension Engine {
     private func enter(_ function: TracedFunction, _ m: ThreadMoment, returnAddress: UInt64) -> Int {
         var depth = 0, evicted = 0
         withShadowStack(m.process, m.tid, m.goroutine) { shadow in
-            shadow.popFrames(at: nil, sp: m.stackPointer, into: &closedFrames)
-            shadow.popReturnedUnseen(sp: m.stackPointer, into: &closedFrames)
+            shadow.popFrames(at: nil, sp: m.stackPointer, stack: m.stack, into: &closedFrames)
+            shadow.popReturnedUnseen(sp: m.stackPointer, stack: m.stack, into: &closedFrames)
             depth = shadow.depth
-            evicted = shadow.push(.init(function: function, entrySP: m.stackPointer, returnAddress: returnAddress, start: m.time))
+            evicted = shadow.push(.init(function: function, entrySP: m.stackPointer, stack: m.stack, returnAddress: returnAddress, start: m.time))
         }
         if !closedFrames.isEmpty { closeFrames(m, .none) }
         if evicted > 0 {

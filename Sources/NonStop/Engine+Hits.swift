@@ -59,9 +59,11 @@ extension Engine {
                                     maxString: configuration.maxStringLength)
         let arguments = reader.arguments(function.signature)
         var returnAddress: UInt64 = 0
-        if !function.returnsSeenAtExits, let word = prefetched.word(at: regs.rsp) ?? (try? memory.readWord(at: regs.rsp)) {
+        // Only a return address a breakpoint watches is kept: a frame whose return cannot be seen is
+        // closed by the next call made from the same place (see popReturnedUnseen).
+        if !function.returnsSeenAtExits, let word = prefetched.word(at: regs.rsp) ?? (try? memory.readWord(at: regs.rsp)),
+           try ensureReturnSite(at: word, in: process, using: thread) {
             returnAddress = word
-            _ = try ensureReturnSite(at: word, in: process, using: thread)
         }
         deliver(Observation(kind: .entry(function, arguments: arguments, stack: stack(of: thread, regs: unwindFrom ?? regs),
                                          returnAddress: returnAddress),

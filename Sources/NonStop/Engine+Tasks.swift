@@ -164,6 +164,7 @@ extension Engine {
         for tid in Array(process.threadStacks.keys) { unwindThread(process, tid, at: now) }
         unwindGoroutines(process, reportedAs: leader.tid, at: now)
         process.goRuntime = nil
+        process.stacks.forget()
         // The old image's bytes are gone with it (unless the space was a vfork parent's, still in use).
         if process.space.memory.pid == process.pid { process.space.forgetGuarded() }
         process.space = AddressSpace(memory: try TraceeMemory(pid: process.pid))

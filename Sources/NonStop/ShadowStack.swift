@@ -1,12 +1,15 @@
-/// A thread's traced calls still open, keyed by the stack pointer at entry (which points at the
-/// return address). A frame is over once execution is seen above its entry stack pointer: that covers
-/// a plain return, a tail call (the tail-callee entered with the same stack pointer and returns for
-/// both), recursion (each level has its own stack pointer), and longjmp or an exception unwinding past
-/// frames (they are closed as unwound).
+/// A thread's traced calls still open, keyed by the stack they run on and the stack pointer at entry
+/// (which points at the return address). A frame is over once execution is seen above its entry stack
+/// pointer on the same stack: that covers a plain return, a tail call (the tail-callee entered with the
+/// same stack pointer and returns for both), recursion (each level has its own stack pointer), and
+/// longjmp or an exception unwinding past frames (they are closed as unwound). Frames on another stack
+/// (a fiber's, a sigaltstack's) are left alone: their thread will come back to them.
 struct ShadowStack {
     struct Frame {
         let function: TracedFunction
         let entrySP: UInt64
+        /// The stack it runs on (`StackMappings`: its mapping's end), 0 when not known.
+        var stack: UInt64 = 0
         /// Where the call returns to, when its return is watched there (0 when it is seen at the
         /// function's own `ret`s, as the inline strategy sees it).
         var returnAddress: UInt64
@@ -48,50 +51,68 @@ struct ShadowStack {
         dropped = older.dropped
     }
 
-    /// How far above a frame's entry stack pointer execution may be seen and still be on the same
-    /// stack. Further up is another stack altogether — a signal handler's sigaltstack, a fiber's —
-    /// and says nothing about the frames on this one.
+    /// Where the stack is not known (its mapping could not be read, a goroutine's scale), how far above
+    /// a frame's entry stack pointer execution may be seen and still be on the same stack.
     static let sameStackReach: UInt64 = 64 << 20
 
-    /// Removes and returns the frames that are over when the thread runs at `site` with `sp`,
-    /// innermost first; `returned` says whether a frame returned here (its return address, with the
-    /// stack pointer just past it) or was unwound past.
-    mutating func popFrames(at site: UInt64?, sp: UInt64, into closed: inout [Closed]) {
-        while let top = frames.last, top.entrySP < sp, sp - top.entrySP <= ShadowStack.sameStackReach {
-            frames.removeLast()
-            let returnedHere = site != nil && (site == top.returnAddress || top.tailPending) && sp == top.entrySP &+ 8
-            closed.append((top, depth, returnedHere))
+    /// Whether a frame is on `stack` (where either is not known: near enough below `sp`).
+    private static func onStack(_ frame: Frame, _ stack: UInt64, sp: UInt64) -> Bool {
+        if frame.stack != 0, stack != 0 { return frame.stack == stack }
+        return frame.entrySP >= sp || sp - frame.entrySP <= sameStackReach
+    }
+
+    /// The innermost open frame on `stack`, by index (frames of other stacks above it are skipped).
+    private func top(on stack: UInt64, sp: UInt64) -> Int? {
+        var i = frames.count - 1
+        while i >= 0, !ShadowStack.onStack(frames[i], stack, sp: sp) { i -= 1 }
+        return i >= 0 ? i : nil
+    }
+
+    private mutating func close(_ i: Int, returned: Bool, into closed: inout [Closed]) {
+        let frame = i == frames.count - 1 ? frames.removeLast() : frames.remove(at: i)
+        closed.append((frame, dropped &+ i, returned))
+    }
+
+    /// Removes and returns the frames on `stack` that are over when the thread runs at `site` with
+    /// `sp`, innermost first; `returned` says whether a frame returned here (its return address, with
+    /// the stack pointer just past it) or was unwound past.
+    mutating func popFrames(at site: UInt64?, sp: UInt64, stack: UInt64, into closed: inout [Closed]) {
+        while let i = top(on: stack, sp: sp), frames[i].entrySP < sp {
+            let frame = frames[i]
+            let returnedHere = site != nil && (site == frame.returnAddress || frame.tailPending) && sp == frame.entrySP &+ 8
+            close(i, returned: returnedHere, into: &closed)
         }
     }
 
-    /// A call is entered at `sp`: the top frame, entered at the same stack pointer and whose return is
-    /// seen at its own `ret`s, must have returned unseen (its return record was lost when the ring was
-    /// full) — the caller is calling again from the same place. A frame watched at a return address
-    /// (a tail call's caller, or the jump strategy's) stays: the tail-callee enters at its stack pointer.
-    mutating func popReturnedUnseen(sp: UInt64, into closed: inout [Closed]) {
-        guard let top = frames.last, top.entrySP == sp, top.returnAddress == 0, !top.tailPending,
-              top.function.returnsSeenAtExits else { return }
-        frames.removeLast()
-        closed.append((top, depth, false))
+    /// A call is entered at `sp`: the innermost frame, entered at the same stack pointer, must have
+    /// returned unseen when nothing else could have left it there — its return is seen at its own
+    /// `ret`s (the record was lost when the ring was full), or cannot be watched at all (a return
+    /// address in anonymous memory): the caller is calling again from the same place, and a loop of
+    /// such calls must not pile up frames. A frame watched at a return address (a tail call's caller,
+    /// or the jump strategy's) stays: the tail-callee enters at its stack pointer.
+    mutating func popReturnedUnseen(sp: UInt64, stack: UInt64, into closed: inout [Closed]) {
+        guard let i = top(on: stack, sp: sp), frames[i].entrySP == sp, frames[i].returnAddress == 0,
+              !frames[i].tailPending else { return }
+        close(i, returned: false, into: &closed)
     }
 
     /// The function's `ret` ran with `sp`: frames below it are over (unwound), and the frame entered at
     /// `sp` returns.
-    mutating func popReturn(of function: TracedFunction, sp: UInt64, into closed: inout [Closed]) {
-        popFrames(at: nil, sp: sp, into: &closed)
-        if let top = frames.last, top.entrySP == sp, top.function === function {
-            frames.removeLast()
-            closed.append((top, depth, true))
+    mutating func popReturn(of function: TracedFunction, sp: UInt64, stack: UInt64, into closed: inout [Closed]) {
+        popFrames(at: nil, sp: sp, stack: stack, into: &closed)
+        if let i = top(on: stack, sp: sp), frames[i].entrySP == sp, frames[i].function === function {
+            close(i, returned: true, into: &closed)
         }
-        if let top = frames.last, top.entrySP == sp, top.tailPending { popTailCallers(sp: sp, into: &closed) }
+        if let i = top(on: stack, sp: sp), frames[i].entrySP == sp, frames[i].tailPending {
+            popTailCallers(sp: sp, stack: stack, into: &closed)
+        }
     }
 
     /// A return with `sp` (of a traced function, or of a callee watched for its tail-callers): the
     /// frames that tail-called into it return too.
-    mutating func popTailCallers(sp: UInt64, into closed: inout [Closed]) {
-        while let top = frames.last, top.entrySP == sp, top.tailPending {
-            frames.removeLast()
-            closed.append((top, depth, true))
+    mutating func popTailCallers(sp: UInt64, stack: UInt64, into closed: inout [Closed]) {
+        while let i = top(on: stack, sp: sp), frames[i].entrySP == sp, frames[i].tailPending {
+            close(i, returned: true, into: &closed)
         }
     }
 

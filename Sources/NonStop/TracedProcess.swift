@@ -30,11 +30,14 @@ final class TracedProcess {
     /// the thread: a thread's last records may be read after its end was reported.
     var goroutineStacks: [CallContext.Goroutine: ShadowStack] = [:]
     var threadStacks: [pid_t: ShadowStack] = [:]
+    /// Which mapping each stack pointer is in: frames on different stacks do not close each other.
+    let stacks: StackMappings
 
     init(pid: pid_t, space: AddressSpace, reportsEvents: Bool, launched: Bool) {
         self.pid = pid
         self.space = space
         self.reportsEvents = reportsEvents
         self.launched = launched
+        stacks = StackMappings(pid: pid)
     }
 }

@@ -1,0 +1,55 @@
+import Glibc
+
+/// Which memory mapping a stack pointer is in, named by the mapping's end (a stack grows down, so its
+/// end stays put while its start moves). Frames on different mappings — a fiber's stack, a signal
+/// handler's sigaltstack, another thread's — never close each other, however near their addresses.
+/// /proc/PID/maps is read again only when a stack pointer falls outside every mapping known (a new
+/// thread's stack, a fiber's): records come in runs on one stack, and the last one is checked first.
+final class StackMappings {
+    private let pid: pid_t
+    /// Sorted by start; half-open [start, end).
+    private var mappings: [(start: UInt64, end: UInt64)] = []
+    private var last: (start: UInt64, end: UInt64) = (0, 0)
+    /// CLOCK_MONOTONIC of the last read: at most one read per millisecond, whatever the stack pointers.
+    private var readAt: UInt64 = 0
+
+    init(pid: pid_t) { self.pid = pid }
+
+    /// The end of the mapping holding `sp`; 0 when none is known (frames then fall back to distance).
+    func stack(of sp: UInt64) -> UInt64 {
+        if sp >= last.start, sp < last.end { return last.end }
+        if let found = lookup(sp) { return found }
+        let now = monotonicNow()
+        guard now &- readAt >= 1_000_000 else { return 0 }
+        readAt = now
+        reload()
+        return lookup(sp) ?? 0
+    }
+
+    /// After an exec: a new address space.
+    func forget() {
+        mappings = []
+        last = (0, 0)
+    }
+
+    private func lookup(_ sp: UInt64) -> UInt64? {
+        var low = 0, high = mappings.count
+        while low < high {
+            let mid = (low + high) / 2
+            if mappings[mid].end <= sp { low = mid + 1 } else { high = mid }
+        }
+        guard low < mappings.count, mappings[low].start <= sp else { return nil }
+        last = mappings[low]
+        return last.end
+    }
+
+    private func reload() {
+        guard let maps = ProcFS.text("/proc/\(pid)/maps") else { return }
+        mappings = maps.split(separator: "\n").compactMap { line in
+            let range = line.prefix { $0 != " " }.split(separator: "-")
+            guard range.count == 2, let start = UInt64(range[0], radix: 16), let end = UInt64(range[1], radix: 16),
+                  start < end else { return nil }
+            return (start, end)
+        }.sorted { $0.start < $1.start }
+    }
+}
