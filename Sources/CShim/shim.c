@@ -149,9 +149,9 @@ int nst_requeue_signal(pid_t tgid, pid_t tid, const siginfo_t *info) {
     // other than SI_TKILL) be forged by another process. The rest are sent again as SI_TKILL.
     if (info->si_code < 0 && info->si_code != SI_TKILL) {
         siginfo_t copy = *info;
-        if (syscall(SYS_rt_tgsigqueueinfo, tgid, tid, info->si_signo, &copy) == 0) return 0;
+        if (syscall(SYS_rt_tgsigqueueinfo, tgid, tid, info->si_signo, &copy) == 0) return 1;
     }
-    return (int)syscall(SYS_tgkill, tgid, tid, info->si_signo);
+    return syscall(SYS_tgkill, tgid, tid, info->si_signo) == 0 ? 0 : -1;
 }
 
 int nst_same_address_space(pid_t a, pid_t b) {

@@ -277,9 +277,11 @@ public final class Engine {
     /// siginfo) when it sits in a signal-delivery-stop, and sending the others again.
     func resume(_ thread: TraceeThread) throws(TraceError) {
         var signal: Int32 = 0
-        if !thread.heldSignals.isEmpty, thread.hold == .signalDelivery {
-            let first = thread.heldSignals.removeFirst()
+        if var first = thread.heldSignals.first, thread.hold == .signalDelivery {
+            restoreResent(thread, &first)
             try Ptrace.setSigInfo(thread.tid, first)
+            // Off the list only once it is on its way: a failed SETSIGINFO must not lose it.
+            thread.heldSignals.removeFirst()
             emit(thread.process, thread.tid, .signal(first.si_signo))
             statistics.signalsDelivered += 1
             signal = first.si_signo
@@ -294,15 +296,42 @@ public final class Engine {
     /// Only one signal rides on a resume, and only from a signal-delivery-stop: the rest are queued
     /// to the thread again (sigqueue-style ones with their value), to be passed when they come back.
     func requeueHeldSignals(_ thread: TraceeThread) {
+        guard !thread.heldSignals.isEmpty else { return }
         for info in thread.heldSignals {
             var copy = info
-            _ = nst_requeue_signal(thread.process.pid, thread.tid, &copy)
+            // Sent as SI_TKILL from nstrace: its own siginfo waits for it (unless this is such a resent
+            // signal already, whose siginfo still waits).
+            DebugLog.log("\(thread.tid): send \(signalName(info.si_signo)) again")
+            if nst_requeue_signal(thread.process.pid, thread.tid, &copy) == 0, !isResent(info) {
+                if thread.resent.count >= 64 { thread.resent.removeFirst() }
+                thread.resent.append(info)
+            }
         }
         thread.heldSignals = []
     }
 
+    /// A signal nstrace sent again itself (SI_TKILL from nstrace's pid).
+    private func isResent(_ info: siginfo_t) -> Bool {
+        var copy = info
+        return info.si_code == SI_TKILL && nst_siginfo_pid(&copy) == getpid()
+    }
+
+    /// A resent signal gets its own siginfo back (the oldest of its number). Whether it was one.
+    @discardableResult
+    func restoreResent(_ thread: TraceeThread, _ info: inout siginfo_t) -> Bool {
+        guard !thread.resent.isEmpty, isResent(info),
+              let i = thread.resent.firstIndex(where: { $0.si_signo == info.si_signo }) else { return false }
+        info = thread.resent.remove(at: i)
+        DebugLog.log("\(thread.tid): \(signalName(info.si_signo)) resent by nstrace gets its own siginfo back")
+        return true
+    }
+
     func passSignal(_ thread: TraceeThread, _ signal: Int32) throws(TraceError) {
         DebugLog.log("\(thread.tid): pass \(signalName(signal))")
+        if !thread.resent.isEmpty {
+            var info = try Ptrace.getSigInfo(thread.tid)
+            if restoreResent(thread, &info) { try Ptrace.setSigInfo(thread.tid, info) }
+        }
         emit(thread.process, thread.tid, .signal(signal))
         statistics.signalsDelivered += 1
         thread.state = .running

@@ -25,6 +25,9 @@ final class TraceeThread {
     var heldSignals: [siginfo_t] = [] {
         didSet { if !(heldSignals.isEmpty && oldValue.isEmpty) { CrashGuard.heldSignals(guardSlot, heldSignals) } }
     }
+    /// Signals nstrace sent again with tgkill (the kernel lets no one forge the siginfo of a signal it
+    /// raised): their own siginfo, put back when the resent signal comes to be delivered.
+    var resent: [siginfo_t] = []
     /// After a fault is delivered at a site, a handler that returns makes the thread hit the
     /// breakpoint again: that re-execution is not a new call.
     var reexecution: Reexecution?

@@ -54,7 +54,14 @@ static atomic_long signals_received;
 static atomic_long wrong_results;
 static atomic_long calls_jmp8, calls_tail32, calls_recursive, calls_riprel;
 
-static void on_usr1(int sig) { (void)sig; atomic_fetch_add(&signals_received, 1); }
+// Every SIGUSR1 comes from the signaller's pthread_kill: SI_TKILL from this process. One that comes
+// with other siginfo lost its own on the way (a tracer sent it again as its own).
+static atomic_long signals_foreign;
+static void on_usr1(int sig, siginfo_t *info, void *context) {
+    (void)sig; (void)context;
+    atomic_fetch_add(&signals_received, 1);
+    if (info->si_code != SI_TKILL || info->si_pid != getpid()) atomic_fetch_add(&signals_foreign, 1);
+}
 
 /// One round of calls; returns how many results were wrong.
 static long round_of_calls(long i, long id) {
@@ -102,8 +109,8 @@ int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
 
     struct sigaction sa = {0};
-    sa.sa_handler = on_usr1;
-    sa.sa_flags = SA_RESTART;
+    sa.sa_sigaction = on_usr1;
+    sa.sa_flags = SA_RESTART | SA_SIGINFO;
     sigaction(SIGUSR1, &sa, NULL);
 
     atomic_store(&workers_running, nworkers);
@@ -144,6 +151,7 @@ int main(int argc, char **argv) {
     printf("riprel counter %ld\n", fx_riprel_count);
     printf("child calls %d\n", 100);
     printf("signals sent %ld received %ld\n", (long)sent, atomic_load(&signals_received));
+    printf("foreign signals %ld\n", atomic_load(&signals_foreign));
     if (WIFSIGNALED(status)) printf("child killed by signal %d\n", WTERMSIG(status));
     else printf("child exited %d\n", WEXITSTATUS(status));
     if (WIFSIGNALED(vstatus)) printf("vfork child killed by signal %d\n", WTERMSIG(vstatus));

@@ -44,7 +44,8 @@ int nst_stop_signal(void);
 void nst_ensure_kick_handler(void);
 void nst_request_stop(int sig);
 
-// Sends a held signal again: with its siginfo where the kernel allows (sigqueue-style), else tgkill.
+// Sends a held signal again: with its siginfo where the kernel allows (sigqueue-style; returns 1),
+// else with tgkill (returns 0: it arrives as SI_TKILL from nstrace). -1 when it could not be sent.
 int nst_requeue_signal(pid_t tgid, pid_t tid, const siginfo_t *info);
 
 // 1 when two tasks share an address space, 0 when not, -1 when the kernel cannot say.
