@@ -22,6 +22,9 @@ struct ListCommand: ParsableCommand {
     @Option(name: .short, help: "A running process.")
     var pid: Int32?
 
+    @Option(help: "Which strategy's view: inline, jump or step (what a trace with it would refuse).")
+    var strategy: String = Strategy.inline.rawValue
+
     @Argument(help: "BINARY, then REGEX (with -p PID: only REGEX).")
     var arguments: [String]
 
@@ -30,6 +33,7 @@ struct ListCommand: ParsableCommand {
         guard arguments.count == expected else {
             throw ValidationError(pid == nil ? "expected BINARY and REGEX" : "expected REGEX (with -p PID, no BINARY)")
         }
+        guard Strategy(rawValue: strategy) != nil else { throw ValidationError("--strategy must be inline, jump or step") }
     }
 
     func run() throws {
@@ -42,8 +46,8 @@ struct ListCommand: ParsableCommand {
         let memory = pid.flatMap { MemoryFile(pid: $0) }
         for function in functions {
             let signature = image.signature(of: function)
-            let refusal = EntryCheck.refusal(for: function, in: image, decoder: decoder)
             let plan = InlineSites.plan(for: function, in: image, decoder: decoder, memory: memory.map { m in m.read })
+            let refusal = Traceability.refusal(of: function, in: image, decoder: decoder, strategy: Strategy(rawValue: strategy) ?? .inline, plan: plan)
             print(json ? FunctionListing.json(function, signature, refusal, plan)
                        : FunctionListing.text(function, signature, refusal, plan))
         }

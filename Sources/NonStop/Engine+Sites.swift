@@ -97,6 +97,11 @@ extension Engine {
             refuse(process, address, function, "the bytes there do not decode as an instruction")
             return nil
         }
+        // What `nstrace list` says, decided in one place; then what only the live process can refuse.
+        if let refusal = Traceability.refusal(of: insn, strategy: configuration.strategy) {
+            refuse(process, address, function, refusal.reason)
+            return nil
+        }
         var jumpPlan: RelocationPlan?
         switch configuration.strategy {
         case .jump, .inline:
@@ -119,12 +124,7 @@ extension Engine {
             }
             jumpPlan = plan
         case .step:
-            // A thread's slot may be anywhere: check the plan a far slot gets (a borrowed register
-            // instead of a re-targeted disp32), which refuses more.
-            if let refusal = Relocator.stepPlan(insn, slot: address ^ (1 << 46)).refusal {
-                refuse(process, address, function, refusal.reason)
-                return nil
-            }
+            break
         }
         let site = Site(address: address, originalByte: bytes[0], instruction: insn, jumpPlan: jumpPlan)
         site.entryOf = function

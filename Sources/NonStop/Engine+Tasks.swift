@@ -139,6 +139,9 @@ extension Engine {
     func executed(_ thread: TraceeThread) throws(TraceError) {
         let process = thread.process
         let formerTid = pid_t(truncatingIfNeeded: (try? Ptrace.eventMessage(thread.tid)) ?? UInt(thread.tid))
+        // Their step slots go back to the old address space — which lives on when it was a vfork
+        // parent's, shared until this exec.
+        for tid in Set(process.threads.keys).union([formerTid, thread.tid]) { process.space.releaseSlot(of: tid) }
         for other in process.threads.values where other.tid != thread.tid {
             threads[other.tid] = nil
         }

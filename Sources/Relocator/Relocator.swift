@@ -33,15 +33,6 @@ public enum Relocator {
             ?? .refused(insn, "RIP-relative operand out of ±2 GiB reach of the trampoline at \(hex(trampoline))")
     }
 
-    /// Why a function is or is not traceable: the instruction at its entry, under either strategy.
-    public static func refusal(for insn: Instruction) -> Refusal? {
-        if let reason = RefusalTable.reason(for: insn) { return Refusal(reason: reason) }
-        if emulation(for: insn) == nil, RefusalTable.isControlFlow(insn) {
-            return Refusal(reason: unemulatedControlFlow(insn))
-        }
-        return nil
-    }
-
     /// Every plan that applies to the instruction, for `near` (within reach of any RIP-relative
     /// target) and `far` addresses: what the execution oracle checks. A refusal among other plans
     /// says that one strategy refuses what the other can run (`syscall`: no step slot, a trampoline).

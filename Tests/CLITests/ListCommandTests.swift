@@ -4,6 +4,33 @@ import Testing
 import TestSupport
 
 @Suite struct ListCommand {
+    /// What `nstrace list --strategy S` calls untraceable is exactly what a trace with S refuses: one
+    /// decision (Traceability), not two that can drift apart. A `syscall` first is the step strategy's
+    /// refusal alone.
+    @Test(arguments: ["inline", "jump", "step"])
+    func listAndTraceRefuseTheSameFunctions(strategy: String) throws {
+        let binary = try Fixtures.build("entries", flags: ["-g", "-O1"])
+        let listing = try nstrace(["list", "--json", "--strategy", strategy, binary, "^ent_"])
+        #expect(listing.status == 0, "\(listing)")
+        let listed = try jsonLines(listing.stdout)
+        #expect(listed.count == 2)
+        let untraceable = Set(listed.filter { $0["traceable"] as? Bool == false }.compactMap { $0["function"] as? String })
+        let traceFile = Paths.scratch.appendingPathComponent("entries-\(strategy).jsonl").path
+        let trace = try nstrace(["--strategy", strategy, "--json", "-o", traceFile, "^ent_", "--", binary, "5"])
+        #expect(trace.status == 0, "\(trace)")
+        let log = try TraceLog(file: traceFile)
+        let refused = Set(log.of("notice").compactMap { $0["message"] as? String }.compactMap { (message: String) -> String? in
+            message.range(of: " is untraceable:").map { String(message[..<$0.lowerBound]) }
+        })
+        #expect(untraceable == refused, "list says \(untraceable), the trace refused \(refused)")
+        #expect(untraceable == (strategy == "step" ? ["ent_starts_with_syscall"] : []))
+        // What was not refused was traced, every call.
+        let made = fixtureCounts(trace.stdout)
+        for (function, count) in made where !refused.contains(function) {
+            #expect(log.calls()[function] == count, "\(function)")
+        }
+    }
+
     @Test func jsonListsEveryMatchingFunctionWithItsParameters() throws {
         let binary = try Fixtures.build("symbols", flags: ["-g", "-O0"], variant: "list")
         let result = try nstrace(["list", "--json", binary, "^fx_(add|scale)$"])
