@@ -117,6 +117,13 @@ final class AddressSpace {
         sites[site.address] = site
     }
 
+    /// Forgets a site whose code someone else replaced (it is not nstrace's to restore any more).
+    func forget(_ site: Site) {
+        sites[site.address] = nil
+        if let plan = site.jumpPlan, plan.kind == .trampoline { trampolines[plan.runAt] = nil }
+        unguard(site.address)
+    }
+
     /// Puts back every original byte where nstrace's int3 still is. Memory that is gone (a dlclose'd
     /// library) or that now holds something else is left alone.
     func disarmAll() -> Int {

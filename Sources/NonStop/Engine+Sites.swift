@@ -97,6 +97,13 @@ extension Engine {
             refuse(process, address, function, "the bytes there do not decode as an instruction")
             return nil
         }
+        if bytes[0] == 0xcc, let file = process.image?.fileBytes(at: address, count: 1), file.first != 0xcc {
+            // An int3 in memory that the file does not have and nstrace did not write: another tracer's.
+            // The kernel gives a uprobe's traps to the uprobe alone, so a breakpoint here would see nothing.
+            refuse(process, address, function, "another tracer's breakpoint is there (a uprobe: bpftrace, perf, SystemTap; or a "
+                   + "debugger's int3); the inline and jump strategies can trace past it where a window starts at the next instruction")
+            return nil
+        }
         // What `nstrace list` says, decided in one place; then what only the live process can refuse.
         if let refusal = Traceability.refusal(of: insn, strategy: configuration.strategy) {
             refuse(process, address, function, refusal.reason)

@@ -117,6 +117,8 @@ public final class Engine {
     var ticker: DrainTicker?
     /// When events were last handed to the renderer (CLOCK_MONOTONIC nanoseconds).
     var lastFlush: UInt64 = 0
+    /// When nstrace's bytes in the tracees were last read back (`checkSitesIfDue`).
+    var lastSiteCheck: UInt64 = 0
     /// Events wait at most about this long (plus a ticker period) to be handed over: one wake-up of the
     /// renderer per batch, not one per stop.
     static let flushInterval: UInt64 = 5_000_000
@@ -153,15 +155,15 @@ public final class Engine {
         defer { ticker?.stop(); ticker = nil }
         loop: while !processes.isEmpty {
             if StopRequest.pending != nil { break }
+            // The ticker wakes the loop out of waitpid at least every 20 ms, so that what follows runs
+            // even when no thread stops: events kept back are handed over, nstrace's bytes checked.
+            if ticker == nil { ticker = DrainTicker() }
+            checkSitesIfDue()
             // A bounded share of the rings, then every stop that is ready: a flood of records must not
             // keep a stopped thread waiting.
             let moreRecords = drainRecords(milliseconds: 2)
             if outbox.events.count >= 1024 || (!moreRecords && monotonicNow() &- lastFlush >= Engine.flushInterval) {
                 flushEvents()
-            } else if !outbox.isEmpty, ticker == nil {
-                // What is kept back must not wait for the next stop, which may never come: the ticker
-                // wakes the loop out of waitpid.
-                ticker = DrainTicker()
             }
             var handled = 0
             while true {

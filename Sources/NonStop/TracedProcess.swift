@@ -24,6 +24,8 @@ final class TracedProcess {
     var installedModules: Set<Module> = []
     /// A launched program: nstrace exits with its status.
     let launched: Bool
+    /// A notice that a uprobe fired in it was given.
+    var toldOfUprobes = false
     /// runtime.g's layout when the program is written in Go.
     var goRuntime: GoRuntime?
     /// Open traced calls per goroutine (Go programs); C keeps them per thread. Kept by the process, not

@@ -232,6 +232,42 @@ import TestSupport
         kill(fixture.pid, SIGTERM)
         #expect(fixture.waitForLine(containing: "wrong 0") != nil)
     }
+
+    /// A uprobe put on an instruction that holds nstrace's int3 takes the traps there while it lives,
+    /// and when it goes the kernel writes the file's byte back over nstrace's int3. nstrace must say
+    /// both, put its int3 back within its check period, and see the calls after.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/bpftrace") && getuid() == 0,
+                   "needs bpftrace and root"))
+    func aUprobeThatCameAndWentOverAnInt3IsToldAndTheInt3PutBack() throws {
+        let binary = try Fixtures.build("probed", flags: ["-O1", "-g"])
+        let fixture = try RunningFixture(binary)
+        defer { fixture.stop() }
+        let trace = file("probed.jsonl")
+        // The step strategy keeps an int3 on the first instruction, where the uprobe goes.
+        let background = try BackgroundTrace(["--strategy", "step", "--json", "-o", trace, "-p", "\(fixture.pid)", "^pr_work$"],
+                                             outputFile: trace)
+        #expect(background.waitForLines(containing: "\"call\"", count: 20))
+        let bpftrace = try Subprocess("/usr/bin/bpftrace", ["-e", "BEGIN { printf(\"live\\n\"); } uprobe:\(binary):pr_work { @c = count(); }"],
+                                      stdout: .pipe, stderr: .pipe)
+        defer { if bpftrace.isRunning { bpftrace.kill(SIGKILL) } }
+        let out = LinesReader(bpftrace.stdoutHandle)
+        #expect(out.waitForLine(containing: "live") != nil)
+        #expect(background.waitForLines(containing: "a uprobe", count: 1), "the uprobe's arrival was not told")
+        bpftrace.kill(SIGINT)
+        #expect(bpftrace.wait(timeout: 120) != nil, "bpftrace did not exit after SIGINT")
+        let uprobeCalls = out.lines(timeout: 60).first { $0.hasPrefix("@c: ") }.flatMap { Int($0.dropFirst(4)) } ?? 0
+        #expect(uprobeCalls > 0, "the uprobe saw nothing: the test proves nothing")
+        #expect(background.waitForLines(containing: "was put back", count: 1), "the overwritten int3 was not noticed")
+        // Calls are seen again after the int3 is back.
+        let seenAtPutBack = try TraceLog(growingFile: trace).calls()["pr_work"] ?? 0
+        #expect(background.waitForLines(containing: "\"call\"", count: seenAtPutBack + 50), "no call seen after the put-back")
+        let end = try #require(background.stop())
+        #expect(end.status == 0, "\(end.stderr)")
+        try expectTextUntouched(fixture.pid)
+        fixture.skipPrinted()
+        #expect(fixture.waitForLine(containing: "calls pr_work") != nil)
+        #expect(!fixture.hasPrinted("BAD"))
+    }
 }
 
 /// Lines of a child's stdout, collected as they come.
