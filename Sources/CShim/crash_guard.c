@@ -73,25 +73,35 @@ static void *grow(void *old, int old_capacity, int new_capacity, size_t size) {
     return fresh;  // the old array is leaked on purpose: a handler may be reading it
 }
 
+// Both tables' entries start with their key (pid or tid, 0 when the entry is free).
+_Static_assert(offsetof(struct guard_patch, pid) == 0, "key first");
+_Static_assert(offsetof(struct guard_thread, tid) == 0, "key first");
+
+/// An entry to fill: a free one among the last `scan`, else one past the end (the table grown, and
+/// published, first). -1 when memory runs out. The caller publishes the count after filling it.
+static int take_slot(void *_Atomic *table, _Atomic int *count, _Atomic int *capacity, size_t size, int initial, int scan) {
+    char *entries = atomic_load(table);
+    int n = atomic_load(count), cap = atomic_load(capacity);
+    for (int i = n - 1; i >= 0 && n - i <= scan; i--)
+        if (atomic_load_explicit((_Atomic pid_t *)(entries + (size_t)i * size), memory_order_relaxed) == 0) return i;
+    if (n == cap) {
+        int bigger = cap ? cap * 2 : initial;
+        void *fresh = grow(entries, cap, bigger, size);
+        if (!fresh) return -1;
+        atomic_store(table, fresh);
+        atomic_store(capacity, bigger);
+    }
+    return n;
+}
+
 int32_t nst_guard_add_patch(uint32_t owner, pid_t pid, uint64_t address, const uint8_t *original,
                             const uint8_t *patched, int length, int kind) {
     if (length <= 0 || length > 16 || pid <= 0) return -1;
+    // A freed entry near the end (sites come and go in runs), else a new one.
+    int slot = take_slot((void *_Atomic *)&patches, &patch_count, &patch_capacity, sizeof(struct guard_patch), 1024, 8);
+    if (slot < 0) return -1;
     struct guard_patch *table = atomic_load(&patches);
-    int count = atomic_load(&patch_count), capacity = atomic_load(&patch_capacity);
-    int slot = -1;
-    for (int i = count - 1; i >= 0 && i >= count - 8; i--)  // a freed entry near the end, cheaply
-        if (atomic_load_explicit(&table[i].pid, memory_order_relaxed) == 0) { slot = i; break; }
-    if (slot < 0) {
-        if (count == capacity) {
-            int bigger = capacity ? capacity * 2 : 1024;
-            struct guard_patch *fresh = grow(table, capacity, bigger, sizeof *fresh);
-            if (!fresh) return -1;
-            atomic_store(&patches, fresh);
-            atomic_store(&patch_capacity, bigger);
-            table = fresh;
-        }
-        slot = count;
-    }
+    int count = atomic_load(&patch_count);
     struct guard_patch *p = &table[slot];
     p->owner = owner;
     p->kind = (uint8_t)kind;
@@ -118,22 +128,10 @@ void nst_guard_forget_owner(uint32_t owner) {
 }
 
 int32_t nst_guard_add_thread(pid_t tid, pid_t pid) {
+    int slot = take_slot((void *_Atomic *)&threads, &thread_count, &thread_capacity, sizeof(struct guard_thread), 64, INT32_MAX);
+    if (slot < 0) return -1;
     struct guard_thread *table = atomic_load(&threads);
-    int count = atomic_load(&thread_count), capacity = atomic_load(&thread_capacity);
-    int slot = -1;
-    for (int i = 0; i < count; i++)
-        if (atomic_load_explicit(&table[i].tid, memory_order_relaxed) == 0) { slot = i; break; }
-    if (slot < 0) {
-        if (count == capacity) {
-            int bigger = capacity ? capacity * 2 : 64;
-            struct guard_thread *fresh = grow(table, capacity, bigger, sizeof *fresh);
-            if (!fresh) return -1;
-            atomic_store(&threads, fresh);
-            atomic_store(&thread_capacity, bigger);
-            table = fresh;
-        }
-        slot = count;
-    }
+    int count = atomic_load(&thread_count);
     struct guard_thread *t = &table[slot];
     memset((void *)((char *)t + sizeof t->tid), 0, sizeof *t - sizeof t->tid);
     t->pid = pid;

@@ -33,11 +33,7 @@ import TestSupport
             #expect(fixture.isRunning, "round \(round): the server died: \(fixture.state)")
             #expect(tracers(of: fixture.pid).values.allSatisfy { $0 == 0 }, "round \(round): a thread is still traced")
         }
-        try expectTextUntouched(fixture.pid)
-        fixture.skipPrinted()
-        #expect(fixture.waitForLine(containing: "tick") != nil, "the server stopped ticking")
-        #expect(!fixture.hasPrinted("BAD"), "the server computed a wrong result")
-        #expect(fixture.isRunning)
+        try expectServerRunsOnUntouched(fixture)
     }
 
     @Test(arguments: ["inline", "jump", "step"])
@@ -153,6 +149,18 @@ import TestSupport
               let close = stat.lastIndex(of: ")") else { return nil }
         return stat[stat.index(close, offsetBy: 2)...].first
     }
+}
+
+/// The server fixture after nstrace has gone: running, traced by no one, its code as the file has it,
+/// still ticking, every result right.
+func expectServerRunsOnUntouched(_ fixture: RunningFixture, sourceLocation: SourceLocation = #_sourceLocation) throws {
+    #expect(fixture.isRunning, "the server died: \(fixture.state)", sourceLocation: sourceLocation)
+    #expect(tracers(of: fixture.pid).values.allSatisfy { $0 == 0 }, "a thread is still traced", sourceLocation: sourceLocation)
+    try expectTextUntouched(fixture.pid, sourceLocation: sourceLocation)
+    fixture.skipPrinted()
+    #expect(fixture.waitForLine(containing: "tick") != nil, "the server stopped ticking", sourceLocation: sourceLocation)
+    #expect(!fixture.hasPrinted("BAD"), "the server computed a wrong result", sourceLocation: sourceLocation)
+    #expect(fixture.isRunning, sourceLocation: sourceLocation)
 }
 
 /// Every byte of every function of every file-backed module, in memory, equals the file's.
