@@ -374,4 +374,9 @@ enum SystemCall {
     static let close = 3
     static let ftruncate = 77
     static let memfdCreate = 319
+
+    static func name(_ number: Int) -> String {
+        [mmap: "mmap", munmap: "munmap", prctl: "prctl", close: "close", ftruncate: "ftruncate", memfdCreate: "memfd_create"][number]
+            ?? "system call \(number)"
+    }
 }

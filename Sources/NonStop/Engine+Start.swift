@@ -87,7 +87,7 @@ extension Engine {
         } catch {
             if !(error.errno == EINTR) { fail("attach: \(error)") }
             detachAll()
-            throw error.errno == EINTR ? .launchFailed("interrupted") : .launchFailed(String(describing: error))
+            throw error.errno == EINTR ? .attachFailed("interrupted") : .attachFailed(String(describing: error))
         }
     }
 

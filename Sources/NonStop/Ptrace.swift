@@ -47,6 +47,12 @@ enum Ptrace {
         }
     }
 
+    /// The thread's seccomp filter number `index` (0 the newest) as raw classic BPF into `buffer`; how
+    /// many instructions. ENOENT past the last filter.
+    static func seccompFilter(_ tid: pid_t, index: Int, into buffer: UnsafeMutableRawBufferPointer) throws(TraceError) -> Int {
+        try call("PTRACE_SECCOMP_GET_FILTER", 0x420c, tid, UInt(index), UInt(bitPattern: buffer.baseAddress))
+    }
+
     static func seize(_ tid: pid_t, options: Options) throws(TraceError) {
         try call("PTRACE_SEIZE", seizeRequest, tid, 0, options.rawValue)
     }

@@ -25,6 +25,7 @@ struct SyscallInjection {
     /// only safe while no other thread of the address space can run (attach, the stop after exec).
     mutating func call(_ number: Int, _ args: [UInt64], gadget: UInt64?) throws(TraceError) -> Int64 {
         let saved = try Ptrace.getRegs(tid)
+        try checkSeccomp(number, args, ip: gadget ?? saved.rip)
         var regs = saved
         var borrowed: [UInt8]?
         var guarded: Int32 = -1
@@ -60,6 +61,25 @@ struct SyscallInjection {
         let result = try Ptrace.getRegs(tid)
         try Ptrace.setRegs(tid, saved)
         return Int64(bitPattern: result.rax)
+    }
+
+    /// The thread's seccomp filters, read at the first injection (nil inside: none, or unreadable).
+    private var filters: SeccompFilters??
+
+    /// Under a seccomp filter, the call is injected only if the filter lets it run or fail plainly: a
+    /// filter may kill the process (or send it SIGSYS) for a call it did not expect. A filter that
+    /// cannot be read is taken as forbidding everything.
+    private mutating func checkSeccomp(_ number: Int, _ args: [UInt64], ip: UInt64) throws(TraceError) {
+        if filters == nil {
+            filters = .some(ProcFS.statusField("Seccomp", of: tid) == "2" ? SeccompFilters(tid: tid) ?? SeccompFilters(programs: [[]]) : nil)
+        }
+        guard let filters = filters ?? nil else { return }
+        let action = filters.action(number: number, arguments: args, ip: ip)
+        guard SeccompFilters.harmless(action) else {
+            let name = SystemCall.name(number)
+            throw TraceError("a seccomp filter would answer the \(name) nstrace must inject with \(SeccompFilters.name(of: action)); "
+                             + "nothing was injected", tid: tid, errno: EPERM)
+        }
     }
 
     /// One instruction of the thread's own, single-stepped (to get it out of code about to be

@@ -29,6 +29,7 @@ public enum StartError: Error, CustomStringConvertible, Equatable {
     case programNotFound(String)
     case programNotExecutable(String)
     case launchFailed(String)
+    case attachFailed(String)
     case shadowStack(pid_t)
 
     public var description: String {
@@ -40,6 +41,7 @@ public enum StartError: Error, CustomStringConvertible, Equatable {
         case .programNotFound(let p): return "no such program: \(p)"
         case .programNotExecutable(let p): return "permission denied: cannot execute \(p)"
         case .launchFailed(let why): return "cannot launch: \(why)"
+        case .attachFailed(let why): return "cannot attach: \(why)"
         case .shadowStack(let pid):
             return "process \(pid) runs with a CET shadow stack, which nstrace's emulated calls and returns would break"
         }

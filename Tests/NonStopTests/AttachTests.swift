@@ -140,6 +140,23 @@ import TestSupport
         try expectTextUntouched(fixture.pid)
     }
 
+    /// A sandbox's seccomp filter that kills the process for an executable mmap: nstrace reads the
+    /// filter back, runs it on the mmap it would inject, and refuses instead of killing the server.
+    @Test(arguments: ["inline", "jump", "step"])
+    func aSeccompFilterThatWouldKillForTheInjectedMmapIsObeyed(strategy: String) throws {
+        let fixture = try RunningFixture(try Fixtures.build("seccomp", flags: ["-O1", "-g"]))
+        defer { fixture.stop() }
+        let result = try nstrace(["--strategy", strategy, "-p", "\(fixture.pid)", "^sc_work$"], timeout: 60)
+        #expect(result.status == 1, "\(result)")
+        #expect(result.stderr.contains("a seccomp filter would answer the mmap nstrace must inject with KILL_PROCESS"), "\(result.stderr)")
+        #expect(fixture.isRunning, "the filter killed the server: \(fixture.state)")
+        #expect(tracers(of: fixture.pid).values.allSatisfy { $0 == 0 })
+        try expectTextUntouched(fixture.pid)
+        fixture.skipPrinted()
+        #expect(fixture.waitForLine(containing: "tick") != nil)
+        #expect(!fixture.hasPrinted("BAD"))
+    }
+
     func tasks(_ pid: pid_t) -> [pid_t] {
         ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []).compactMap { pid_t($0) }
     }
