@@ -117,6 +117,7 @@ struct TraceCommand: ParsableCommand {
     }
 
     func run() throws {
+        StopRequest.installHandlers()
         let pattern = try NamePattern(regex)
         for p in pid { try Preflight.checkAttach(pid: p, pattern: pattern) }
         if let program = command.first { _ = try Preflight.checkLaunch(program) }

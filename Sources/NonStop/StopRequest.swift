@@ -11,9 +11,16 @@ public enum StopRequest {
     nonisolated(unsafe) private static var engineThread: pid_t = 0
     nonisolated(unsafe) private static var acknowledged = false
 
-    /// Installs the handlers and starts the watcher. Call once, before tracing.
-    public static func install(duration: Double?) {
+    /// Installs the handlers: first thing, before anything that takes time. A stop signal that came
+    /// earlier would be lost — ignored, as in a background job or under nohup — or would end nstrace
+    /// by its default action; one that comes now, while the symbols are read or the process attached,
+    /// is seen by the engine as soon as it runs, and it detaches at once.
+    public static func installHandlers() {
         nst_install_stop_handlers()
+    }
+
+    /// Starts the watcher (and the `--duration` clock). Call once, before tracing.
+    public static func install(duration: Double?) {
         let started = Date()
         Thread.detachNewThread {
             while true {
