@@ -1,0 +1,36 @@
+#include "nstrace_demangle.h"
+
+#include <stdint.h>
+#include <string.h>
+#include <libiberty/demangle.h>
+
+// The Swift runtime's demangler, exported by libswiftCore (which every nstrace binary links, static or
+// shared); its header is not installed. Returns a malloc'd string when given no buffer.
+extern char *swift_demangle(const char *mangled, size_t length, char *buffer, size_t *buffer_size,
+                            uint32_t flags);
+
+static bool starts_with(const char *s, const char *prefix) { return strncmp(s, prefix, strlen(prefix)) == 0; }
+
+// Swift 5+ (`$s`), 4.x (`$S`), embedded (`$e`) and before (`_T0`), with or without the leading
+// underscore ELF symbols carry.
+static bool is_swift(const char *s) {
+    if (*s == '_') s++;
+    return starts_with(s, "$s") || starts_with(s, "$S") || starts_with(s, "$e") || starts_with(s, "T0");
+}
+
+char *nst_demangle(const char *symbol, size_t max_length, bool with_parameters) {
+    // libiberty bounds its recursion (DMGL_NO_RECURSE_LIMIT is not passed), and the length bound keeps
+    // a hostile symbol table from costing more than a name's worth of time each.
+    size_t length = strnlen(symbol, max_length + 1);
+    if (length > max_length) return NULL;
+    int options = DMGL_ANSI | (with_parameters ? DMGL_PARAMS : 0);
+    if (starts_with(symbol, "_R")) return cplus_demangle(symbol, options | DMGL_RUST);
+    if (starts_with(symbol, "_Z")) {
+        // A legacy Rust symbol is a valid Itanium one ending in a hash (`17h0123456789abcdefE`): asked
+        // first, Rust's demangler takes only those and drops the hash, as rustc's own tools print them.
+        char *rust = cplus_demangle(symbol, options | DMGL_RUST);
+        return rust ? rust : cplus_demangle(symbol, options | DMGL_GNU_V3);
+    }
+    if (is_swift(symbol)) return swift_demangle(symbol, length, NULL, NULL, 0);
+    return NULL;
+}
