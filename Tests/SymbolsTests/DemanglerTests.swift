@@ -18,6 +18,8 @@ import TestSupport
     @Test func rustLegacyAndV0NamesDropHashAndDisambiguators() {
         #expect(Demangler.demangle("_ZN10rust_names4shop5check17hc5d8b97e90643874E") == "rust_names::shop::check")
         #expect(Demangler.demangle("_ZN10rust_names4shop5Order6weight17h8ce63a3304f1466cE") == "rust_names::shop::Order::weight")
+        // LLVM's suffix on a symbol it made local: still Rust's, not read as C++.
+        #expect(Demangler.demangle("_ZN10rust_names4shop5check17hc5d8b97e90643874E.llvm.12345") == "rust_names::shop::check")
         #expect(Demangler.demangle("_RNvNtCs6GmmlP4bgsG_1r4shop5check") == "r::shop::check")
         #expect(Demangler.qualifiedName("_RNvNtCs6GmmlP4bgsG_1r4shop5check") == nil, "only C++ has a parameter list to drop")
     }
