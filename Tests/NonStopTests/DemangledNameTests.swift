@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import TestSupport
 
-/// C++ and Rust programs traced by the names their authors wrote: regexps on demangled names, events
+/// C++, Rust and Swift programs traced by the names their authors wrote: regexps on demangled names, events
 /// named demangled (the symbol beside in JSON), exceptions still closing frames as unwound.
 @Suite(.serialized) struct DemangledNames {
     static let check = "shop::check(shop::Order const&)"
@@ -99,5 +99,17 @@ import TestSupport
         #expect(log.returns() == log.calls())
         let symbol = try #require(log.of("call").first?["symbol"] as? String)
         #expect(symbol.hasPrefix(mangling == "v0" ? "_R" : "_ZN"), "\(symbol): rustc's \(mangling) mangling")
+    }
+
+    /// Swift's own demangler, through the runtime nstrace links.
+    @Test(.enabled(if: Fixtures.swiftCompiler != nil, "swiftc is not on PATH"))
+    func swiftNamesAreDemangled() throws {
+        let binary = try #require(try Fixtures.buildSwift("swift_names", flags: ["-Onone", "-g"], variant: "trace"))
+        let (result, log) = try trace([#"^swift_names\.(check|Order\.weight)"#], binary, name: "swift")
+        #expect(fixtureCounts(result.stdout) == ["check": 7, "weight": 4], "\(result.stdout)")
+        #expect(log.calls() == ["swift_names.check(order: swift_names.Order) -> Swift.Bool": 7,
+                                "swift_names.Order.weight() -> Swift.Int": 4])
+        #expect(log.returns() == log.calls())
+        #expect((log.of("call").first?["symbol"] as? String)?.hasPrefix("$s11swift_names") == true)
     }
 }

@@ -146,6 +146,18 @@ public enum Fixtures {
         }
     }
 
+    /// swiftc on PATH: the toolchain that builds nstrace.
+    public static let swiftCompiler: String? = (ProcessInfo.processInfo.environment["PATH"] ?? "")
+        .split(separator: ":").map { "\($0)/swiftc" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+
+    /// Compiles `Tests/Fixtures/<name>.swift` with swiftc (nil when swiftc is not on PATH).
+    public static func buildSwift(_ name: String, flags: [String] = [], variant: String = "") throws -> String? {
+        guard let swiftc = swiftCompiler else { return nil }
+        return try compile("swiftc:" + name, variant: variant, flags: flags) { output in
+            (swiftc, [Paths.fixtures.appendingPathComponent("\(name).swift").path, "-module-name", name] + flags + ["-o", output])
+        }
+    }
+
     /// Runs `command(output)` once per name, variant and flags, and returns `output`.
     private static func compile(_ name: String, variant: String, flags: [String],
                                 _ command: (String) -> (String, [String])) throws -> String {
