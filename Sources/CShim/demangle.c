@@ -1,6 +1,7 @@
 #include "nstrace_demangle.h"
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <libiberty/demangle.h>
 
@@ -35,14 +36,18 @@ char *nst_demangle(const char *symbol, size_t max_length, bool with_parameters) 
     // a hostile symbol table from costing more than a name's worth of time each.
     size_t length = strnlen(symbol, max_length + 1);
     if (length > max_length) return NULL;
-    int options = DMGL_ANSI | (with_parameters ? DMGL_PARAMS : 0);
-    if (starts_with(symbol, "_R")) return cplus_demangle(symbol, options | DMGL_RUST);
+    if (starts_with(symbol, "_R")) return with_parameters ? cplus_demangle(symbol, DMGL_ANSI | DMGL_RUST) : NULL;
     if (starts_with(symbol, "_Z")) {
         // A legacy Rust symbol is a valid Itanium one ending in a hash: Rust's demangler, asked first,
         // takes only those and drops the hash, as rustc's own tools print them.
-        char *rust = has_rust_hash(symbol) ? cplus_demangle(symbol, options | DMGL_RUST) : NULL;
-        return rust ? rust : cplus_demangle(symbol, options | DMGL_GNU_V3);
+        char *rust = has_rust_hash(symbol) ? cplus_demangle(symbol, DMGL_ANSI | DMGL_RUST) : NULL;
+        if (rust && with_parameters) return rust;
+        if (rust) {
+            free(rust);
+            return NULL;
+        }
+        return cplus_demangle(symbol, DMGL_ANSI | (with_parameters ? DMGL_PARAMS : 0) | DMGL_GNU_V3);
     }
-    if (is_swift(symbol)) return swift_demangle(symbol, length, NULL, NULL, 0);
+    if (is_swift(symbol)) return with_parameters ? swift_demangle(symbol, length, NULL, NULL, 0) : NULL;
     return NULL;
 }

@@ -62,8 +62,8 @@ struct StackCapture {
         addresses.map { address in
             // A return address belongs to the call before it.
             if let function = image.function(containing: address &- 1) {
-                return StackFrame(address: address, function: function.shownName(demangling: demangles), offset: address - function.address,
-                                  module: function.module.name)
+                return StackFrame(address: address, function: function.shownName(demangling: demangles),
+                                  offset: address - function.address, module: function.module.name)
             }
             return StackFrame(address: address, function: nil, offset: 0, module: image.module(containing: address)?.name)
         }

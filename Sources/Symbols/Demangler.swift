@@ -9,8 +9,8 @@ public enum Demangler {
     /// symbol table is untrusted input.
     public static let maxLength = 16 << 10
 
-    /// The full name: `shop::check(shop::Order const&)`, `shop::total<int>(int const*, unsigned long)`,
-    /// `app::main`, `fixture.check(order: fixture.Order) -> Swift.Int`.
+    /// The full name: `shop::check(shop::Order const&)`, `int shop::largest<int>(int const*, int)`,
+    /// `rust_names::shop::check`, `fixture.check(order: fixture.Order) -> Swift.Int`.
     public static func demangle(_ symbol: String) -> String? {
         call(symbol, withParameters: true)
     }

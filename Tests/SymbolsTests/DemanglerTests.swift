@@ -22,6 +22,7 @@ import TestSupport
         #expect(Demangler.demangle("_ZN10rust_names4shop5check17hc5d8b97e90643874E.llvm.12345") == "rust_names::shop::check")
         #expect(Demangler.demangle("_RNvNtCs6GmmlP4bgsG_1r4shop5check") == "r::shop::check")
         #expect(Demangler.qualifiedName("_RNvNtCs6GmmlP4bgsG_1r4shop5check") == nil, "only C++ has a parameter list to drop")
+        #expect(Demangler.qualifiedName("_ZN10rust_names4shop5check17hc5d8b97e90643874E") == nil)
     }
 
     @Test func swiftNamesThroughTheSwiftRuntime() {

@@ -6,8 +6,8 @@
 
 // The demangled form of a C++ (Itanium), Rust (legacy or v0) or Swift symbol, malloc'd (the caller
 // frees it); NULL when `symbol` is none of those, longer than `max_length`, or malformed.
-// `with_parameters`: `shop::check(shop::Order const&)` rather than `shop::check` (C++ only; Rust and
-// Swift names are the same either way).
+// Without `with_parameters`, a C++ name without its parameter list (`shop::check` rather than
+// `shop::check(shop::Order const&)`); NULL for Rust and Swift, whose names have no such form.
 char *nst_demangle(const char *symbol, size_t max_length, bool with_parameters);
 
 #endif
