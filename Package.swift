@@ -30,10 +30,10 @@ let package = Package(
             providers: [.apt(["libdw-dev", "libelf-dev"])]
         ),
         // What Swift cannot call directly: variadic ptrace, wait-status macros, fork+exec for launch,
-        // libdwfl's callback tables.
+        // libdwfl's callback tables, the demanglers (libiberty: Debian's libiberty-dev, static only).
         .target(
             name: "CShim",
-            linkerSettings: [.linkedLibrary("dw"), .linkedLibrary("elf")]
+            linkerSettings: [.linkedLibrary("dw"), .linkedLibrary("elf"), .linkedLibrary("iberty")]
         ),
 
         // The commit `nstrace --version` names; see buildCommit.

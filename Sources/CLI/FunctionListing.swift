@@ -4,9 +4,14 @@ import Symbols
 
 /// How `nstrace list` shows one function.
 enum FunctionListing {
-    static func text(_ f: Function, _ signature: Signature?, _ refusal: Refusal?, _ plan: InlinePlan) -> String {
-        var line = "\(hex(f.address)) \(String(f.size).leftPadded(to: 6)) \(f.module.name)  \(f.name)"
+    /// `demangling`: the demangled name first and the symbol beside it, else the other way round.
+    static func text(_ f: Function, _ signature: Signature?, _ refusal: Refusal?, _ plan: InlinePlan,
+                     demangling: Bool = true) -> String {
+        var line = "\(hex(f.address)) \(String(f.size).leftPadded(to: 6)) \(f.module.name)  \(f.shownName(demangling: demangling))"
         if let signature { line += prototype(signature) }
+        if let demangled = f.demangledName {
+            line += demangling ? "  (symbol: \(f.name))" : "  (demangled: \(demangled))"
+        }
         if f.isIndirect { line += "  [ifunc]" }
         if !f.aliases.isEmpty { line += "  (aliases: \(f.aliases.joined(separator: ", ")))" }
         if let refusal { line += "  [untraceable: \(refusal.reason)]" } else { line += "  " + inline(plan) }
@@ -27,9 +32,15 @@ enum FunctionListing {
         return "(\(params.joined(separator: ", "))) -> \(s.returnType?.name ?? "void")"
     }
 
-    static func json(_ f: Function, _ signature: Signature?, _ refusal: Refusal?, _ plan: InlinePlan) -> String {
+    /// `function` as shown (see `text`); `symbol` when it differs, as in trace events; `demangled` when
+    /// `function` is the symbol of a mangled name.
+    static func json(_ f: Function, _ signature: Signature?, _ refusal: Refusal?, _ plan: InlinePlan,
+                     demangling: Bool = true) -> String {
         var o = JSONWriter()
-        o.field("function", f.name)
+        o.field("function", f.shownName(demangling: demangling))
+        if let demangled = f.demangledName {
+            if demangling { o.field("symbol", f.name) } else { o.field("demangled", demangled) }
+        }
         o.field("module", f.module.name)
         o.field("path", f.module.path)
         o.field("address", hex(f.address))

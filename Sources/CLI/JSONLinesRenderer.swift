@@ -3,8 +3,9 @@ import NonStop
 /// One JSON object per event and line. Every object has `event`, `ts_ns`, `pid` and `tid`.
 final class JSONLinesRenderer: Renderer {
     private let output: Output
-    /// Per function number, the fields a call shows before its arguments — `"function":…,"module":…,
-    /// "address":…` — and each parameter's `{"name":…,"type":…,"value":`; a return's first two fields.
+    /// Per function number, the fields a call shows before its arguments — `"function":…,` (then
+    /// `"symbol":…,` for a demangled name) `"module":…,"address":…` — and each parameter's
+    /// `{"name":…,"type":…,"value":`; a return's fields before `depth`.
     private var functions: [FunctionText] = []
     private var lastIDs: (pid: Int32, tid: Int32, text: [UInt8]) = (0, 0, Array(",\"pid\":0,\"tid\":0".utf8))
 
@@ -131,6 +132,8 @@ final class JSONLinesRenderer: Renderer {
         let index = batch.functions.index(of: event, in: &functions) { function in
             var common = JSONWriter()
             common.field("function", function.name)
+            // Only where a demangled name stands in `function`: a C function's events stay as they were.
+            if function.symbol != function.name { common.field("symbol", function.symbol) }
             common.field("module", function.module)
             var call = common
             call.field("address", hex(function.address))

@@ -11,6 +11,7 @@ struct ListCommand: ParsableCommand {
         discussion: """
             Examples:
               nstrace list ./server 'handle_'
+              nstrace list ./shop '^shop::check$'
               nstrace list -p 1234 '^(read|write)$'
               nstrace list --json /lib/x86_64-linux-gnu/libc.so.6 .
             """
@@ -18,6 +19,9 @@ struct ListCommand: ParsableCommand {
 
     @Flag(help: "One JSON object per line.")
     var json = false
+
+    @Flag(help: "Name each function by its symbol first (_ZN4shop5checkERKNS_5OrderE), its demangled name beside.")
+    var noDemangle = false
 
     @Option(name: .short, help: "A running process.")
     var pid: Int32?
@@ -48,8 +52,8 @@ struct ListCommand: ParsableCommand {
             let signature = image.signature(of: function)
             let plan = InlineSites.plan(for: function, in: image, decoder: decoder, memory: memory.map { m in m.read })
             let refusal = Traceability.refusal(of: function, in: image, decoder: decoder, strategy: Strategy(rawValue: strategy) ?? .inline, plan: plan)
-            print(json ? FunctionListing.json(function, signature, refusal, plan)
-                       : FunctionListing.text(function, signature, refusal, plan))
+            print(json ? FunctionListing.json(function, signature, refusal, plan, demangling: !noDemangle)
+                       : FunctionListing.text(function, signature, refusal, plan, demangling: !noDemangle))
         }
     }
 }

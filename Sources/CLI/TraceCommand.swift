@@ -10,13 +10,14 @@ struct TraceCommand: ParsableCommand {
         usage: """
             nstrace [OPTIONS] REGEX -- PROGRAM [ARGS...]
             nstrace [OPTIONS] -p PID [-p PID...] REGEX
-            nstrace list [--json] (BINARY | -p PID) REGEX
+            nstrace list [--json] [--no-demangle] (BINARY | -p PID) REGEX
             """,
         discussion: """
-            REGEX is searched in every function name (and alias) of the program and its
-            libraries. Breakpoints are never lifted: threads keep running through them and
-            no call is missed. The trace goes to stderr (or -o FILE); the program's own
-            output is left alone.
+            REGEX is searched in every function name of the program and its libraries:
+            demangled (shop::check, shop::check(shop::Order const&)), as a symbol
+            (_ZN4shop5checkERKNS_5OrderE) and its aliases. Breakpoints are never lifted:
+            threads keep running through them and no call is missed. The trace goes to
+            stderr (or -o FILE); the program's own output is left alone.
 
             Examples:
               nstrace -T 'handle_' -- ./server --port 8080   with durations
@@ -78,6 +79,9 @@ struct TraceCommand: ParsableCommand {
 
     @Option(help: ArgumentHelp("Show only the events of thread TID (repeatable).", valueName: "TID"))
     var tid: [Int32] = []
+
+    @Flag(help: "Show C++, Rust and Swift names as the symbols they are (_ZN4shop5checkERKNS_5OrderE), not demangled.")
+    var noDemangle = false
 
     @Flag(help: "Log every engine decision on stderr.")
     var debug = false
@@ -142,6 +146,7 @@ struct TraceCommand: ParsableCommand {
                                                 maxStringLength: maxString, stackDepth: stack, lossless: lossless)
         configuration.decodesValues = !summary || chromeTrace != nil
         configuration.ringMegabytes = ringSize
+        configuration.demangles = !noDemangle
         let session = TraceSession(configuration: configuration, renderer: pipeline, status: engineStatus)
         let outcome = try session.run(attach: pid, launch: command, duration: duration)
         out.close()

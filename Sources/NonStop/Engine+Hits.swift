@@ -97,7 +97,7 @@ extension Engine {
         let depth = configuration.stackDepth
         let process = thread.process
         guard depth > 0, let image = process.image else { return [] }
-        let capture = StackCapture(memory: process.space.memory, image: image)
+        let capture = StackCapture(memory: process.space.memory, image: image, demangles: configuration.demangles)
         let callers = capture.callers(of: regs, tid: thread.tid, depth: depth) {
             if process.unwinder == nil { process.unwinder = try? StackUnwinder(pid: process.pid) }
             return process.unwinder

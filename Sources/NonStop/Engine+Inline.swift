@@ -52,8 +52,7 @@ extension Engine {
                 withFallbacks += 1
                 continue
             }
-            let tracedFunction = TracedFunction(name: function.name, module: function.module.name, address: function.address,
-                                                signature: image.signature(of: function), returnsSeenAtExits: true)
+            let tracedFunction = self.traced(function, signature: image.signature(of: function), returnsSeenAtExits: true)
             let environment = padEnvironment(trace, process: process, image: image, go: go)
             let captures = CapturePlan(maxString: configuration.maxStringLength,
                                        copiesMemory: ProcFS.statusField("Seccomp", of: process.pid) != "2", go: go,
@@ -124,7 +123,7 @@ extension Engine {
         let environment = padEnvironment(trace, process: process, image: image, go: go)
         let captures = CapturePlan(maxString: configuration.maxStringLength, copiesMemory: false, go: go,
                                    capturesValues: configuration.decodesValues)
-        let watchedFunction = TracedFunction(name: callee.name, module: callee.module.name, address: callee.address, signature: nil)
+        let watchedFunction = traced(callee, signature: nil)
         var windows: [PendingWindow] = []
         for window in plan.windows where window.recordsReturn {
             let returnProbe = probe(.watchedReturn, .other, captures.watchedReturn(), go: go, in: trace, gate: .whileTailCallPending)

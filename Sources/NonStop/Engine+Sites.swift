@@ -37,7 +37,7 @@ extension Engine {
         let fresh = image.modules.filter { !process.installedModules.contains($0) }
         process.installedModules = Set(image.modules)
         let matching = fresh.flatMap { module in
-            image.functions(in: module).filter { $0.names.contains(where: configuration.pattern.matches) }
+            image.functions(in: module).filter(configuration.pattern.matches)
         }
         DebugLog.log("\(process.pid): \(fresh.count) new modules, \(matching.count) matching functions")
         if firstInstall, process.launched, matching.isEmpty {
@@ -78,8 +78,14 @@ extension Engine {
     }
 
     func traced(_ function: Function, _ image: ProcessImage) -> TracedFunction {
-        TracedFunction(name: function.name, module: function.module.name, address: function.address,
-                       signature: image.signature(of: function))
+        traced(function, signature: image.signature(of: function))
+    }
+
+    /// `function` as events name it: shown demangled unless `--no-demangle`, with its symbol beside.
+    func traced(_ function: Function, signature: Signature?, returnsSeenAtExits: Bool = false) -> TracedFunction {
+        TracedFunction(name: function.shownName(demangling: configuration.demangles), symbol: function.name,
+                       module: function.module.name, address: function.address, signature: signature,
+                       returnsSeenAtExits: returnsSeenAtExits)
     }
 
     /// Decodes the instruction at `address`, plans how to run it elsewhere under the engine's
@@ -256,7 +262,7 @@ extension Engine {
         let probe = probe(.linkMap(rDebug: rDebug), .other, [.ticket], go: nil, in: trace)
         let environment = padEnvironment(trace, process: process, image: image, go: nil)
         guard let pad = try buildPad(window, probe, nil, environment, in: process, using: thread) else { return false }
-        let watched = TracedFunction(name: function.name, module: function.module.name, address: rBrk, signature: nil)
+        let watched = traced(function, signature: nil)
         try patchWindows([PendingWindow(window: window, pad: pad, function: watched, entry: rBrk,
                                         internalRole: .dynamicLinker(rDebug: rDebug))], in: process, using: thread)
         return true

@@ -32,8 +32,7 @@ extension Engine {
                 continue
             }
             space.inlineFunctions.insert(function.address)
-            let tracedFunction = TracedFunction(name: function.name, module: function.module.name, address: function.address,
-                                                signature: image.signature(of: function), returnsSeenAtExits: seenAtExits)
+            let tracedFunction = traced(function, signature: image.signature(of: function), returnsSeenAtExits: seenAtExits)
             var missing = fallbacks
             for window in windows {
                 guard let pad = try buildTrapPad(window, in: process, using: thread) else {

@@ -31,6 +31,8 @@ public struct EngineConfiguration: Sendable {
     /// Whether the renderers show arguments and return values (a summary does not: they are then not
     /// decoded at all).
     public var decodesValues = true
+    /// Names are shown demangled (`shop::check(shop::Order const&)`); false for `--no-demangle`.
+    public var demangles = true
 
     public init(pattern: NamePattern, strategy: Strategy = .inline, followForks: Bool = false, maxStringLength: Int = 64,
                 stackDepth: Int = 0, lossless: Bool = false) {

@@ -8,6 +8,8 @@ import Symbols
 struct StackCapture {
     let memory: TraceeMemory
     let image: ProcessImage
+    /// Frames name functions demangled (`EngineConfiguration.demangles`).
+    let demangles: Bool
 
     func callers(of regs: user_regs_struct, tid: pid_t, depth: Int, unwinder: () -> StackUnwinder?) -> [UInt64] {
         guard depth > 0, let first = try? memory.readWord(at: regs.rsp) else { return [] }
@@ -60,8 +62,8 @@ struct StackCapture {
         addresses.map { address in
             // A return address belongs to the call before it.
             if let function = image.function(containing: address &- 1) {
-                return StackFrame(address: address, function: function.name, offset: address - function.address,
-                                  module: function.module.name)
+                return StackFrame(address: address, function: function.shownName(demangling: demangles),
+                                  offset: address - function.address, module: function.module.name)
             }
             return StackFrame(address: address, function: nil, offset: 0, module: image.module(containing: address)?.name)
         }

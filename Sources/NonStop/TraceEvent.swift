@@ -3,7 +3,10 @@ import Symbols
 
 /// A function nstrace has a breakpoint on, shared by every event about it.
 public final class TracedFunction: @unchecked Sendable, CustomStringConvertible {
+    /// As shown: demangled unless `--no-demangle` (`Function.shownName`).
     public let name: String
+    /// The symbol itself (`_ZN4shop5checkERKNS_5OrderE`); the same as `name` for a C function.
+    public let symbol: String
     public let module: String
     public let address: UInt64
     public let signature: Signature?
@@ -14,8 +17,10 @@ public final class TracedFunction: @unchecked Sendable, CustomStringConvertible 
     /// -1 until then. Read by renderers only through `EventBatch.newFunctions`.
     var eventID: Int32 = -1
 
-    public init(name: String, module: String, address: UInt64, signature: Signature?, returnsSeenAtExits: Bool = false) {
+    public init(name: String, symbol: String? = nil, module: String, address: UInt64, signature: Signature?,
+                returnsSeenAtExits: Bool = false) {
         self.name = name
+        self.symbol = symbol ?? name
         self.module = module
         self.address = address
         self.signature = signature

@@ -4,6 +4,12 @@ public struct Function: Sendable, Hashable, CustomStringConvertible {
     public let name: String
     /// The other symbols at the same address, in preference order.
     public let aliases: [String]
+    /// `name` demangled with its parameter list (`shop::check(shop::Order const&)`), what a person reads
+    /// and what is shown unless `--no-demangle`; nil when `name` is not a mangled name (C, most of libc).
+    public let demangledName: String?
+    /// `name` demangled without its parameter list (`shop::check`), C++ only: overloads share it, and a
+    /// regexp anchored at both ends (`^shop::check$`) is written against it.
+    public let qualifiedName: String?
     public let module: Module
     /// Runtime address in a live process; link-time address when inspecting a file.
     public let address: UInt64
@@ -12,19 +18,29 @@ public struct Function: Sendable, Hashable, CustomStringConvertible {
     /// A GNU indirect function: the symbol's address is the resolver, which runs once at load time.
     public let isIndirect: Bool
 
+    /// `demangledName` and `qualifiedName` are `Demangler`'s, computed here once per function, never per
+    /// event.
     public init(name: String, aliases: [String], module: Module, address: UInt64, size: UInt64,
                 isIndirect: Bool) {
         self.name = name
         self.aliases = aliases
+        demangledName = Demangler.demangle(name)
+        qualifiedName = demangledName == nil ? nil : Demangler.qualifiedName(name)
         self.module = module
         self.address = address
         self.size = size
         self.isIndirect = isIndirect
     }
 
+    /// Its symbols: the preferred one, then its aliases.
     public var names: [String] { [name] + aliases }
 
-    public var description: String { "\(name) (\(module.name))" }
+    /// What is shown for it: the demangled name (`demangling`), else the symbol.
+    public func shownName(demangling: Bool) -> String {
+        demangling ? demangledName ?? name : name
+    }
+
+    public var description: String { "\(demangledName ?? name) (\(module.name))" }
 }
 
 /// Symbol binding, in the order a name is preferred when several symbols share an address.

@@ -16,6 +16,15 @@ public struct NamePattern: @unchecked Sendable {
     public func matches(_ name: String) -> Bool {
         name.contains(regex)
     }
+
+    /// Whether it matches any name of the function: demangled with and without parameters (`shop::check`
+    /// as the user wrote it), its symbol (`_ZN4shop5check…`), its aliases. With or without
+    /// `--no-demangle`: that changes what is printed, not what is traced.
+    public func matches(_ function: Function) -> Bool {
+        if let demangled = function.demangledName, matches(demangled) { return true }
+        if let qualified = function.qualifiedName, matches(qualified) { return true }
+        return function.names.contains(where: matches)
+    }
 }
 
 public struct InvalidPattern: Error, CustomStringConvertible, Equatable {

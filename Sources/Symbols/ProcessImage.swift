@@ -84,10 +84,10 @@ public final class ProcessImage {
         modules.first { $0.contains(address) }
     }
 
-    /// Every function whose name (or one of whose aliases) matches, in module then address order.
+    /// Every function one of whose names matches (`NamePattern.matches`), in module then address order.
     public func functions(matching pattern: NamePattern) -> [Function] {
         modules.flatMap { module in
-            functions(in: module).filter { $0.names.contains(where: pattern.matches) }
+            functions(in: module).filter(pattern.matches)
         }
     }
 

@@ -127,6 +127,60 @@ public enum Fixtures {
         return output
     }
 
+    /// Compiles `Tests/Fixtures/<name>.cpp` with g++ and returns the executable's path.
+    public static func buildCxx(_ name: String, flags: [String] = [], variant: String = "") throws -> String {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/g++") else {
+            throw TestFailure("g++ is not installed: the C++ fixtures need it (Scripts/setup installs g++)")
+        }
+        return try compile("g++:" + name, variant: variant, flags: flags) { output in
+            ("/usr/bin/g++", [Paths.fixtures.appendingPathComponent("\(name).cpp").path] + flags + ["-o", output])
+        }
+    }
+
+    /// rustc where rustup or Debian put it, if installed.
+    public static let rustCompiler: String? = {
+        let home = ProcessInfo.processInfo.environment["HOME"] ?? "/root"
+        return ["\(home)/.cargo/bin/rustc", "/usr/local/cargo/bin/rustc", "/usr/bin/rustc"].first {
+            FileManager.default.isExecutableFile(atPath: $0)
+        }
+    }()
+
+    /// Compiles `Tests/Fixtures/<name>.rs` with rustc (nil when rustc is not installed).
+    public static func buildRust(_ name: String, flags: [String] = [], variant: String = "") throws -> String? {
+        guard let rustc = rustCompiler else { return nil }
+        return try compile("rustc:" + name, variant: variant, flags: flags) { output in
+            (rustc, [Paths.fixtures.appendingPathComponent("\(name).rs").path] + flags + ["-o", output])
+        }
+    }
+
+    /// swiftc on PATH: the toolchain that builds nstrace.
+    public static let swiftCompiler: String? = (ProcessInfo.processInfo.environment["PATH"] ?? "")
+        .split(separator: ":").map { "\($0)/swiftc" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+
+    /// Compiles `Tests/Fixtures/<name>.swift` with swiftc (nil when swiftc is not on PATH).
+    public static func buildSwift(_ name: String, flags: [String] = [], variant: String = "") throws -> String? {
+        guard let swiftc = swiftCompiler else { return nil }
+        return try compile("swiftc:" + name, variant: variant, flags: flags) { output in
+            (swiftc, [Paths.fixtures.appendingPathComponent("\(name).swift").path, "-module-name", name] + flags + ["-o", output])
+        }
+    }
+
+    /// Runs `command(output)` once per name, variant and flags, and returns `output`.
+    private static func compile(_ name: String, variant: String, flags: [String],
+                                _ command: (String) -> (String, [String])) throws -> String {
+        let key = ([name, variant] + flags).joined(separator: " ")
+        lock.lock()
+        defer { lock.unlock() }
+        if let path = built[key] { return path }
+        let suffix = variant.isEmpty ? "\(built.count)" : variant
+        let output = Paths.scratch.appendingPathComponent("\(name.replacingOccurrences(of: ":", with: "-"))-\(suffix)").path
+        let (compiler, arguments) = command(output)
+        let result = try run(compiler, arguments, timeout: 300)
+        guard result.status == 0 else { throw TestFailure("\(compiler) \(arguments) failed:\n\(result.stderr)") }
+        built[key] = output
+        return output
+    }
+
     /// Where Debian's Go toolchain is, if installed.
     public static let goCompiler: String? = ["/usr/bin/go", "/usr/lib/go/bin/go"].first {
         FileManager.default.isExecutableFile(atPath: $0)
