@@ -87,6 +87,8 @@ extension Engine {
         } catch {
             if !(error.errno == EINTR) { fail("attach: \(error)") }
             detachAll()
+            // Asked to stop while attaching: detached again, as a stop asked for later would have.
+            if error.errno == EINTR, StopRequest.pending != nil { return }
             throw error.errno == EINTR ? .attachFailed("interrupted") : .attachFailed(String(describing: error))
         }
     }
