@@ -53,18 +53,22 @@ extension Engine {
         let context = callContext(thread, regs: regs)
         let memory = process.space.memory
         // The return address, stack arguments and strings, in one read where they can be.
+        let readsReturnAddress = !function.returnsSeenAtExits || configuration.callerModule != nil
         let prefetched = StopPrefetch(memory: memory, regs: regs, signature: function.signature,
-                                      stackBytes: function.returnsSeenAtExits ? 0 : 8, maxString: configuration.maxStringLength)
+                                      stackBytes: readsReturnAddress ? 8 : 0, maxString: configuration.maxStringLength)
         var reader = ArgumentReader(StoppedThreadValues(tid: thread.tid, regs: regs, memory: memory, prefetched: prefetched),
                                     maxString: configuration.maxStringLength)
         let arguments = reader.arguments(function.signature)
-        var returnAddress: UInt64 = 0
-        if !function.returnsSeenAtExits, let word = prefetched.word(at: regs.rsp) ?? (try? memory.readWord(at: regs.rsp)) {
-            returnAddress = word
-            _ = try ensureReturnSite(at: word, in: process, using: thread)
+        var returnAddress: UInt64 = 0, caller: UInt64?
+        if readsReturnAddress, let word = prefetched.word(at: regs.rsp) ?? (try? memory.readWord(at: regs.rsp)) {
+            if configuration.callerModule != nil { caller = word }
+            if !function.returnsSeenAtExits {
+                returnAddress = word
+                _ = try ensureReturnSite(at: word, in: process, using: thread)
+            }
         }
         deliver(Observation(kind: .entry(function, arguments: arguments, stack: stack(of: thread, regs: unwindFrom ?? regs),
-                                         returnAddress: returnAddress),
+                                         returnAddress: returnAddress, caller: caller),
                             process: process, tid: thread.tid, goroutine: context.goroutine,
                             stackPointer: context.stackPointer, time: monotonicNow()))
     }

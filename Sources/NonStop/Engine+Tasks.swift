@@ -166,6 +166,7 @@ extension Engine {
         process.goRuntime = nil
         process.space = AddressSpace(memory: try TraceeMemory(pid: process.pid))
         process.image = nil
+        lastCallerModule = nil
         process.installedModules = []
         process.installed = false
         emit(process, leader.tid, .exec(path: ProcFS.executable(of: process.pid)))
