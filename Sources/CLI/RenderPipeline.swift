@@ -93,7 +93,7 @@ final class RenderPipeline {
         status?.finish()
         renderers.forEach { $0.finish() }
         if let filter, filter.givenUpLong > 0, let minDuration {
-            fputs("nstrace: \(filter.givenUpLong) calls of at least \(minDuration)ns not shown: more than \(CallFilter.maxHeld) calls were held open in one thread (--min-duration)\n", stderr)
+            fputs("nstrace: --min-duration: \(filter.givenUpLong) calls of \(minDuration)ns or more not shown: over \(CallFilter.maxHeld) calls were held open in one thread\n", stderr)
         }
         guard !lost.isEmpty else { return }
         let all = lost.values.sorted { $0.cause < $1.cause }

@@ -3,7 +3,8 @@
 //   fl_skip -> fl_mid       -> fl_leaf x2
 //   fl_slow (sleeps SLEEP_MS) -> fl_leaf
 //   fl_lib_apply (in filters_lib, a shared library) -> fl_leaf x3, called from the library
-// Usage: filters ROUNDS SLEEP_MS. Prints its own call counts and fl_root's results.
+// Usage: filters ROUNDS SLEEP_MS [DEEP]. Prints its own call counts and fl_root's results. With DEEP,
+// then calls fl_deep DEEP+1 levels deep, the outermost sleeping SLEEP_MS after the others returned.
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -30,6 +31,15 @@ __attribute__((noinline, noipa)) long fl_slow(long ms) {
     return fl_leaf(ms);
 }
 
+__attribute__((noinline, noipa)) long fl_deep(long n, long ms) {
+    long depth = n > 0 ? fl_deep(n - 1, 0) + 1 : 0;
+    if (ms > 0) {
+        struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+        while (nanosleep(&ts, &ts) != 0) {}
+    }
+    return depth;
+}
+
 __attribute__((noinline, noipa)) long fl_root(long r, long ms) {
     long sum = fl_mid(r);
     sum += fl_skip(r);
@@ -47,6 +57,7 @@ int main(int argc, char **argv) {
         printf("fl_root %d = %ld\n", r, got);
         wrong += got != 6L * r + ms + 16;
     }
+    if (argc > 3) printf("calls fl_deep %ld\n", fl_deep(atol(argv[3]), ms) + 1);
     printf("calls fl_root %d\n", rounds);
     printf("calls fl_mid %ld\n", mids);
     printf("calls fl_leaf %ld\n", leaves);
