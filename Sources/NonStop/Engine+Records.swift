@@ -139,7 +139,9 @@ extension Engine {
         let decoded = decodesValues ? values : nil
         let moment = ThreadMoment(process: owner, tid: tid, goroutine: goroutine, stackPointer: stackPointer, time: time)
         switch probe.role {
-        case .entry(let function): recordedEntry(function, moment, values: decoded, returnAddress: values?.word(of: .stackWord(0)))
+        case .entry(let function):
+            let returnAddress = configuration.callerModule != nil ? values?.word(of: .stackWord(0)) : nil
+            recordedEntry(function, moment, values: decoded, returnAddress: returnAddress)
         case .exit(let function): returned(function, moment, ReturnValue(decoded))
         case .tailCall(let function): tailCalled(function, moment)
         case .watchedReturn: tailCalleeReturned(moment, ReturnValue(decoded))
