@@ -1,14 +1,18 @@
 import Foundation
 import NonStop
 
-/// Hands each event to every renderer, after the filters the user asked for: only some threads
-/// (`--tid`), at most so many calls (`--max-calls`, then nstrace detaches).
+/// Hands each event to every renderer, after the filters the user asked for: which calls (`CallFilter`:
+/// `--min-duration`, `--max-depth`, `--exclude`, `--caller`), only some threads (`--tid`), at most so
+/// many calls (`--max-calls`, then nstrace detaches).
 final class RenderPipeline {
     private let renderers: [Renderer]
     private let threads: Set<Int32>
     private let maxCalls: Int?
     private let status: StatusLine?
     private let functions = FunctionTable()
+    /// Nil when no call filter is asked for: then an event costs nothing more than before.
+    private let filter: CallFilter?
+    private let minDuration: UInt64?
     private var calls = 0
     /// Events the engine could not report, by cause: told on stderr at the end whatever the output.
     private var lost: [String: LostEvents] = [:]
@@ -16,8 +20,11 @@ final class RenderPipeline {
     /// are not shown either.
     private var shownDepth: [CallKey: Int32] = [:]
 
-    init(renderers: [Renderer], threads: Set<Int32>, maxCalls: Int?, status: StatusLine?) {
+    init(renderers: [Renderer], threads: Set<Int32>, maxCalls: Int?, status: StatusLine?,
+         filters: CallFilter.Options = .init()) {
         self.renderers = renderers
+        filter = filters.isEmpty ? nil : CallFilter(options: filters, functions: functions)
+        minDuration = filters.minDuration
         self.threads = threads
         self.maxCalls = maxCalls
         self.status = status
@@ -28,19 +35,37 @@ final class RenderPipeline {
         var callsSeen = 0
         batch.withValues { values in
             let context = BatchContext(batch: batch, values: values, functions: functions)
-            for event in batch.events {
-                switch event.kind {
-                case .call: callsSeen &+= 1
-                case .lost:
-                    if case .lost(let more) = batch.detail(of: event) { lost[more.cause] = lost[more.cause].map { $0.adding(more) } ?? more }
-                default: break
+            let events = batch.events
+            if let filter {
+                for i in events.indices {
+                    count(events[i], batch, &callsSeen)
+                    filter.take(events, at: i, context, deliver)
                 }
-                if shows(event) {
-                    for renderer in renderers { renderer.render(event, context) }
+            } else {
+                for event in events {
+                    count(event, batch, &callsSeen)
+                    deliver(event, context)
                 }
             }
         }
         status?.count(events: batch.events.count, calls: callsSeen, lost: lost.values.reduce(0) { $0 &+ $1.count })
+    }
+
+    @inline(__always)
+    private func count(_ event: Event, _ batch: EventBatch, _ callsSeen: inout Int) {
+        switch event.kind {
+        case .call: callsSeen &+= 1
+        case .lost:
+            if case .lost(let more) = batch.detail(of: event) { lost[more.cause] = lost[more.cause].map { $0.adding(more) } ?? more }
+        default: break
+        }
+    }
+
+    @inline(__always)
+    private func deliver(_ event: Event, _ context: BatchContext) {
+        if shows(event) {
+            for renderer in renderers { renderer.render(event, context) }
+        }
     }
 
     private func shows(_ event: Event) -> Bool {
@@ -64,8 +89,12 @@ final class RenderPipeline {
     func flush() { renderers.forEach { $0.flush() } }
 
     func finish() {
+        filter?.finish(deliver)
         status?.finish()
         renderers.forEach { $0.finish() }
+        if let filter, filter.givenUpLong > 0, let minDuration {
+            fputs("nstrace: --min-duration: \(filter.givenUpLong) calls of \(minDuration)ns or more not shown: over \(CallFilter.maxHeld) calls were held open in one thread\n", stderr)
+        }
         guard !lost.isEmpty else { return }
         let all = lost.values.sorted { $0.cause < $1.cause }
         let count = all.reduce(0) { $0 &+ $1.count }, calls = all.reduce(0) { $0 &+ $1.calls }

@@ -17,12 +17,14 @@ struct BatchContext {
     /// The batch's value bytes, valid while the batch is rendered.
     let values: UnsafeRawBufferPointer
     let functions: FunctionTable
+    /// The detail of a call held by `CallFilter` (its batch is gone when it is shown).
+    var heldDetail: EventDetail? = nil
 
     func values(of event: Event) -> EncodedValues { EventBatch.values(of: event, in: values) }
 
     func function(of event: Event) -> TracedFunction? { functions[event.function] }
 
-    func detail(of event: Event) -> EventDetail? { batch.detail(of: event) }
+    func detail(of event: Event) -> EventDetail? { heldDetail ?? batch.detail(of: event) }
 }
 
 /// Every function events have named, by number (`Event.function`), in the order the engine numbered them.

@@ -56,7 +56,9 @@ final class SummaryRenderer: Renderer {
 
     func lines() -> [String] {
         var byName: [String: Entry] = [:]
-        for entry in entries {
+        // A function numbered for a call the filters hid has an entry too (entries are made in number
+        // order): only what was shown is a row.
+        for entry in entries where entry.calls > 0 || entry.unwound > 0 || entry.latency.count > 0 {
             let name = entry.name
             if var merged = byName[name] {
                 merged.calls += entry.calls

@@ -25,6 +25,8 @@ struct TraceCommand: ParsableCommand {
               nstrace -c -p 1234 query                       summary and latency histograms
               nstrace --json -o trace.jsonl -f demo_ -- ./demo/demo
               nstrace --chrome-trace trace.json -p 1234 .    open it in ui.perfetto.dev
+              nstrace --min-duration 1ms --exclude '^log_' -p 1234 handle_   slow calls only
+              nstrace --folded out.folded -p 1234 .          flamegraph.pl out.folded > out.svg
               nstrace list ./server 'handle_'                what a pattern would trace
             """
     )
@@ -83,6 +85,24 @@ struct TraceCommand: ParsableCommand {
     @Flag(help: "Show C++, Rust and Swift names as the symbols they are (_ZN4shop5checkERKNS_5OrderE), not demangled.")
     var noDemangle = false
 
+    @Option(help: ArgumentHelp("Show only calls that last at least T (500ns, 10us, 1.5ms, 2s; a bare number is nanoseconds). A call is shown once it returns.", valueName: "T"))
+    var minDuration: String?
+
+    @Option(help: ArgumentHelp("Show N levels of nested traced calls: 1 is the outermost calls alone (depth 0).", valueName: "N"))
+    var maxDepth: Int?
+
+    @Option(help: ArgumentHelp("Hide the functions REGEX matches and every call under them (they are traced, to see where they end).", valueName: "REGEX"))
+    var exclude: String?
+
+    @Option(help: ArgumentHelp("Show only calls made from MODULE: its file name (libc.so.6, the program's name) or the end of its path.", valueName: "MODULE"))
+    var caller: String?
+
+    @Option(help: ArgumentHelp("Also write folded stacks to FILE (one `a;b;c weight` line per stack), for flamegraph.pl, inferno or speedscope.", valueName: "FILE"))
+    var folded: String?
+
+    @Option(help: ArgumentHelp("What a folded stack weighs: time (self time in nanoseconds, the default) or calls.", valueName: "time|calls"))
+    var foldedWeight: String = FoldedRenderer.Weight.time.rawValue
+
     @Flag(help: "Log every engine decision on stderr.")
     var debug = false
 
@@ -109,6 +129,18 @@ struct TraceCommand: ParsableCommand {
         if let duration, !(duration > 0) { throw ValidationError("--duration must be a positive number of seconds") }
         if summary && json { throw ValidationError("--summary and --json cannot be combined (the summary is text)") }
         if let chromeTrace, chromeTrace == output { throw ValidationError("--chrome-trace and -o must name different files") }
+        if let minDuration, DurationText.nanoseconds(minDuration) == nil {
+            throw ValidationError("--min-duration must be a duration such as 500ns, 10us, 1ms or 2s")
+        }
+        if let maxDepth, maxDepth < 1 { throw ValidationError("--max-depth must be at least 1") }
+        if let exclude {
+            do { _ = try NamePattern(exclude) } catch { throw ValidationError("--exclude: \(error)") }
+        }
+        if let caller, caller.isEmpty || caller.hasSuffix("/") { throw ValidationError("--caller needs a module's file name or path") }
+        if FoldedRenderer.Weight(rawValue: foldedWeight) == nil { throw ValidationError("--folded-weight must be time or calls") }
+        if let folded, folded == output || folded == chromeTrace {
+            throw ValidationError("--folded must name a file of its own (not the -o or --chrome-trace one)")
+        }
         if Set(pid).count != pid.count { throw ValidationError("the same -p PID is given twice") }
         if pid.contains(where: { $0 <= 0 }) { throw ValidationError("-p takes a process id greater than 0") }
     }
@@ -138,15 +170,24 @@ struct TraceCommand: ParsableCommand {
                                                                       colour: Style.wanted(for: out))))
         }
         if let chromeTrace { renderers.append(try ChromeTraceRenderer(output: try Output(path: chromeTrace))) }
+        if let folded {
+            renderers.append(FoldedRenderer(output: try Output(path: folded), weight: FoldedRenderer.Weight(rawValue: foldedWeight) ?? .time))
+        }
         let engineStatus = EngineStatus()
         let status = output != nil && isatty(STDERR_FILENO) != 0 && !debug ? StatusLine(engine: engineStatus) : nil
-        let pipeline = RenderPipeline(renderers: renderers, threads: Set(tid), maxCalls: maxCalls, status: status)
+        let filters = CallFilter.Options(minDuration: minDuration.flatMap(DurationText.nanoseconds), maxDepth: maxDepth.map { Int32(clamping: $0) },
+                                         exclude: try exclude.map { try NamePattern($0) }, callerFiltered: caller != nil)
+        let pipeline = RenderPipeline(renderers: renderers, threads: Set(tid), maxCalls: maxCalls, status: status, filters: filters)
 
-        var configuration = EngineConfiguration(pattern: pattern, strategy: chosenStrategy, followForks: followForks,
+        // An excluded function is traced even when REGEX does not name it: where its calls end is where
+        // hiding what is under them ends.
+        let traced = try exclude.map { try NamePattern("(?:\(regex))|(?:\($0))") } ?? pattern
+        var configuration = EngineConfiguration(pattern: traced, strategy: chosenStrategy, followForks: followForks,
                                                 maxStringLength: maxString, stackDepth: stack, lossless: lossless)
         configuration.decodesValues = !summary || chromeTrace != nil
         configuration.ringMegabytes = ringSize
         configuration.demangles = !noDemangle
+        configuration.callerModule = caller
         let session = TraceSession(configuration: configuration, renderer: pipeline, status: engineStatus)
         let outcome = try session.run(attach: pid, launch: command, duration: duration)
         out.close()
@@ -159,6 +200,22 @@ struct TraceCommand: ParsableCommand {
             case .killed(let signal, _): throw ExitCode(128 + signal)
             }
         }
+    }
+}
+
+/// `--min-duration`'s values: a number and a unit, as uftrace's `-t` takes them.
+enum DurationText {
+    static func nanoseconds(_ text: String) -> UInt64? {
+        let units: [(suffix: String, ns: Double)] = [("ns", 1), ("us", 1e3), ("µs", 1e3), ("ms", 1e6), ("s", 1e9), ("m", 60e9)]
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        var number = Substring(trimmed), scale = 1.0
+        if let unit = units.first(where: { trimmed.hasSuffix($0.suffix) }) {
+            number = trimmed.dropLast(unit.suffix.count)
+            scale = unit.ns
+        }
+        guard !number.isEmpty, number.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == ".") }), let value = Double(number) else { return nil }
+        let ns = (value * scale).rounded()
+        return ns >= 0 && ns < 1.8e19 ? UInt64(ns) : nil
     }
 }
 

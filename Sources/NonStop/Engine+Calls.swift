@@ -7,7 +7,8 @@ struct Observation {
     enum Kind {
         /// `returnAddress`: where the call returns, when its return is watched there (0 when it is seen
         /// at the function's own `ret`s).
-        case entry(TracedFunction, arguments: [ArgumentValue], stack: [StackFrame], returnAddress: UInt64)
+        /// `caller`: the return address, read for `--caller` alone (nil without it).
+        case entry(TracedFunction, arguments: [ArgumentValue], stack: [StackFrame], returnAddress: UInt64, caller: UInt64?)
         /// The function's `ret` ran (the stack pointer at the `ret`, which is the one at entry). `value`
         /// reads a result as a function's signature says (the callers that tail-called it return it too).
         case exit(TracedFunction, value: (TracedFunction) -> ArgumentValue?)
@@ -74,10 +75,10 @@ extension Engine {
     func observe(_ o: Observation) {
         let m = o.moment
         switch o.kind {
-        case .entry(let function, let arguments, let stack, let returnAddress):
+        case .entry(let function, let arguments, let stack, let returnAddress, let caller):
             let depth = enter(function, m, returnAddress: returnAddress)
             emit(m.process, m.tid, .call(function: function, depth: depth, arguments: arguments, stack: stack),
-                 goroutine: m.goroutine?.id, at: m.time)
+                 goroutine: m.goroutine?.id, at: m.time, fromCaller: caller.map { isFromCallerModule($0, m.process) } ?? false)
         case .exit(let function, let value):
             returned(function, m, .read(value))
         case .tailCall(let function):
@@ -95,15 +96,19 @@ extension Engine {
     }
 
     /// An entry record: the call, with its arguments read from the record when `values` is given.
-    func recordedEntry(_ function: TracedFunction, _ m: ThreadMoment, values: RecordValues?) {
+    /// `returnAddress`: the entry's, when `--caller` has the pads record it.
+    func recordedEntry(_ function: TracedFunction, _ m: ThreadMoment, values: RecordValues?, returnAddress: UInt64?) {
         let depth = enter(function, m, returnAddress: 0)
         let maxString = self.maxString
+        let fromCaller = returnAddress.map { isFromCallerModule($0, m.process) } ?? false
         if let values {
-            emitTraced(.call, m.process, m.tid, function: function, depth: depth, goroutine: m.goroutine?.id, at: m.time) { arena in
+            emitTraced(.call, m.process, m.tid, function: function, depth: depth, goroutine: m.goroutine?.id, at: m.time,
+                       fromCaller: fromCaller) { arena in
                 values.encode(values.probe.values, of: function.signature?.parameters ?? [], maxString: maxString, into: &arena)
             }
         } else {
-            emitTraced(.call, m.process, m.tid, function: function, depth: depth, goroutine: m.goroutine?.id, at: m.time, encode: nil)
+            emitTraced(.call, m.process, m.tid, function: function, depth: depth, goroutine: m.goroutine?.id, at: m.time,
+                       fromCaller: fromCaller, encode: nil)
         }
     }
 

@@ -4,7 +4,9 @@ import Glibc
 extension Engine {
     /// An event of the engine's slower paths. `at`: when it happened (CLOCK_MONOTONIC nanoseconds; a
     /// record's time), else now.
-    func emit(_ process: TracedProcess, _ tid: pid_t, _ happening: TraceEvent, goroutine: Int64? = nil, at time: UInt64? = nil) {
+    /// `fromCaller`: a call made from the module `--caller` names.
+    func emit(_ process: TracedProcess, _ tid: pid_t, _ happening: TraceEvent, goroutine: Int64? = nil, at time: UInt64? = nil,
+              fromCaller: Bool = false) {
         guard process.reportsEvents else { return }
         var event = Event(kind: .notice, pid: process.pid, tid: tid, timestamp: time.map { $0 &+ wallClockOffset } ?? now())
         if let goroutine { event.goroutine = goroutine }
@@ -12,6 +14,7 @@ extension Engine {
         switch happening {
         case .call(let function, let depth, let arguments, let stack):
             event.kind = .call
+            event.fromCaller = fromCaller
             event.function = number(function)
             event.depth = Int32(clamping: depth)
             (event.values, event.valueCount) = batch.encode { arena in
@@ -67,9 +70,11 @@ extension Engine {
     /// A call or a return decoded straight from a record: its values go into the batch's arena with no
     /// `ArgumentValue` in between. `encode` returns how many values it appended.
     func emitTraced(_ kind: Event.Kind, _ process: TracedProcess, _ tid: pid_t, function: TracedFunction, depth: Int,
-                    duration: UInt64 = 0, goroutine: Int64?, at time: UInt64, encode: ((inout ValueArena) -> Int)?) {
+                    duration: UInt64 = 0, goroutine: Int64?, at time: UInt64, fromCaller: Bool = false,
+                    encode: ((inout ValueArena) -> Int)?) {
         guard process.reportsEvents else { return }
         var event = Event(kind: kind, pid: process.pid, tid: tid, timestamp: time &+ wallClockOffset)
+        event.fromCaller = fromCaller
         event.function = number(function)
         event.depth = Int32(clamping: depth)
         event.duration = duration

@@ -53,20 +53,23 @@ extension Engine {
         let context = callContext(thread, regs: regs)
         let memory = process.space.memory
         // The return address, stack arguments and strings, in one read where they can be.
+        let readsReturnAddress = !function.returnsSeenAtExits || configuration.callerModule != nil
         let prefetched = StopPrefetch(memory: memory, regs: regs, signature: function.signature,
-                                      stackBytes: function.returnsSeenAtExits ? 0 : 8, maxString: configuration.maxStringLength)
+                                      stackBytes: readsReturnAddress ? 8 : 0, maxString: configuration.maxStringLength)
         var reader = ArgumentReader(StoppedThreadValues(tid: thread.tid, regs: regs, memory: memory, prefetched: prefetched),
                                     maxString: configuration.maxStringLength)
         let arguments = reader.arguments(function.signature)
-        var returnAddress: UInt64 = 0
-        // Only a return address a breakpoint watches is kept: a frame whose return cannot be seen is
-        // closed by the next call made from the same place (see popReturnedUnseen).
-        if !function.returnsSeenAtExits, let word = prefetched.word(at: regs.rsp) ?? (try? memory.readWord(at: regs.rsp)),
-           try ensureReturnSite(at: word, in: process, using: thread) {
-            returnAddress = word
+        var returnAddress: UInt64 = 0, caller: UInt64?
+        if readsReturnAddress, let word = prefetched.word(at: regs.rsp) ?? (try? memory.readWord(at: regs.rsp)) {
+            if configuration.callerModule != nil { caller = word }
+            // Only a return address a breakpoint watches is kept: a frame whose return cannot be seen
+            // is closed by the next call made from the same place (see popReturnedUnseen).
+            if !function.returnsSeenAtExits, try ensureReturnSite(at: word, in: process, using: thread) {
+                returnAddress = word
+            }
         }
         deliver(Observation(kind: .entry(function, arguments: arguments, stack: stack(of: thread, regs: unwindFrom ?? regs),
-                                         returnAddress: returnAddress),
+                                         returnAddress: returnAddress, caller: caller),
                             process: process, tid: thread.tid, goroutine: context.goroutine,
                             stackPointer: context.stackPointer, time: monotonicNow()))
     }

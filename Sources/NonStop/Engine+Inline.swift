@@ -56,7 +56,8 @@ extension Engine {
             let environment = padEnvironment(trace, process: process, image: image, go: go)
             let captures = CapturePlan(maxString: configuration.maxStringLength,
                                        copiesMemory: ProcFS.statusField("Seccomp", of: process.pid) != "2", go: go,
-                                       capturesValues: configuration.decodesValues)
+                                       capturesValues: configuration.decodesValues,
+                                       capturesReturnAddress: configuration.callerModule != nil)
             var fallbacks = plan.fallbacks
             // The callees of its tail calls (that are not traced themselves) get return windows first.
             let watched = Set(decision.tailCallees.map(\.address)).subtracting(traced)

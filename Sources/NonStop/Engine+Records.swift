@@ -125,7 +125,7 @@ extension Engine {
         }
         // Values read only for renderers that show them (a summary does not): then nothing of the
         // record is read past its header (and the goroutine's fields, in Go).
-        let values = decodesValues || probe.go != nil
+        let values = decodesValues || probe.go != nil || configuration.callerModule != nil
             ? RecordValues(probe: probe, record: record) : nil
         var goroutine: CallContext.Goroutine?
         var stackPointer = record.stackPointer
@@ -139,7 +139,9 @@ extension Engine {
         let decoded = decodesValues ? values : nil
         let moment = ThreadMoment(process: owner, tid: tid, goroutine: goroutine, stackPointer: stackPointer, time: time)
         switch probe.role {
-        case .entry(let function): recordedEntry(function, moment, values: decoded)
+        case .entry(let function):
+            let returnAddress = configuration.callerModule != nil ? values?.word(of: .stackWord(0)) : nil
+            recordedEntry(function, moment, values: decoded, returnAddress: returnAddress)
         case .exit(let function): returned(function, moment, ReturnValue(decoded))
         case .tailCall(let function): tailCalled(function, moment)
         case .watchedReturn: tailCalleeReturned(moment, ReturnValue(decoded))

@@ -23,6 +23,7 @@ extension Engine {
                 // A dlclose'd library took its sites with it.
                 process.space.vanishedModules += before.subtracting(existing.modules).map { $0.start..<$0.end }
                 process.unwinder = nil  // it reported the old set of modules
+                lastCallerModule = nil
             } else {
                 image = try ProcessImage(pid: process.pid)
                 process.image = image

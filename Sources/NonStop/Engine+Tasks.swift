@@ -172,6 +172,7 @@ extension Engine {
         if process.space.memory.pid == process.pid { process.space.forgetGuarded() }
         process.space = AddressSpace(memory: try TraceeMemory(pid: process.pid))
         process.image = nil
+        lastCallerModule = nil
         process.installedModules = []
         process.installed = false
         emit(process, leader.tid, .exec(path: ProcFS.executable(of: process.pid)))

@@ -33,6 +33,9 @@ public struct EngineConfiguration: Sendable {
     public var decodesValues = true
     /// Names are shown demangled (`shop::check(shop::Order const&)`); false for `--no-demangle`.
     public var demangles = true
+    /// `--caller`: the module (its file name, or the end of its path) whose calls are marked
+    /// `Event.fromCaller`; nil for none, and then no return address is read for it.
+    public var callerModule: String?
 
     public init(pattern: NamePattern, strategy: Strategy = .inline, followForks: Bool = false, maxStringLength: Int = 64,
                 stackDepth: Int = 0, lossless: Bool = false) {
@@ -130,6 +133,8 @@ public final class Engine {
     var drainStart = 0
     /// Link-map changes r_brk pads recorded, handled once the rings are drained.
     var pendingLinkMaps: [LinkMapChange] = []
+    /// The module `--caller` last found a return address in (calls come in runs from one module).
+    var lastCallerModule: (pid: pid_t, range: Range<UInt64>, matches: Bool)?
     public internal(set) var statistics = EngineStatistics()
     /// The launched program's end, which nstrace exits with.
     public internal(set) var launchedExit: ExitStatus?

@@ -34,6 +34,9 @@ public struct Event: Sendable {
     public var kind: Kind
     /// A return whose value was read (the values hold it).
     public var hasValue = false
+    /// A call made from the module `--caller` names (its return address lies there); false for every
+    /// call when no module is named.
+    public var fromCaller = false
     public var pid: Int32
     public var tid: Int32
     /// Calls open below this one on its thread (or goroutine).

@@ -15,9 +15,13 @@ struct CapturePlan {
     /// Whether any renderer shows values: a summary needs none, and then a record is its header (and
     /// the goroutine's fields): one slot, no copy of memory in the pad.
     var capturesValues = true
+    /// `--caller`: an entry records its return address, which nstrace cannot read later (the stack
+    /// has moved on by the time the record is read).
+    var capturesReturnAddress = false
 
     func entry(_ signature: Signature?) -> [Capture] {
         var captures: [Capture] = goCaptures()
+        if capturesReturnAddress { captures.append(.stackWord(0)) }
         guard capturesValues else { return captures }
         for parameter in signature?.parameters ?? [] { add(parameter, to: &captures) }
         return captures

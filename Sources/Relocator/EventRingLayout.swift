@@ -111,6 +111,9 @@ public enum Capture: Sendable, Hashable {
     case xmm(Int)
     /// The 8 bytes at `[r14 + offset]`: a field of the running goroutine's g (Go code only).
     case goroutineField(Int32)
+    /// The 8 bytes on the stack at the reported stack pointer plus an offset: at an entry, offset 0 is
+    /// the return address (`--caller`).
+    case stackWord(Int32)
     /// A ticket of the pad that waits for nstrace (the dynamic linker's r_brk): 8 bytes.
     case ticket
     /// Up to `maxBytes` of memory, copied fault-safely (process_vm_readv on the process itself): an
@@ -119,7 +122,7 @@ public enum Capture: Sendable, Hashable {
 
     public var byteSize: Int {
         switch self {
-        case .register, .goroutineField, .ticket: return 8
+        case .register, .goroutineField, .stackWord, .ticket: return 8
         case .xmm: return 16
         case .memory(let m): return 8 + ((m.maxBytes + 7) & ~7)
         }

@@ -185,6 +185,9 @@ struct ProbeWriter {
             case .goroutineField(let field):
                 w.putLoad(.rax, base: .r14, displacement: field)
                 w.putStore(.rax, base: .rcx, displacement: offset32)
+            case .stackWord(let o):
+                w.putLoad(.rax, base: .rsp, displacement: frame + stackAdjust + o)
+                w.putStore(.rax, base: .rcx, displacement: offset32)
             case .ticket:
                 w.putLoadRIPRelative(.rdx, address: literal)
                 w.putMovImm64(.rax, 1)

@@ -65,6 +65,13 @@ import TestSupport
         (["-p", "0", "x"], "-p takes a process id greater than 0"),
         (["-o", "/tmp/same", "--chrome-trace", "/tmp/same", "x", "--", "/bin/true"], "--chrome-trace and -o must name different files"),
         (["--no-such-flag", "x", "--", "/bin/true"], "Unknown option '--no-such-flag'"),
+        (["--min-duration", "10parsecs", "x", "--", "/bin/true"], "--min-duration must be a duration such as 500ns, 10us, 1ms or 2s"),
+        (["--min-duration=-5ms", "x", "--", "/bin/true"], "--min-duration must be a duration such as 500ns, 10us, 1ms or 2s"),
+        (["--max-depth", "0", "x", "--", "/bin/true"], "--max-depth must be at least 1"),
+        (["--exclude", "fx_(", "x", "--", "/bin/true"], "--exclude: invalid regexp \"fx_(\" at column 5: expected ')'"),
+        (["--caller", "", "x", "--", "/bin/true"], "--caller needs a module's file name or path"),
+        (["--folded-weight", "bytes", "x", "--", "/bin/true"], "--folded-weight must be time or calls"),
+        (["-o", "/tmp/same", "--folded", "/tmp/same", "x", "--", "/bin/true"], "--folded must name a file of its own (not the -o or --chrome-trace one)"),
         (["-p", "abc", "x"], "The value 'abc' is invalid for '-p <PID>'"),
     ] as [([String], String)])
     func badFlagCombinations(arguments: [String], message: String) throws {
@@ -75,7 +82,8 @@ import TestSupport
         let result = try nstrace(["--help"])
         #expect(result.status == 0)
         for text in ["-p", "-f", "-o", "-c", "-T", "-t", "--stack", "--json", "--chrome-trace", "--strategy",
-                     "--max-string", "--max-calls", "--duration", "--tid", "--debug", "Examples:", "nstrace list"] {
+                     "--max-string", "--max-calls", "--duration", "--tid", "--debug",
+                     "--min-duration", "--max-depth", "--exclude", "--caller", "--folded", "Examples:", "nstrace list"] {
             #expect(result.stdout.contains(text), "--help does not mention \(text)")
         }
     }

@@ -30,12 +30,18 @@ struct RenderCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Threads the records come from (default 4).", valueName: "N"))
     var threads = 4
 
+    @Option(help: ArgumentHelp("Render through a call filter: min-duration (1 µs: calls held until they return), max-depth (1), exclude (a name no call has); default none.", valueName: "NAME"))
+    var callFilter: String?
+
     func validate() throws {
         if tracedCalls < 1 { throw ValidationError("--traced-calls must be at least 1") }
         if let renderers, let unknown = renderers.split(separator: ",").first(where: { !["summary", "json", "text", "chrome"].contains($0) }) {
             throw ValidationError("unknown renderer \(unknown); known: summary, json, text, chrome")
         }
         if !(1...16).contains(threads) { throw ValidationError("--threads must be between 1 and 16") }
+        if let callFilter, !["min-duration", "max-depth", "exclude"].contains(callFilter) {
+            throw ValidationError("unknown call filter \(callFilter); known: min-duration, max-depth, exclude")
+        }
     }
 
     struct Row: Codable {
@@ -84,7 +90,14 @@ struct RenderCommand: ParsableCommand {
                 let replay = try RecordReplay(function: function, decodesValues: kind.values, events: queue)
                 let path = "\(scratch)/out-\(round)"
                 let output = try Output(path: path)
-                let pipeline = RenderPipeline(renderers: [try kind.make(output)], threads: [], maxCalls: nil, status: nil)
+                var filters = CallFilter.Options()
+                switch callFilter {
+                case "min-duration": filters.minDuration = 1000
+                case "max-depth": filters.maxDepth = 1
+                case "exclude": filters.exclude = try NamePattern("^no_such_function$")
+                default: break
+                }
+                let pipeline = RenderPipeline(renderers: [try kind.make(output)], threads: [], maxCalls: nil, status: nil, filters: filters)
                 // Each round of records is read, then rendered, on this one thread, the batches recycled
                 // as nstrace's renderer thread does: the two are timed apart.
                 var events = 0
