@@ -31,6 +31,10 @@ public struct EngineConfiguration: Sendable {
     /// Whether the renderers show arguments and return values (a summary does not: they are then not
     /// decoded at all).
     public var decodesValues = true
+    /// The syscalls to report (`-S`); nil: none, and threads are resumed with PTRACE_CONT as always.
+    public var syscalls: SyscallSelection?
+    /// False for syscalls alone (`--syscalls` with no REGEX): `pattern` is then not looked at.
+    public var tracesFunctions = true
 
     public init(pattern: NamePattern, strategy: Strategy = .inline, followForks: Bool = false, maxStringLength: Int = 64,
                 stackDepth: Int = 0, lossless: Bool = false) {
@@ -248,6 +252,9 @@ public final class Engine {
                 try resume(thread)
             case .exit: try resume(thread)
             }
+        case .syscallStop:
+            try syscallStopped(thread)
+            try resume(thread)
         case .signalStop(_, let signal):
             if case .stepping(let step) = thread.state {
                 try stepStopped(thread, step, signal: signal)
@@ -287,7 +294,7 @@ public final class Engine {
         thread.state = .running
         thread.hold = .none
         thread.rewind = nil
-        try Ptrace.cont(thread.tid, signal: signal)
+        try proceed(thread.tid, signal: signal)
         requeueHeldSignals(thread)
     }
 
@@ -308,7 +315,7 @@ public final class Engine {
         thread.state = .running
         thread.hold = .none
         thread.rewind = nil
-        try Ptrace.cont(thread.tid, signal: signal)
+        try proceed(thread.tid, signal: signal)
         requeueHeldSignals(thread)
     }
 
