@@ -125,6 +125,9 @@ struct TraceCommand: ParsableCommand {
     /// stack.
     var chosenStrategy: Strategy {
         if let strategy, let chosen = Strategy(rawValue: strategy) { return chosen }
+        // Syscalls alone: no function is traced, so no ring is needed; the inline strategy's ring (made
+        // for its link-map pad) and its drain would only slow each syscall-stop (Benchmarks/README.md).
+        if regex == nil { return .jump }
         return stack > 0 ? .jump : .inline
     }
 
