@@ -69,6 +69,8 @@ final class ChromeTraceRenderer: Renderer {
             instant(event, event.kind.name)
         case .lost:
             if case .lost(let lost) = batch.detail(of: event) { instant(event, "\(lost.count) events lost") }
+        case .syscall:
+            if case .syscall(let call) = batch.detail(of: event) { syscallSpan(event, call) }
         default:
             tracks[CallKey(event)]?.pid = event.pid
         }
@@ -121,6 +123,32 @@ final class ChromeTraceRenderer: Renderer {
         output.append(",\"tid\":" as StaticString)
         output.decimal(event.tid)
         output.append("}\n" as StaticString)
+        tracks[CallKey(event)]?.pid = event.pid
+    }
+
+    /// A syscall: a complete event of its own (category `syscall`) on its thread's track, nested by
+    /// time inside the call that made it.
+    private func syscallSpan(_ event: Event, _ call: SyscallEvent) {
+        if namedThreads.insert(event.tid).inserted { nameThread(event.pid, event.tid) }
+        output.append(first ? "{\"name\":" as StaticString : ",{\"name\":" as StaticString)
+        first = false
+        output.jsonString(call.name)
+        output.append(",\"cat\":\"syscall\",\"ph\":\"X\",\"ts\":" as StaticString)
+        micros(event.timestamp)
+        output.append(",\"dur\":" as StaticString)
+        micros(event.duration)
+        output.append(",\"pid\":" as StaticString)
+        output.decimal(event.pid)
+        output.append(",\"tid\":" as StaticString)
+        output.decimal(event.tid)
+        output.append(",\"args\":{\"retval\":" as StaticString)
+        output.decimal(call.result)
+        if call.errno != 0 {
+            output.append(",\"errno\":" as StaticString)
+            output.jsonString(errnoName(call.errno))
+        }
+        output.append("}}\n" as StaticString)
+        lastTimestamp = max(lastTimestamp, event.timestamp &+ event.duration)
         tracks[CallKey(event)]?.pid = event.pid
     }
 

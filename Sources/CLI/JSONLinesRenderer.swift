@@ -101,6 +101,10 @@ final class JSONLinesRenderer: Renderer {
         case .notice:
             o.append(",\"message\":" as StaticString)
             if case .notice(let message) = batch.detail(of: event) { o.jsonString(message) } else { o.append("null" as StaticString) }
+        case .syscall:
+            if case .syscall(let call) = batch.detail(of: event) { o.syscallJSON(call) }
+            o.append(",\"duration_ns\":" as StaticString)
+            o.decimal(event.duration)
         }
         o.append("}\n" as StaticString)
     }
@@ -168,6 +172,7 @@ final class JSONLinesRenderer: Renderer {
         case .detach: return #"{"event":"detach","ts_ns":"#
         case .lost: return #"{"event":"lost","ts_ns":"#
         case .notice: return #"{"event":"notice","ts_ns":"#
+        case .syscall: return #"{"event":"syscall","ts_ns":"#
         }
     }
 }

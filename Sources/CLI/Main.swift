@@ -17,8 +17,12 @@ struct NSTrace: ParsableCommand {
             print(NSTrace.helpMessage(for: TraceCommand.self))
             return
         }
+        // `--syscalls` with no value means every syscall: -S (`--syscalls=NAMES` names some).
+        var arguments = Array(CommandLine.arguments.dropFirst())
+        let end = arguments.firstIndex(of: "--") ?? arguments.endIndex
+        for i in arguments[..<end].indices where arguments[i] == "--syscalls" { arguments[i] = "-S" }
         do {
-            var command = try parseAsRoot()
+            var command = try parseAsRoot(arguments)
             try command.run()
         } catch {
             exitReporting(error)

@@ -16,6 +16,7 @@ final class SummaryRenderer: Renderer {
     /// name can be several functions: a static function in two modules, a library loaded twice).
     private var entries: [Entry] = []
     private var lost: [String: LostEvents] = [:]
+    private var syscalls = SyscallSummary()
 
     init(output: Output) {
         self.output = output
@@ -32,6 +33,8 @@ final class SummaryRenderer: Renderer {
         case .unwound:
             guard let i = entry(event, batch) else { return }
             entries[i].unwound &+= 1
+        case .syscall:
+            if case .syscall(let call) = batch.detail(of: event) { syscalls.add(call, duration: event.duration) }
         case .notice:
             if case .notice(let message) = batch.detail(of: event) { output.write("nstrace: \(message)") }
         case .lost:
@@ -55,6 +58,8 @@ final class SummaryRenderer: Renderer {
     }
 
     func lines() -> [String] {
+        // Syscalls alone (`--syscalls` and no REGEX): their table, not an empty one of functions.
+        if entries.isEmpty, !syscalls.isEmpty { return syscalls.lines() + lostLines() }
         var byName: [String: Entry] = [:]
         // A function numbered for a call the filters hid has an entry too (entries are made in number
         // order): only what was shown is a row.
@@ -80,19 +85,27 @@ final class SummaryRenderer: Renderer {
                          duration(latency.max), duration(latency.percentile(50)), duration(latency.percentile(99))]
             out.append(name.padding(toLength: nameWidth, withPad: " ", startingAt: 0) + cells.map { $0.leftPadded(to: 11) }.joined())
         }
-        if !lost.isEmpty {
-            out.append("")
-            for (_, lost) in lost.sorted(by: { $0.key < $1.key }) {
-                out.append("\(lost.count) events lost (\(lost.calls) calls, \(lost.returns) returns): \(lost.cause)")
-            }
-            out.append("the figures above count what was recorded")
-        }
+        out += lostLines()
         for (name, entry) in rows where entry.latency.count > 0 {
             out.append("")
             let unwound = entry.unwound > 0 ? ", \(entry.unwound) unwound" : ""
             out.append("@\(name) (ns, \(entry.latency.count) returns\(unwound)):")
             out += entry.latency.drawn()
         }
+        if !syscalls.isEmpty {
+            out.append("")
+            out += syscalls.lines()
+        }
+        return out
+    }
+
+    private func lostLines() -> [String] {
+        guard !lost.isEmpty else { return [] }
+        var out = [""]
+        for (_, lost) in lost.sorted(by: { $0.key < $1.key }) {
+            out.append("\(lost.count) events lost (\(lost.calls) calls, \(lost.returns) returns): \(lost.cause)")
+        }
+        out.append("the figures above count what was recorded")
         return out
     }
 

@@ -105,6 +105,9 @@ final class TextRenderer: Renderer {
             }
         case .notice:
             break
+        case .syscall:
+            if case .syscall(let call) = batch.detail(of: event) { output.syscallText(call) }
+            duration(event.duration)
         }
         output.newline()
     }

@@ -10,7 +10,8 @@ struct TraceCommand: ParsableCommand {
         usage: """
             nstrace [OPTIONS] REGEX -- PROGRAM [ARGS...]
             nstrace [OPTIONS] -p PID [-p PID...] REGEX
-            nstrace list [--json] [--no-demangle] (BINARY | -p PID) REGEX
+            nstrace --syscalls[=NAMES] [OPTIONS] (-p PID | -- PROGRAM [ARGS...])
+            nstrace list [--json] [--strategy S] [--no-demangle] (BINARY | -p PID) REGEX
             """,
         discussion: """
             REGEX is searched in every function name of the program and its libraries:
@@ -27,6 +28,8 @@ struct TraceCommand: ParsableCommand {
               nstrace --chrome-trace trace.json -p 1234 .    open it in ui.perfetto.dev
               nstrace --min-duration 1ms --exclude '^log_' -p 1234 handle_   slow calls only
               nstrace --folded out.folded -p 1234 .          flamegraph.pl out.folded > out.svg
+              nstrace -S -T 'handle_' -- ./server            calls and every syscall
+              nstrace --syscalls='openat|read' -p 1234       those syscalls alone
               nstrace list ./server 'handle_'                what a pattern would trace
             """
     )
@@ -103,16 +106,25 @@ struct TraceCommand: ParsableCommand {
     @Option(help: ArgumentHelp("What a folded stack weighs: time (self time in nanoseconds, the default) or calls.", valueName: "time|calls"))
     var foldedWeight: String = FoldedRenderer.Weight.time.rawValue
 
+    @Flag(name: .customShort("S"), help: "Also report every syscall, as strace does (--syscalls=NAMES for some).")
+    var allSyscalls = false
+
+    // A bare `--syscalls` is read as -S (see NSTrace.main): ArgumentParser has no option whose value
+    // may be left out.
+    @Option(name: .customLong("syscalls"), help: ArgumentHelp("Report the syscalls whose whole name NAMES matches (a regexp; commas separate alternatives, as strace's -e trace=). With it, REGEX may be left out.", valueName: "NAMES"))
+    var syscallNames: String?
+
     @Flag(help: "Log every engine decision on stderr.")
     var debug = false
 
-    @Argument(help: "Functions to trace: a regular expression searched in each name.")
-    var regex: String
+    @Argument(help: "Functions to trace: a regular expression searched in each name (optional with -S).")
+    var regex: String?
 
     @Argument(parsing: .postTerminator, help: "The program to launch and its arguments, after --.")
     var command: [String] = []
 
     func validate() throws {
+        if regex == nil, !tracesSyscalls { throw ValidationError("give a REGEX of functions to trace (or --syscalls)") }
         if pid.isEmpty && command.isEmpty { throw ValidationError("give a program after -- or a process with -p PID") }
         if !pid.isEmpty && !command.isEmpty { throw ValidationError("-p PID and a program after -- cannot be combined") }
         if let strategy, Strategy(rawValue: strategy) == nil { throw ValidationError("--strategy must be inline, jump or step") }
@@ -149,13 +161,28 @@ struct TraceCommand: ParsableCommand {
     /// stack.
     var chosenStrategy: Strategy {
         if let strategy, let chosen = Strategy(rawValue: strategy) { return chosen }
+        // Syscalls alone: no function is traced, so no ring is needed; the inline strategy's ring (made
+        // for its link-map pad) and its drain would only slow each syscall-stop (Benchmarks/README.md).
+        if regex == nil { return .jump }
         return stack > 0 ? .jump : .inline
+    }
+
+    var tracesSyscalls: Bool { allSyscalls || syscallNames != nil }
+
+    /// The syscalls asked for; nil without -S.
+    func syscallSelection() throws -> SyscallSelection? {
+        guard tracesSyscalls else { return nil }
+        let selection = try SyscallSelection(pattern: syscallNames)
+        if selection.isEmpty { throw ValidationError("no syscall is named by '\(syscallNames ?? "")'") }
+        return selection
     }
 
     func run() throws {
         StopRequest.installHandlers()
-        let pattern = try NamePattern(regex)
-        for p in pid { try Preflight.checkAttach(pid: p, pattern: pattern) }
+        let syscalls = try syscallSelection()
+        // Syscalls alone: a pattern that names no function (no breakpoint, no ring).
+        let pattern = try NamePattern(regex ?? "(?!)")
+        if regex != nil { for p in pid { try Preflight.checkAttach(pid: p, pattern: pattern) } }
         if let program = command.first { _ = try Preflight.checkLaunch(program) }
         DebugLog.enabled = debug
 
@@ -188,6 +215,8 @@ struct TraceCommand: ParsableCommand {
         configuration.ringMegabytes = ringSize
         configuration.demangles = !noDemangle
         configuration.callerModule = caller
+        configuration.syscalls = syscalls
+        configuration.tracesFunctions = regex != nil
         let session = TraceSession(configuration: configuration, renderer: pipeline, status: engineStatus)
         let outcome = try session.run(attach: pid, launch: command, duration: duration)
         out.close()

@@ -29,6 +29,7 @@ long nst_ptrace(int request, pid_t pid, uintptr_t addr, uintptr_t data) {
 
 int nst_errno(void) { return errno; }
 void nst_set_errno(int value) { errno = value; }
+const char *nst_errno_name(int value) { return strerrorname_np(value); }
 
 int nst_siginfo_code(const siginfo_t *info) { return info->si_code; }
 uintptr_t nst_siginfo_addr(const siginfo_t *info) { return (uintptr_t)info->si_addr; }

@@ -246,7 +246,7 @@ extension Engine {
             return
         case .signalStop(let tid, let signal) where Engine.isGroupStop(signal):
             // A stop signal goes through at once; the group-stop it starts is this thread's stop.
-            try Ptrace.cont(tid, signal: signal)
+            try proceed(tid, signal: signal)
             return
         case .signalStop(let tid, SIGTRAP):
             var regs = try Ptrace.getRegs(tid)
@@ -264,6 +264,11 @@ extension Engine {
         case .signalStop(let tid, _):
             t.heldSignals.append(try Ptrace.getSigInfo(tid))
             t.hold = .signalDelivery
+        case .syscallStop:
+            // Stopped at a syscall before the interrupt: as good a stop as the interrupt's (which comes
+            // later, and is a plain event stop then).
+            try syscallStopped(t)
+            t.hold = .event
         case .eventStop(_, .clone, _), .eventStop(_, .fork, _), .eventStop(_, .vfork, _):
             guard case .eventStop(_, let event, _) = result else { break }
             let child = pid_t(truncatingIfNeeded: try Ptrace.eventMessage(t.tid))

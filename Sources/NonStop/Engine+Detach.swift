@@ -173,6 +173,12 @@ extension Engine {
             thread.heldSignals.append(info)
             thread.interruptPending = false
             thread.state = .stopped
+        case .syscallStop:
+            // Kept here and detached from it: a syscall under way is not reported (its exit would
+            // come after nstrace has gone). The interrupt still pending is cleared by the detach.
+            thread.syscall = nil
+            thread.interruptPending = false
+            thread.state = .stopped
         case .eventStop(let tid, let event, _):
             switch event {
             case .stop:

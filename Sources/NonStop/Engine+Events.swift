@@ -63,6 +63,11 @@ extension Engine {
         case .notice(let message):
             event.kind = .notice
             event.detail = batch.add(.notice(message))
+        case .syscall(let call, let duration):
+            event.kind = .syscall
+            event.number = Int32(truncatingIfNeeded: call.number)
+            event.duration = duration
+            event.detail = batch.add(.syscall(call))
         }
         batch.append(event)
     }

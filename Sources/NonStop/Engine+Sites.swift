@@ -37,11 +37,11 @@ extension Engine {
         var inline: [Function] = [], trapped: [Function] = []
         let fresh = image.modules.filter { !process.installedModules.contains($0) }
         process.installedModules = Set(image.modules)
-        let matching = fresh.flatMap { module in
+        let matching = !configuration.tracesFunctions ? [] : fresh.flatMap { module in
             image.functions(in: module).filter(configuration.pattern.matches)
         }
         DebugLog.log("\(process.pid): \(fresh.count) new modules, \(matching.count) matching functions")
-        if firstInstall, process.launched, matching.isEmpty {
+        if firstInstall, process.launched, matching.isEmpty, configuration.tracesFunctions {
             // Attach refuses a pattern that matches nothing before touching anything; a launched program's
             // libraries are known only now, and some may come later with dlopen.
             notice(process, "no function matches '\(configuration.pattern.source)' in the program or the libraries it started with; "

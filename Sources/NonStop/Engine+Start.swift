@@ -148,12 +148,14 @@ extension Engine {
             case .signalStop(let tid, let signal) where Engine.isGroupStop(signal):
                 // A stop signal goes through at once (held, a later SIGCONT could not cancel it); the
                 // group-stop it starts is this thread's stop.
-                try Ptrace.cont(tid, signal: signal)
+                try proceed(tid, signal: signal)
                 continue
             case .signalStop(let tid, let signal):
                 // Keep the thread in this delivery-stop; the signal goes with its first resume.
                 thread.heldSignals.append(try Ptrace.getSigInfo(tid))
                 DebugLog.log("\(tid): \(signalName(signal)) arrived while attaching; held")
+            case .syscallStop:
+                try syscallStopped(thread)
             case .eventStop(_, .exec, _):
                 // Nothing is armed yet: the new image is read when the breakpoints go in.
                 for other in process.threads.values where other.tid != process.pid {
@@ -238,7 +240,7 @@ extension Engine {
                     throw .launchFailed(String(cString: strerror(code)))
                 }
                 throw .launchFailed("\(program) exited before it started")
-            case .eventStop(_, _, _), .signalStop(_, SIGCONT), .signalStop(_, SIGSTOP):
+            case .eventStop(_, _, _), .signalStop(_, SIGCONT), .signalStop(_, SIGSTOP), .syscallStop:
                 try? Ptrace.cont(pid)
             case .signalStop(_, let signal):
                 try? Ptrace.cont(pid, signal: signal)

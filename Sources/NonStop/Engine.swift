@@ -36,6 +36,10 @@ public struct EngineConfiguration: Sendable {
     /// `--caller`: the module (its file name, or the end of its path) whose calls are marked
     /// `Event.fromCaller`; nil for none, and then no return address is read for it.
     public var callerModule: String?
+    /// The syscalls to report (`-S`); nil: none, and threads are resumed with PTRACE_CONT as always.
+    public var syscalls: SyscallSelection?
+    /// False for syscalls alone (`--syscalls` with no REGEX): `pattern` is then not looked at.
+    public var tracesFunctions = true
 
     public init(pattern: NamePattern, strategy: Strategy = .inline, followForks: Bool = false, maxStringLength: Int = 64,
                 stackDepth: Int = 0, lossless: Bool = false) {
@@ -257,6 +261,9 @@ public final class Engine {
                 try resume(thread)
             case .exit: try resume(thread)
             }
+        case .syscallStop:
+            try syscallStopped(thread)
+            try resume(thread)
         case .signalStop(_, let signal):
             if case .stepping(let step) = thread.state {
                 try stepStopped(thread, step, signal: signal)
@@ -298,7 +305,7 @@ public final class Engine {
         thread.state = .running
         thread.hold = .none
         thread.rewind = nil
-        try Ptrace.cont(thread.tid, signal: signal)
+        try proceed(thread.tid, signal: signal)
         requeueHeldSignals(thread)
     }
 
@@ -346,7 +353,7 @@ public final class Engine {
         thread.state = .running
         thread.hold = .none
         thread.rewind = nil
-        try Ptrace.cont(thread.tid, signal: signal)
+        try proceed(thread.tid, signal: signal)
         requeueHeldSignals(thread)
     }
 

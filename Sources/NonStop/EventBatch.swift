@@ -7,6 +7,7 @@ import Glibc
 public struct Event: Sendable {
     public enum Kind: UInt8, Sendable {
         case call, ret, unwound, threadStart, threadExit, signal, fork, exec, exit, attach, detach, lost, notice
+        case syscall
 
         /// The name JSON Lines gives it.
         public var name: String {
@@ -24,6 +25,7 @@ public struct Event: Sendable {
             case .detach: return "detach"
             case .lost: return "lost"
             case .notice: return "notice"
+            case .syscall: return "syscall"
             }
         }
     }
@@ -43,7 +45,7 @@ public struct Event: Sendable {
     public var depth: Int32 = 0
     /// The function's number (`EventBatch.newFunctions` names it the first time), -1 for none.
     public var function: Int32 = -1
-    /// The signal, the fork child's pid, or a thread's exit status.
+    /// The signal, the fork child's pid, a thread's exit status, or the syscall's number.
     public var number: Int32 = 0
     /// The event's entry in `EventBatch.details`, -1 for none.
     public var detail: Int32 = -1
@@ -76,6 +78,7 @@ public enum EventDetail: Sendable {
     case exit(ExitStatus)
     case lost(LostEvents)
     case notice(String)
+    case syscall(SyscallEvent)
 }
 
 /// Events handed from the engine to the renderers at once: one queue operation and at most one wake-up

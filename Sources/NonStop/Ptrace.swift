@@ -17,6 +17,8 @@ enum Ptrace {
     static let getEventMsgRequest: Int32 = 0x4201
     static let getSigInfoRequest: Int32 = 0x4202
     static let setSigInfoRequest: Int32 = 0x4203
+    static let syscallRequest: Int32 = 24
+    static let getSyscallInfoRequest: Int32 = 0x420e
 
     struct Options: OptionSet {
         let rawValue: UInt
@@ -70,6 +72,11 @@ enum Ptrace {
         try call("PTRACE_CONT", contRequest, tid, 0, UInt(signal))
     }
 
+    /// As `cont`, but the thread stops again at its next syscall entry or exit (`-S`).
+    static func syscall(_ tid: pid_t, signal: Int32 = 0) throws(TraceError) {
+        try call("PTRACE_SYSCALL", syscallRequest, tid, 0, UInt(signal))
+    }
+
     static func singleStep(_ tid: pid_t, signal: Int32 = 0) throws(TraceError) {
         try call("PTRACE_SINGLESTEP", singleStepRequest, tid, 0, UInt(signal))
     }
@@ -117,11 +124,41 @@ enum Ptrace {
         try transfer("PTRACE_SETSIGINFO", setSigInfoRequest, tid, &copy)
     }
 
+    /// PTRACE_GET_SYSCALL_INFO (Linux 5.3): which side of a syscall a syscall-stop is, and its number
+    /// and arguments or its result. Read from the kernel's `struct ptrace_syscall_info` by offset.
+    static func syscallInfo(_ tid: pid_t) throws(TraceError) -> SyscallInfo {
+        var raw: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        let size = MemoryLayout.size(ofValue: raw)
+        _ = try withUnsafeMutableBytes(of: &raw) { (p) throws(TraceError) in
+            try call("PTRACE_GET_SYSCALL_INFO", getSyscallInfoRequest, tid, UInt(size), UInt(bitPattern: p.baseAddress))
+        }
+        return withUnsafeBytes(of: raw) { bytes in
+            func word(_ offset: Int) -> UInt64 { bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self) }
+            switch bytes[0] {
+            case 1, 3:  // PTRACE_SYSCALL_INFO_ENTRY, _SECCOMP: nr at 24, args at 32
+                return .entry(number: word(24), arguments: (0..<6).map { word(32 + 8 * $0) })
+            case 2:  // PTRACE_SYSCALL_INFO_EXIT: rval at 24, is_error at 32
+                return .exit(value: Int64(bitPattern: word(24)), isError: bytes[32] != 0)
+            default:
+                return .none
+            }
+        }
+    }
+
     static func eventMessage(_ tid: pid_t) throws(TraceError) -> UInt {
         var message: UInt = 0
         try transfer("PTRACE_GETEVENTMSG", getEventMsgRequest, tid, &message)
         return message
     }
+}
+
+/// Where a thread in a syscall-stop is.
+enum SyscallInfo {
+    case entry(number: UInt64, arguments: [UInt64])
+    case exit(value: Int64, isError: Bool)
+    /// Not a syscall-stop after all.
+    case none
 }
 
 /// What waitpid said about one thread.
@@ -132,6 +169,9 @@ enum WaitResult {
     case signalStop(tid: pid_t, signal: Int32)
     /// A ptrace event stop; `signal` is WSTOPSIG (SIGTRAP, or the job-control signal of a group-stop).
     case eventStop(tid: pid_t, event: Ptrace.Event, signal: Int32)
+    /// A syscall-entry or -exit stop (PTRACE_SYSCALL with TRACESYSGOOD: SIGTRAP|0x80). Only threads
+    /// resumed with PTRACE_SYSCALL (`-S`) make them; no signal is delivered from one.
+    case syscallStop(tid: pid_t)
 
     var isEnd: Bool {
         switch self {
@@ -142,7 +182,8 @@ enum WaitResult {
 
     var tid: pid_t {
         switch self {
-        case .exited(let t, _), .killed(let t, _, _), .signalStop(let t, _), .eventStop(let t, _, _): return t
+        case .exited(let t, _), .killed(let t, _, _), .signalStop(let t, _), .eventStop(let t, _, _), .syscallStop(let t):
+            return t
         }
     }
 }
@@ -175,6 +216,7 @@ enum Wait {
         if event != 0, let e = Ptrace.Event(rawValue: event) {
             return .eventStop(tid: tid, event: e, signal: signal)
         }
+        if signal == SIGTRAP | 0x80 { return .syscallStop(tid: tid) }
         return .signalStop(tid: tid, signal: signal)
     }
 }

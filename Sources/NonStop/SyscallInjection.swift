@@ -105,7 +105,7 @@ struct SyscallInjection {
                     throw TraceError("inject syscall (\(signalName(signal)) at the gadget)", tid: tid, errno: EFAULT)
                 }
                 held.append(info)
-            case .eventStop:
+            case .eventStop, .syscallStop:
                 break  // a group-stop or an interrupt: step on, the call is one instruction
             case .exited, .killed:
                 ended = result

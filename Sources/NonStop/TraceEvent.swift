@@ -49,6 +49,8 @@ enum TraceEvent {
     case lost(LostEvents)
     /// Something the user should know that is not a failure: an untraceable function, say.
     case notice(String)
+    /// A syscall that returned (`-S`), and how long it took.
+    case syscall(SyscallEvent, duration: UInt64)
 }
 
 /// Events nstrace could not report, and why.

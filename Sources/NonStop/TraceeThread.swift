@@ -53,6 +53,8 @@ final class TraceeThread {
     /// Between a vfork and the child's exec or exit the thread is blocked in the kernel and cannot
     /// stop; detach does not wait for it (the kernel lets it go when nstrace exits).
     var inVfork = false
+    /// A syscall entered and not yet returned from (`-S`): reported at its exit.
+    var syscall: SyscallInFlight?
 
     enum Hold { case none, signalDelivery, event }
 

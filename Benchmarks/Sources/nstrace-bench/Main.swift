@@ -15,7 +15,7 @@ struct NSTraceBench: ParsableCommand {
             (ltrace, gdb, bpftrace, uftrace, frida) are reported as skipped. `nstrace-bench redis`
             measures a redis server's throughput while each tool traces its read and write.
             """,
-        subcommands: [MicroCommand.self, RedisCommand.self, CoverageCommand.self, RenderCommand.self]
+        subcommands: [MicroCommand.self, RedisCommand.self, CoverageCommand.self, RenderCommand.self, SyscallCommand.self]
     )
 
     @OptionGroup var options: CommonOptions

@@ -27,6 +27,8 @@ static inline bool nst_wcoredump(int s) { return WCOREDUMP(s); }
 // The errno of the calling thread, and a way to clear it (glibc's errno is a macro over a TLS slot).
 int nst_errno(void);
 void nst_set_errno(int value);
+// ENOENT for 2 (glibc's strerrorname_np); NULL for a number it has no name for.
+const char *nst_errno_name(int value);
 
 // Fields of siginfo_t that live inside unions Swift cannot name.
 int nst_siginfo_code(const siginfo_t *info);
