@@ -39,11 +39,16 @@ struct ListCommand: ParsableCommand {
     func run() throws {
         let pattern = try NamePattern(arguments.last ?? "")
         let image = try pid.map { try ProcessImage(pid: $0) } ?? ProcessImage(file: arguments[0])
-        let functions = image.functions(matching: pattern)
-        guard !functions.isEmpty else { throw NoFunctionMatches(pattern: pattern.source) }
+        let matched = image.functions(matching: pattern)
+        guard !matched.isEmpty else { throw NoFunctionMatches(pattern: pattern.source) }
         let decoder = try Decoder()
-        // A running process's GOT says where its tail calls through the PLT go (a file's does not).
+        // A running process's GOT says where its tail calls through the PLT go, and which implementation
+        // each indirect function runs (a file's does not).
         let memory = pid.flatMap { MemoryFile(pid: $0) }
+        let (functions, unresolved) = image.traceTargets(matched, pattern: pattern, memory: memory.map { m in m.read })
+        for failure in unresolved {
+            FileHandle.standardError.write(Data("nstrace: \(failure): it is not traced\n".utf8))
+        }
         for function in functions {
             let signature = image.signature(of: function)
             let plan = InlineSites.plan(for: function, in: image, decoder: decoder, memory: memory.map { m in m.read })
