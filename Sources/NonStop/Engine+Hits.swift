@@ -62,7 +62,7 @@ extension Engine {
         // Only a return address a breakpoint watches is kept: a frame whose return cannot be seen is
         // closed by the next call made from the same place (see popReturnedUnseen).
         if !function.returnsSeenAtExits, let word = prefetched.word(at: regs.rsp) ?? (try? memory.readWord(at: regs.rsp)),
-           try ensureReturnSite(at: word, in: process, using: thread) {
+           try ensureReturnSite(at: word, in: process, using: thread, continuationOf: function.returnsTwice ? function : nil) {
             returnAddress = word
         }
         deliver(Observation(kind: .entry(function, arguments: arguments, stack: stack(of: thread, regs: unwindFrom ?? regs),
@@ -120,7 +120,8 @@ extension Engine {
             read[ObjectIdentifier(function)] = v
             return v
         }
-        deliver(Observation(kind: .returnAddress(site.address, value: value), process: thread.process, tid: thread.tid,
+        deliver(Observation(kind: .returnAddress(site.address, value: value, continuationOf: site.continuationOf),
+                            process: thread.process, tid: thread.tid,
                             goroutine: context.goroutine, stackPointer: context.stackPointer, time: monotonicNow()))
     }
 
