@@ -120,23 +120,35 @@ public final class ProcessImage {
     /// What DWARF says about a function; for a function of the C library DWARF says nothing of (its
     /// assembly string functions, or no debuginfo at all), the prototype nstrace ships; else nil.
     public func signature(of function: Function) -> Signature? {
+        let described = dwarfSignature(of: function)
+        if let described, Self.saysSomething(described) { return described }
+        // The dynamic linker has its own copies of the string functions (ld.so's `strcmp`).
+        let module = function.module.name
+        guard module.hasPrefix("libc.so") || module.hasPrefix("ld-linux") || module.hasPrefix("ld64") else { return described }
+        return LibcPrototypes.signature(for: function.names.filter { !function.resolverNames.contains($0) }) ?? described
+    }
+
+    /// What DWARF alone says about a function.
+    func dwarfSignature(of function: Function) -> Signature? {
         guard let handle = handles[function.module] else { return nil }
-        let described = SignatureReader.signature(module: handle, address: function.address) {
+        return SignatureReader.signature(module: handle, address: function.address) {
             if let index = unitIndexes[function.module] { return index }
             let index = CompileUnitIndex(module: handle)
             unitIndexes[function.module] = index
             return index
         }
-        // Assembly's DWARF (libc6-dbg's `__strcmp_avx2`) has the function but neither parameters nor a
-        // return type: that says nothing either.
-        if let described, !described.parameters.isEmpty || described.isVariadic
-            || described.results.contains(where: { $0.type != TypeReader.unknown }) {
-            return described
-        }
-        // The dynamic linker has its own copies of the string functions (ld.so's `strcmp`).
-        let module = function.module.name
-        guard module.hasPrefix("libc.so") || module.hasPrefix("ld-linux") || module.hasPrefix("ld64") else { return described }
-        return LibcPrototypes.signature(for: function.names.filter { !function.resolverNames.contains($0) }) ?? described
+    }
+
+    /// Assembly's DWARF (libc6-dbg's `__strcmp_avx2`) has the function but neither parameters nor a
+    /// return type: that says nothing.
+    private static func saysSomething(_ signature: Signature) -> Bool {
+        !signature.parameters.isEmpty || signature.isVariadic || signature.results.contains { $0.type != TypeReader.unknown }
+    }
+
+    /// Whether DWARF describes the function as compiled code (C, C++, Go…) rather than assembly, or not
+    /// at all: compiled code never branches into the middle of another function, assembly may.
+    public func isCompiledCode(_ function: Function) -> Bool {
+        dwarfSignature(of: function).map(Self.saysSomething) ?? false
     }
 
     /// The layout of runtime.g when the module is a Go program built with DWARF, else nil.
