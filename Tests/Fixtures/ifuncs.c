@@ -2,7 +2,10 @@
 // threads, with arguments only this program passes (strings "ifx-…", fill byte 'Z', sources in
 // `sources`), so that a test can tell its calls from libc's own calls of the same implementations.
 // Prints its ground truth: counts, and the sums of what strcmp returned and of the sizes passed.
+// With the argument `wait`, it says `ready` and makes its calls only once a SIGUSR1 comes (a tracer
+// attaches in between).
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -30,7 +33,17 @@ static void *worker(void *arg) {
     return NULL;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "wait") == 0) {
+        sigset_t usr1;
+        sigemptyset(&usr1);
+        sigaddset(&usr1, SIGUSR1);
+        sigprocmask(SIG_BLOCK, &usr1, NULL);
+        printf("ready\n");
+        fflush(stdout);
+        int received;
+        sigwait(&usr1, &received);
+    }
     pthread_t threads[THREADS];
     for (long t = 0; t < THREADS; t++) pthread_create(&threads[t], NULL, worker, (void *)t);
     long cmp = 0, copied = 0, set = 0;
