@@ -43,10 +43,20 @@ extension Engine {
         // slots the dynamic linker filled: at attach, at the program's entry point and after a dlopen
         // (r_brk), the modules present have been relocated.
         let memory = process.space.memory
-        let (matching, unresolved) = image.traceTargets(matched, pattern: configuration.pattern) { address, count in
+        var (matching, unresolved) = image.traceTargets(matched, pattern: configuration.pattern) { address, count in
             try? memory.read(address, count: count)
         }
-        for failure in unresolved { notice(process, "\(failure): it is not traced") }
+        for failure in unresolved {
+            // No slot bound yet (lazy binding, or a dlopen'd module not relocated yet): ask the resolver.
+            guard let target = try callResolver(of: failure.function, in: process, using: thread),
+                  let implementation = image.implementation(of: failure.function, at: target)
+            else {
+                notice(process, "\(failure): it is not traced")
+                continue
+            }
+            DebugLog.log("\(failure.function.name): its resolver, called, returned \(hex(target))")
+            if !matching.contains(where: { $0.address == implementation.address }) { matching.append(implementation) }
+        }
         DebugLog.log("\(process.pid): \(fresh.count) new modules, \(matching.count) matching functions")
         if firstInstall, process.launched, matching.isEmpty {
             // Attach refuses a pattern that matches nothing before touching anything; a launched program's
@@ -84,6 +94,23 @@ extension Engine {
         if !process.installed { try watchDynamicLinker(process, image, using: thread) }
         process.installed = true
         DebugLog.log("\(process.pid): \(armed) entry breakpoints armed")
+    }
+
+    /// What an indirect function's resolver returns, called in `thread` (stopped) with a return into an
+    /// int3 in scratch; nil when it could not be called or did not come back.
+    private func callResolver(of ifunc: Function, in process: TracedProcess,
+                              using thread: TraceeThread) throws(TraceError) -> UInt64? {
+        guard let trap = try scratch(1, near: ifunc.address, in: process, using: thread) else { return nil }
+        do { try process.space.memory.write([0xcc], at: trap) } catch { return nil }
+        do {
+            return try inject(in: process, using: thread) { (injection) throws(TraceError) in
+                try injection.callFunction(at: ifunc.address, returningTo: trap)
+            }
+        } catch {
+            if error.threadGone { throw error }
+            DebugLog.log("\(ifunc.name): calling its resolver failed: \(error)")
+            return nil
+        }
     }
 
     func traced(_ function: Function, _ image: ProcessImage) -> TracedFunction {

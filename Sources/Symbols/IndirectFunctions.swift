@@ -31,14 +31,19 @@ extension ProcessImage {
             guard let word = memory(slot, 8), word.count == 8 else { continue }
             let target = word.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
             // A slot not relocated yet holds a link-time value, or a PLT address in its own module.
-            guard target != ifunc.address, module.contains(target), let implementation = function(startingAt: target)
-            else { continue }
-            let aliases = ifunc.indirectNames.filter { $0 != ifunc.name }
-                + implementation.names.filter { !ifunc.names.contains($0) }
-            return .success(Function(name: ifunc.name, aliases: aliases, module: module, address: implementation.address,
-                                     size: implementation.size, isIndirect: false, selectedBy: ifunc.address))
+            if let implementation = implementation(of: ifunc, at: target) { return .success(implementation) }
         }
         return .failure(UnresolvedIndirectFunction(function: ifunc, reason: "the dynamic linker has not bound it yet (lazy binding, or its module is not relocated yet)"))
+    }
+
+    /// The implementation at `target` (what `ifunc`'s resolver returned), named as `ifunc`; nil unless
+    /// a function of the same module starts there.
+    public func implementation(of ifunc: Function, at target: UInt64) -> Function? {
+        let module = ifunc.module
+        guard target != ifunc.address, module.contains(target), let implementation = function(startingAt: target) else { return nil }
+        let aliases = ifunc.indirectNames.filter { $0 != ifunc.name } + implementation.names.filter { !ifunc.names.contains($0) }
+        return Function(name: ifunc.name, aliases: aliases, module: module, address: implementation.address,
+                        size: implementation.size, isIndirect: false, selectedBy: ifunc.address)
     }
 
     /// The function that starts at `address`: a symbol's, or one only unwind information describes (a
