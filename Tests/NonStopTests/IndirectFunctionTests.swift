@@ -22,6 +22,25 @@ import TestSupport
         try checkProgramCalls(log: try TraceLog(file: traceFile), stdout: result.stdout, strategy: strategy)
     }
 
+    /// strstr has no IRELATIVE slot in libc, and lazy binding leaves the program's slot on its PLT
+    /// until the first call: its resolver is asked instead.
+    @Test(arguments: ["inline", "jump"])
+    func anIndirectFunctionNoSlotHasBoundYetIsTracedFromItsFirstCall(strategy: String) throws {
+        let binary = try Fixtures.build("ifuncs", flags: ["-O1", "-g", "-fno-builtin", "-pthread", "-Wl,-z,lazy"], variant: "lazy")
+        let traceFile = Paths.scratch.appendingPathComponent("ifuncs-lazy-\(strategy).jsonl").path
+        let result = try nstrace(["--strategy", strategy, "--json", "-o", traceFile, "^strstr$", "--", binary], timeout: 300)
+        #expect(result.status == 0, "\(result)")
+        #expect(!result.stderr.contains("not traced"), "\(result.stderr)")
+        #expect(result.stdoutLines.contains("calls strstr 10"))
+        let log = try TraceLog(file: traceFile)
+        let mine = log.of("call").filter { call in
+            (call["args"] as? [[String: Any]])?.first?["value"] as? String == "ifx-haystack-needle"
+        }
+        #expect(mine.count == 10 && mine.allSatisfy { $0["module"] as? String == "libc.so.6" && $0["function"] as? String == "strstr" })
+        let needles = log.of("return").filter { $0["function"] as? String == "strstr" && $0["retval"] as? String == "needle" }
+        #expect(needles.count == 10)
+    }
+
     @Test func attachedToAProcessItsCallsAreSeenToo() throws {
         let running = try RunningFixture(try fixture(), ["wait"])
         defer { running.stop() }
