@@ -47,7 +47,8 @@ struct ListCommand: ParsableCommand {
         let memory = pid.flatMap { MemoryFile(pid: $0) }
         let (functions, unresolved) = image.traceTargets(matched, pattern: pattern, memory: memory.map { m in m.read })
         for failure in unresolved {
-            FileHandle.standardError.write(Data("nstrace: \(failure): it is not traced\n".utf8))
+            // Listing never stops the process; tracing it does, and calls the resolver to find out.
+            FileHandle.standardError.write(Data("nstrace: \(failure); a trace asks its resolver in the process\n".utf8))
         }
         for function in functions {
             let signature = image.signature(of: function)
