@@ -12,7 +12,9 @@ enum FunctionListing {
         if let demangled = f.demangledName {
             line += demangling ? "  (symbol: \(f.name))" : "  (demangled: \(demangled))"
         }
-        if f.isIndirect { line += "  [ifunc]" }
+        // In a file, an indirect function is its resolver: the implementation is chosen in a process.
+        if f.isIndirect { line += "  [ifunc: its implementation is chosen at load; list a running process with -p]" }
+        if let resolver = f.selectedBy { line += "  [ifunc implementation, resolver at \(hex(resolver))]" }
         if !f.aliases.isEmpty { line += "  (aliases: \(f.aliases.joined(separator: ", ")))" }
         if let refusal { line += "  [untraceable: \(refusal.reason)]" } else { line += "  " + inline(plan) }
         return line
@@ -47,6 +49,7 @@ enum FunctionListing {
         o.field("size", f.size)
         o.field("aliases", json: JSONWriter.array(f.aliases.map(JSONWriter.string)))
         if f.isIndirect { o.field("ifunc", true) }
+        if let resolver = f.selectedBy { o.field("ifunc_resolver", hex(resolver)) }
         o.field("traceable", refusal == nil)
         if let refusal { o.field("reason", refusal.reason) }
         // The inline strategy: every site a jump (no int3), or where int3s stay and why.

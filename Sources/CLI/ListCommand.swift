@@ -43,11 +43,17 @@ struct ListCommand: ParsableCommand {
     func run() throws {
         let pattern = try NamePattern(arguments.last ?? "")
         let image = try pid.map { try ProcessImage(pid: $0) } ?? ProcessImage(file: arguments[0])
-        let functions = image.functions(matching: pattern)
-        guard !functions.isEmpty else { throw NoFunctionMatches(pattern: pattern.source) }
+        let matched = image.functions(matching: pattern)
+        guard !matched.isEmpty else { throw NoFunctionMatches(pattern: pattern.source) }
         let decoder = try Decoder()
-        // A running process's GOT says where its tail calls through the PLT go (a file's does not).
+        // A running process's GOT says where its tail calls through the PLT go, and which implementation
+        // each indirect function runs (a file's does not).
         let memory = pid.flatMap { MemoryFile(pid: $0) }
+        let (functions, unresolved) = image.traceTargets(matched, pattern: pattern, memory: memory.map { m in m.read })
+        for failure in unresolved {
+            // Listing never stops the process; tracing it does, and calls the resolver to find out.
+            FileHandle.standardError.write(Data("nstrace: \(failure); a trace asks its resolver in the process\n".utf8))
+        }
         for function in functions {
             let signature = image.signature(of: function)
             let plan = InlineSites.plan(for: function, in: image, decoder: decoder, memory: memory.map { m in m.read })

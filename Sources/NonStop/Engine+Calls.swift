@@ -19,8 +19,9 @@ struct Observation {
         /// The function left by a jump (a tail call): the call now returns where its caller's return
         /// address sends it, which a breakpoint watches.
         case tailExit(TracedFunction, returnAddress: UInt64)
-        /// A watched return address was reached with the stack pointer just past it.
-        case returnAddress(UInt64, value: (TracedFunction) -> ArgumentValue?)
+        /// A watched return address was reached with the stack pointer just past it; `continuationOf`
+        /// when it is where a traced setjmp-like call returns (again, after a longjmp).
+        case returnAddress(UInt64, value: (TracedFunction) -> ArgumentValue?, continuationOf: TracedFunction?)
     }
 
     let kind: Kind
@@ -89,9 +90,21 @@ extension Engine {
             withShadowStack(m.process, m.tid, m.goroutine) {
                 $0.watchReturnAddress(of: function, sp: m.stackPointer, returnAddress: returnAddress)
             }
-        case .returnAddress(let site, let value):
-            withShadowStack(m.process, m.tid, m.goroutine) { $0.popFrames(at: site, sp: m.stackPointer, stack: m.stack, into: &closedFrames) }
+        case .returnAddress(let site, let value, let continuationOf):
+            var depth = 0
+            withShadowStack(m.process, m.tid, m.goroutine) {
+                $0.popFrames(at: site, sp: m.stackPointer, stack: m.stack, into: &closedFrames)
+                depth = $0.depth
+            }
+            let returnedHere = closedFrames.contains { $0.returned }
             closeFrames(m, .read(value))
+            if let function = continuationOf, !returnedHere {
+                // No call of its own returns here: a longjmp came back to a setjmp's continuation, and the
+                // setjmp returns again with the longjmp's value (1 for 0). Its call was reported long ago
+                // (and returned once): this return has no duration.
+                emit(m.process, m.tid, .ret(function: function, depth: depth, value: value(function), duration: 0),
+                     goroutine: m.goroutine?.id, at: m.time)
+            }
         }
     }
 

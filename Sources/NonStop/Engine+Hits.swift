@@ -64,7 +64,7 @@ extension Engine {
             if configuration.callerModule != nil { caller = word }
             // Only a return address a breakpoint watches is kept: a frame whose return cannot be seen
             // is closed by the next call made from the same place (see popReturnedUnseen).
-            if !function.returnsSeenAtExits, try ensureReturnSite(at: word, in: process, using: thread) {
+            if !function.returnsSeenAtExits, try ensureReturnSite(at: word, in: process, using: thread, continuationOf: function.returnsTwice ? function : nil) {
                 returnAddress = word
             }
         }
@@ -123,7 +123,8 @@ extension Engine {
             read[ObjectIdentifier(function)] = v
             return v
         }
-        deliver(Observation(kind: .returnAddress(site.address, value: value), process: thread.process, tid: thread.tid,
+        deliver(Observation(kind: .returnAddress(site.address, value: value, continuationOf: site.continuationOf),
+                            process: thread.process, tid: thread.tid,
                             goroutine: context.goroutine, stackPointer: context.stackPointer, time: monotonicNow()))
     }
 

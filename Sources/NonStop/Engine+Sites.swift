@@ -37,8 +37,26 @@ extension Engine {
         var inline: [Function] = [], trapped: [Function] = []
         let fresh = image.modules.filter { !process.installedModules.contains($0) }
         process.installedModules = Set(image.modules)
-        let matching = !configuration.tracesFunctions ? [] : fresh.flatMap { module in
+        let matched = !configuration.tracesFunctions ? [] : fresh.flatMap { module in
             image.functions(in: module).filter(configuration.pattern.matches)
+        }
+        // An indirect function is traced as the implementation its resolver chose, read from the GOT
+        // slots the dynamic linker filled: at attach, at the program's entry point and after a dlopen
+        // (r_brk), the modules present have been relocated.
+        let memory = process.space.memory
+        var (matching, unresolved) = image.traceTargets(matched, pattern: configuration.pattern) { address, count in
+            try? memory.read(address, count: count)
+        }
+        for failure in unresolved {
+            // No slot bound yet (lazy binding, or a dlopen'd module not relocated yet): ask the resolver.
+            guard let target = try callResolver(of: failure.function, in: process, using: thread),
+                  let implementation = image.implementation(of: failure.function, at: target)
+            else {
+                notice(process, "\(failure): it is not traced")
+                continue
+            }
+            DebugLog.log("\(failure.function.name): its resolver, called, returned \(hex(target))")
+            if !matching.contains(where: { $0.address == implementation.address }) { matching.append(implementation) }
         }
         DebugLog.log("\(process.pid): \(fresh.count) new modules, \(matching.count) matching functions")
         if firstInstall, process.launched, matching.isEmpty, configuration.tracesFunctions {
@@ -48,9 +66,15 @@ extension Engine {
                 + "nstrace keeps watching libraries loaded later")
         }
         for function in matching {
+            if let resolver = function.selectedBy {
+                DebugLog.log("\(function.name): indirect function at \(hex(resolver)) runs \(hex(function.address)) (\(function.aliases.joined(separator: ", ")))")
+            }
             if configuration.strategy == .inline || configuration.strategy == .jump {
-                if function.isIndirect, !process.space.inlineFunctions.contains(function.address) {
-                    notice(process, "\(function.name) is a GNU indirect function: this traces its resolver, not the implementation it selects (with libc6-dbg, trace e.g. __\(function.name)_avx2)")
+                if function.returnsTwice {
+                    // Its second returns come back to the caller's return address (a longjmp runs no
+                    // `ret` of it): watched there by an int3, as the step strategy watches every return.
+                    try installClassic(function, in: process, image: image, using: thread)
+                    continue
                 }
                 if configuration.strategy == .jump { trapped.append(function) } else { inline.append(function) }
                 continue
@@ -64,11 +88,6 @@ extension Engine {
             }
             if try makeSite(at: entry, in: process, using: thread, entryOf: traced(function, image)) != nil {
                 armed += 1
-                if function.isIndirect {
-                    // The dynamic linker calls the resolver once, at load, and binds callers to the
-                    // implementation it picks; the calls people mean go there.
-                    notice(process, "\(function.name) is a GNU indirect function: this traces its resolver, not the implementation it selects (with libc6-dbg, trace e.g. __\(function.name)_avx2)")
-                }
             }
         }
         if !inline.isEmpty { try installInline(inline, in: process, image: image, using: thread) }
@@ -76,6 +95,23 @@ extension Engine {
         if !process.installed { try watchDynamicLinker(process, image, using: thread) }
         process.installed = true
         DebugLog.log("\(process.pid): \(armed) entry breakpoints armed")
+    }
+
+    /// What an indirect function's resolver returns, called in `thread` (stopped) with a return into an
+    /// int3 in scratch; nil when it could not be called or did not come back.
+    private func callResolver(of ifunc: Function, in process: TracedProcess,
+                              using thread: TraceeThread) throws(TraceError) -> UInt64? {
+        guard let trap = try scratch(1, near: ifunc.address, in: process, using: thread) else { return nil }
+        do { try process.space.memory.write([0xcc], at: trap) } catch { return nil }
+        do {
+            return try inject(in: process, using: thread) { (injection) throws(TraceError) in
+                try injection.callFunction(at: ifunc.address, returningTo: trap)
+            }
+        } catch {
+            if error.threadGone { throw error }
+            DebugLog.log("\(ifunc.name): calling its resolver failed: \(error)")
+            return nil
+        }
     }
 
     func traced(_ function: Function, _ image: ProcessImage) -> TracedFunction {
@@ -86,7 +122,7 @@ extension Engine {
     func traced(_ function: Function, signature: Signature?, returnsSeenAtExits: Bool = false) -> TracedFunction {
         TracedFunction(name: function.shownName(demangling: configuration.demangles), symbol: function.name,
                        module: function.module.name, address: function.address, signature: signature,
-                       returnsSeenAtExits: returnsSeenAtExits)
+                       returnsSeenAtExits: returnsSeenAtExits, returnsTwice: function.returnsTwice)
     }
 
     /// Decodes the instruction at `address`, plans how to run it elsewhere under the engine's
@@ -219,9 +255,12 @@ extension Engine {
     }
 
     /// A breakpoint on the return address of a traced call, so its return is seen.
-    func ensureReturnSite(at address: UInt64, in process: TracedProcess, using thread: TraceeThread) throws(TraceError) -> Bool {
+    /// `continuationOf`: the setjmp-like function called from there, whose later returns arrive there.
+    func ensureReturnSite(at address: UInt64, in process: TracedProcess, using thread: TraceeThread,
+                          continuationOf: TracedFunction? = nil) throws(TraceError) -> Bool {
         if let site = process.space.site(at: address) {
             site.isReturnSite = true
+            if site.continuationOf == nil { site.continuationOf = continuationOf }
             return true
         }
         // Only in a module's code: a return address in anonymous memory (JIT code, a trampoline of
@@ -233,6 +272,7 @@ extension Engine {
         }
         guard let site = try makeSite(at: address, in: process, using: thread) else { return false }
         site.isReturnSite = true
+        site.continuationOf = continuationOf
         return true
     }
 

@@ -117,6 +117,9 @@ public enum InlineSites {
             parts.append(CodePart(start: cold.address, bytes: bytes, padding: padding(after: cold, among: all, in: image)))
             landingPads.formUnion(image.landingPads(of: cold))
         }
+        if !image.isCompiledCode(function) {
+            landingPads.formUnion(foreignEntryPoints(into: parts, of: function, in: image, decoder: decoder))
+        }
         let table = image.landingPadTable(in: function.module)
         let incomplete = parts.allSatisfy { table.isComplete(in: $0.start..<$0.end) } ? nil
             : "its exception table could not be read to its end: a landing pad could be anywhere"
@@ -132,6 +135,46 @@ public enum InlineSites {
                 image.fileBytes(at: address, count: count)
             }
         }
+    }
+
+    /// How far around an assembly function other entries are looked for branches into it.
+    static let neighbourhood: UInt64 = 8192
+
+    /// Direct branches from other functions into the middle of this one: glibc's assembly enters one
+    /// function's body from another entry (`__wmemset_avx2_unaligned` jumps into
+    /// `__memset_avx2_unaligned_erms`, `__mempcpy_*` into `__memmove_*`), and a window there would
+    /// be entered in its middle. The planner sees only the function's own branches. Compiled code
+    /// never does this (its split-off `.cold` parts are parts of the function), so only code DWARF does
+    /// not describe as compiled is checked, against the functions that start within 8 KiB of it — an
+    /// assembly file's entries lie together. Symbols' and unwind information's starts both count (a
+    /// stripped libc names none of its string implementations).
+    static func foreignEntryPoints(into parts: [CodePart], of function: Function, in image: ProcessImage,
+                                   decoder: Decoder) -> Set<UInt64> {
+        let module = function.module
+        let low = parts.map(\.start).min() ?? function.address, high = parts.map(\.end).max() ?? function.address
+        let from = low > module.start &+ neighbourhood ? low &- neighbourhood : module.start
+        let to = min(high &+ neighbourhood, module.end)
+        let table = image.landingPadTable(in: module)
+        var starts = Set(image.functions(in: module).lazy.filter { $0.address >= from && $0.address < to }.map(\.address))
+        var cursor = from
+        while let next = table.nextFunctionStart(after: cursor), next < to {
+            starts.insert(next)
+            cursor = next
+        }
+        let inside = { (address: UInt64) in parts.contains { address >= $0.start && address < $0.end } }
+        let sorted = starts.filter { !inside($0) }.sorted()
+        var targets = Set<UInt64>()
+        for (i, start) in sorted.enumerated() {
+            // Up to the next entry (or this function), at most what a symbol or FDE says it spans.
+            var end = i + 1 < sorted.count ? sorted[i + 1] : to
+            if start < low { end = min(end, low) }
+            if let range = table.functionRange(startingAt: start) { end = min(end, max(range.upperBound, start &+ 1)) }
+            guard end > start, let bytes = image.fileBytes(at: start, count: Int(min(end - start, 65536))) else { continue }
+            for insn in decoder.decodeAll(bytes, at: start) {
+                if let target = insn.directTransferTarget, target != function.address, inside(target) { targets.insert(target) }
+            }
+        }
+        return targets
     }
 
     /// The registers a function's arguments are in at entry, as DWARF says — which the entry record

@@ -21,6 +21,9 @@ final class Site {
     var tailExitOf: TracedFunction?
     /// A return address of a traced call: hits here close frames on the thread's shadow stack.
     var isReturnSite = false
+    /// A return site that is the continuation of a setjmp-like call: a hit with no frame of its own
+    /// to close is that call returning again (from a longjmp), with the value in rax.
+    var continuationOf: TracedFunction?
     var internalRole: InternalRole?
 
     enum InternalRole {

@@ -82,6 +82,48 @@ struct SyscallInjection {
         }
     }
 
+    /// Calls the function at `address` with no arguments (a GNU indirect function's resolver) on a
+    /// fresh frame below the thread's stack and red zone, returning to `trap` (an int3 in scratch),
+    /// and returns RAX; everything is put back. GDB resolves an ifunc it finds in no GOT the same way.
+    /// nil when the call does not come back to `trap` — a fault, or one of nstrace's own breakpoints
+    /// on the way (a resolver is pure, so abandoning it mid-way leaves nothing behind).
+    mutating func callFunction(at address: UInt64, returningTo trap: UInt64) throws(TraceError) -> UInt64? {
+        let saved = try Ptrace.getRegs(tid)
+        var regs = saved
+        let stack = ((saved.rsp &- 4096) & ~UInt64(0xf)) &- 8
+        try memory.write(withUnsafeBytes(of: trap.littleEndian) { Array($0) }, at: stack)
+        regs.rsp = stack
+        regs.rip = address
+        regs.rax = 0
+        regs.orig_rax = UInt64.max
+        try Ptrace.setRegs(tid, regs)
+        defer { try? Ptrace.setRegs(tid, saved) }
+        try Ptrace.cont(tid)
+        stepped = true
+        while true {
+            guard let result = try Wait.next(tid) else { continue }
+            switch result {
+            case .signalStop(_, SIGTRAP):
+                let info = try Ptrace.getSigInfo(tid)
+                if info.si_code > 0 {  // an int3 (SI_KERNEL); a kill(SIGTRAP) has si_code <= 0
+                    let now = try Ptrace.getRegs(tid)
+                    return now.rip == trap &+ 1 ? now.rax : nil
+                }
+                held.append(info)
+            case .signalStop(_, let signal):
+                let info = try Ptrace.getSigInfo(tid)
+                if info.si_code > 0, [SIGSEGV, SIGBUS, SIGILL, SIGFPE].contains(signal) { return nil }
+                held.append(info)
+            case .eventStop, .syscallStop:
+                break  // a syscall-stop only under -S, which a PTRACE_CONT here does not ask for
+            case .exited, .killed:
+                ended = result
+                throw TraceError("call an indirect function's resolver", tid: tid, errno: ESRCH)
+            }
+            try Ptrace.cont(tid)
+        }
+    }
+
     /// One instruction of the thread's own, single-stepped (to get it out of code about to be
     /// rewritten), with signals that arrive meanwhile held.
     mutating func step() throws(TraceError) {

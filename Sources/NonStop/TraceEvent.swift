@@ -17,14 +17,19 @@ public final class TracedFunction: @unchecked Sendable, CustomStringConvertible 
     /// -1 until then. Read by renderers only through `EventBatch.newFunctions`.
     var eventID: Int32 = -1
 
-    public init(name: String, symbol: String? = nil, module: String, address: UInt64, signature: Signature?,
-                returnsSeenAtExits: Bool = false) {
+    /// setjmp and its kin: besides its own return, it returns again each time a longjmp comes back to
+    /// its caller's return address, which is therefore watched by a breakpoint.
+    public let returnsTwice: Bool
+
+        public init(name: String, symbol: String? = nil, module: String, address: UInt64, signature: Signature?,
+                returnsSeenAtExits: Bool = false, returnsTwice: Bool = false) {
         self.name = name
         self.symbol = symbol ?? name
         self.module = module
         self.address = address
         self.signature = signature
         self.returnsSeenAtExits = returnsSeenAtExits
+        self.returnsTwice = returnsTwice
     }
 
     public var description: String { name }

@@ -15,6 +15,13 @@ extension Instruction {
         return UInt64(bitPattern: t)
     }
 
+    /// The target of a direct jmp, jcc or call: a place other code can enter.
+    public var directTransferTarget: UInt64? {
+        guard inGroup(Int32(X86_GRP_JUMP.rawValue)) || inGroup(Int32(X86_GRP_CALL.rawValue)),
+              case .immediate(let t)? = operands.first else { return nil }
+        return UInt64(bitPattern: t)
+    }
+
     /// The fillers compilers and assemblers align code with.
     var isPaddingNop: Bool {
         mnemonic == "nop" || mnemonic == "int3"

@@ -17,11 +17,17 @@ public struct Function: Sendable, Hashable, CustomStringConvertible {
     public let size: UInt64
     /// A GNU indirect function: the symbol's address is the resolver, which runs once at load time.
     public let isIndirect: Bool
+    /// Of an indirect function's names, those that are plain function symbols: the resolver's own
+    /// (`strcmp_ifunc`, where glibc's debuginfo names it). Tracing by one of these traces the resolver.
+    public let resolverNames: [String]
+    /// For an implementation an indirect function selected in a running process, traced under the
+    /// indirect function's name: that function's address (its resolver). nil otherwise.
+    public let selectedBy: UInt64?
 
     /// `demangledName` and `qualifiedName` are `Demangler`'s, computed here once per function, never per
     /// event.
     public init(name: String, aliases: [String], module: Module, address: UInt64, size: UInt64,
-                isIndirect: Bool) {
+                isIndirect: Bool, resolverNames: [String] = [], selectedBy: UInt64? = nil) {
         self.name = name
         self.aliases = aliases
         demangledName = Demangler.demangle(name)
@@ -30,6 +36,8 @@ public struct Function: Sendable, Hashable, CustomStringConvertible {
         self.address = address
         self.size = size
         self.isIndirect = isIndirect
+        self.resolverNames = resolverNames
+        self.selectedBy = selectedBy
     }
 
     /// Its symbols: the preferred one, then its aliases.
@@ -39,6 +47,15 @@ public struct Function: Sendable, Hashable, CustomStringConvertible {
     public func shownName(demangling: Bool) -> String {
         demangling ? demangledName ?? name : name
     }
+
+    /// The names that call the indirect function (what its callers are bound to), not its resolver.
+    public var indirectNames: [String] { isIndirect ? names.filter { !resolverNames.contains($0) } : [] }
+
+    /// setjmp and its kin (`_setjmp`, `sigsetjmp`, `__sigsetjmp`): a call that returns again, with
+    /// another value, each time a longjmp comes back to it.
+    public var returnsTwice: Bool { names.contains { Function.returningTwice.contains($0) } }
+
+    static let returningTwice: Set<String> = ["setjmp", "_setjmp", "__setjmp", "sigsetjmp", "__sigsetjmp", "savectx"]
 
     public var description: String { "\(demangledName ?? name) (\(module.name))" }
 }

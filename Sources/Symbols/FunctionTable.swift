@@ -4,7 +4,7 @@ import CElfutils
 /// debuginfo file's, MiniDebugInfo, or .dynsym alone) and folds aliases into one entry per address.
 enum FunctionTable {
     static func read(_ mod: OpaquePointer, module: Module) -> [Function] {
-        var byAddress: [UInt64: (names: [SymbolName], size: UInt64, indirect: Bool)] = [:]
+        var byAddress: [UInt64: (names: [SymbolName], size: UInt64, indirect: Bool, plain: Set<String>, ifunc: Set<String>)] = [:]
         forEachSymbol(mod) { name, sym, address, defined in
             let type = Int32(sym.st_info & 0xf)
             guard defined, address != 0, type == STT_FUNC || type == STT_GNU_IFUNC else { return }
@@ -14,18 +14,25 @@ enum FunctionTable {
             case STB_WEAK: binding = .weak
             default: binding = .local
             }
-            var entry = byAddress[address] ?? (names: [], size: 0, indirect: false)
+            var entry = byAddress[address] ?? (names: [], size: 0, indirect: false, plain: [], ifunc: [])
             if !entry.names.contains(where: { $0.name == name }) {
                 entry.names.append(SymbolName(name: name, binding: binding))
             }
             entry.size = max(entry.size, sym.st_size)
             entry.indirect = entry.indirect || type == STT_GNU_IFUNC
+            if type == STT_FUNC { entry.plain.insert(name) } else { entry.ifunc.insert(name) }
             byAddress[address] = entry
         }
         return byAddress.map { address, entry in
             let names = entry.names.sorted(by: SymbolName.preferred).map(\.name)
+            // At an indirect function's address, the plain function symbols name its resolver
+            // (`strcmp_ifunc` beside the ifunc `strcmp`, in glibc's debuginfo); a name that is both
+            // (a versioned alias) is the public one.
+            let resolverNames = entry.indirect
+                ? names.filter { entry.plain.contains($0) && !entry.ifunc.contains($0) } : []
             return Function(name: names[0], aliases: Array(names.dropFirst()), module: module,
-                            address: address, size: entry.size, isIndirect: entry.indirect)
+                            address: address, size: entry.size, isIndirect: entry.indirect,
+                            resolverNames: resolverNames)
         }.sorted { $0.address < $1.address }
     }
 

@@ -20,6 +20,7 @@ public final class ProcessImage {
     private var unitIndexes: [Module: CompileUnitIndex] = [:]
     private var goRuntimes: [Module: GoRuntime?] = [:]
     private var landingPadTables: [Module: LandingPadTable] = [:]
+    private var relocationTables: [Module: DynamicRelocations] = [:]
 
     /// Where separate debuginfo is looked for when the caller does not say, in elfutils' syntax
     /// (":.debug:/usr/lib/debug"); `NSTRACE_DEBUGINFO_PATH` overrides it.
@@ -76,6 +77,7 @@ public final class ProcessImage {
             functionCache[gone] = nil
             unitIndexes[gone] = nil
             landingPadTables[gone] = nil
+            relocationTables[gone] = nil
         }
     }
 
@@ -115,8 +117,19 @@ public final class ProcessImage {
         return address < candidate.address + max(candidate.size, 1) ? candidate : nil
     }
 
-    /// What DWARF says about a function, or nil when the module has no DWARF for it.
+    /// What DWARF says about a function; for a function of the C library DWARF says nothing of (its
+    /// assembly string functions, or no debuginfo at all), the prototype nstrace ships; else nil.
     public func signature(of function: Function) -> Signature? {
+        let described = dwarfSignature(of: function)
+        if let described, Self.saysSomething(described) { return described }
+        // The dynamic linker has its own copies of the string functions (ld.so's `strcmp`).
+        let module = function.module.name
+        guard module.hasPrefix("libc.so") || module.hasPrefix("ld-linux") || module.hasPrefix("ld64") else { return described }
+        return LibcPrototypes.signature(for: function.names.filter { !function.resolverNames.contains($0) }) ?? described
+    }
+
+    /// What DWARF alone says about a function.
+    func dwarfSignature(of function: Function) -> Signature? {
         guard let handle = handles[function.module] else { return nil }
         return SignatureReader.signature(module: handle, address: function.address) {
             if let index = unitIndexes[function.module] { return index }
@@ -124,6 +137,18 @@ public final class ProcessImage {
             unitIndexes[function.module] = index
             return index
         }
+    }
+
+    /// Assembly's DWARF (libc6-dbg's `__strcmp_avx2`) has the function but neither parameters nor a
+    /// return type: that says nothing.
+    private static func saysSomething(_ signature: Signature) -> Bool {
+        !signature.parameters.isEmpty || signature.isVariadic || signature.results.contains { $0.type != TypeReader.unknown }
+    }
+
+    /// Whether DWARF describes the function as compiled code (C, C++, Go…) rather than assembly, or not
+    /// at all: compiled code never branches into the middle of another function, assembly may.
+    public func isCompiledCode(_ function: Function) -> Bool {
+        dwarfSignature(of: function).map(Self.saysSomething) ?? false
     }
 
     /// The layout of runtime.g when the module is a Go program built with DWARF, else nil.
@@ -152,6 +177,14 @@ public final class ProcessImage {
         else { return nil }
         return Function(name: "fde_\(String(address &- module.bias, radix: 16))", aliases: [], module: module,
                         address: address, size: range.upperBound &- range.lowerBound, isIndirect: false)
+    }
+
+    /// The slots a module's dynamic relocations have the dynamic linker fill.
+    func dynamicRelocations(in module: Module) -> DynamicRelocations {
+        if let known = relocationTables[module] { return known }
+        let found = handles[module].map(DynamicRelocations.read) ?? .empty
+        relocationTables[module] = found
+        return found
     }
 
     /// Every landing pad of a module, sorted.

@@ -70,6 +70,33 @@ import TestSupport
         #expect(Set(objects.compactMap { $0["module"] as? String }) == ["libc.so.6", URL(fileURLWithPath: binary).lastPathComponent])
     }
 
+    /// In a file an indirect function is its resolver, and says so; in a running process it is listed
+    /// as the implementation the process runs, under its public name, with libc's prototype — beside
+    /// the dynamic linker's own private strcmp, a different function in another module.
+    @Test func anIndirectFunctionIsListedAsTheImplementationAProcessRuns() throws {
+        let file = try nstrace(["list", "/lib/x86_64-linux-gnu/libc.so.6", "^strcmp$"])
+        #expect(file.status == 0, "\(file)")
+        #expect(file.stdoutLines.count == 1 && file.stdoutLines[0].contains("[ifunc: its implementation is chosen at load"), "\(file)")
+
+        let binary = try Fixtures.build("symbols", flags: ["-g", "-O1"], variant: "live-list-ifunc")
+        let fixture = try RunningFixture(binary, ["wait"])
+        defer { fixture.stop() }
+        let result = try nstrace(["list", "--json", "-p", "\(fixture.pid)", "^strcmp$"])
+        #expect(result.status == 0, "\(result)")
+        let objects = try jsonLines(result.stdout)
+        #expect(objects.map { $0["module"] as? String } == ["libc.so.6", "ld-linux-x86-64.so.2"], "\(result)")
+        #expect(objects.allSatisfy { $0["function"] as? String == "strcmp" && $0["ifunc"] == nil })
+        let libc = try #require(objects.first)
+        let resolver = try #require(libc["ifunc_resolver"] as? String)
+        #expect(resolver != libc["address"] as? String)
+        #expect((libc["aliases"] as? [String])?.contains { $0.hasPrefix("__strcmp_") } == true, "the implementation's own name")
+        let params = try #require(libc["params"] as? [[String: Any]])
+        #expect(params.map { $0["name"] as? String } == ["s1", "s2"])
+        #expect(params.map { $0["type"] as? String } == ["const char *", "const char *"])
+        #expect(libc["return_type"] as? String == "int")
+        #expect(objects.last?["ifunc_resolver"] == nil)
+    }
+
     /// Every bad input: one line on stderr naming the problem, nothing on stdout, a non-zero exit.
     @Test(arguments: [
         (["list", "-p", "99999999", "x"], "no such process: 99999999"),
