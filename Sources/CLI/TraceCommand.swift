@@ -70,6 +70,9 @@ struct TraceCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Print at most N bytes of each string.", valueName: "N"))
     var maxString = 64
 
+    @Flag(help: "Follow pointer arguments and results to a struct, union or scalar one level and show what they point to (an unreadable pointer shows as such).")
+    var deref = false
+
     @Option(help: ArgumentHelp("Detach after N calls.", valueName: "N"))
     var maxCalls: Int?
 
@@ -141,6 +144,7 @@ struct TraceCommand: ParsableCommand {
                                                 maxStringLength: maxString, stackDepth: stack, lossless: lossless)
         configuration.decodesValues = !summary || chromeTrace != nil
         configuration.ringMegabytes = ringSize
+        configuration.derefPointers = deref
         let session = TraceSession(configuration: configuration, renderer: pipeline, status: engineStatus)
         let outcome = try session.run(attach: pid, launch: command, duration: duration)
         out.close()

@@ -31,6 +31,9 @@ public struct EngineConfiguration: Sendable {
     /// Whether the renderers show arguments and return values (a summary does not: they are then not
     /// decoded at all).
     public var decodesValues = true
+    /// `--deref`: a pointer argument or result to a struct, union or scalar is shown with what it
+    /// points to, one level, read fault-safely.
+    public var derefPointers = false
 
     public init(pattern: NamePattern, strategy: Strategy = .inline, followForks: Bool = false, maxStringLength: Int = 64,
                 stackDepth: Int = 0, lossless: Bool = false) {

@@ -147,7 +147,7 @@ public enum InlineSites {
             switch parameter.location {
             case .register(let r): add(r)
             case .pieces(let pieces): pieces.forEach { add($0.register) }
-            case .stack, .unknown: break
+            case .stack, .indirect, .unknown: break
             }
         }
         // A variadic function's own arguments are followed by more, in the registers after them.

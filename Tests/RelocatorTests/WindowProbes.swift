@@ -79,8 +79,8 @@ struct ProbePoint {
                 return .bytes(Array(extended[offset..<offset + 16]))
             case .memory(let m):
                 return Self.expectedCopy(m, registers: registers, stackPointer: sp, tracee: tracee)
-            case .goroutineField, .ticket:
-                preconditionFailure("the oracle's probes capture no Go field and no ticket")
+            case .goroutineField, .ticket, .x87:
+                preconditionFailure("the oracle's probes capture no Go field, no ticket and no x87 register")
             }
         }
     }
