@@ -206,7 +206,10 @@ extension Output {
         case .unavailable: append("null" as StaticString)
         case .int128(let low, let high, let signed): append(Output.int128(low: low, high: high, signed: signed))
         case .longDouble(let value):
-            if value.isFinite { longDouble(value) } else { jsonString(value.description) }
+            // Past a double's range, as a string: common JSON readers (Foundation's among them) refuse
+            // or round such a number.
+            let near = Double(value)
+            if near.isFinite, near != 0 || value == 0 { longDouble(value) } else { jsonString(value.description) }
         case .structure(let pairs):
             byte(UInt8(ascii: "{"))
             var iterator = pairs, first = true
