@@ -147,7 +147,8 @@ public enum InlineSites {
             switch parameter.location {
             case .register(let r): add(r)
             case .pieces(let pieces): pieces.forEach { add($0.register) }
-            case .stack, .indirect, .unknown: break
+            case .indirect(let r): add(r)
+            case .stack, .unknown: break
             }
         }
         // A variadic function's own arguments are followed by more, in the registers after them.

@@ -18,6 +18,9 @@ enum SysVABI {
         case complexX87
         /// MEMORY: on the stack as an argument, through the hidden pointer as a result.
         case memory
+        /// A C++ class with a non-trivial copy constructor or destructor (DW_CC_pass_by_reference):
+        /// the caller passes the address of a copy, in an INTEGER register; returned as MEMORY.
+        case reference
     }
 
     static let integerRegisters: [Register] = [.rdi, .rsi, .rdx, .rcx, .r8, .r9]
@@ -37,7 +40,7 @@ enum SysVABI {
                 result = .register(.st(0))
             case .complexX87:
                 result = .pieces([RegisterPiece(register: .st(0), size: 16), RegisterPiece(register: .st(1), size: 16)])
-            case .memory:
+            case .memory, .reference:
                 // The caller passes where the result goes in rdi, which shifts every integer argument
                 // by one register; the callee hands the same address back in rax.
                 nextInteger = 1
@@ -51,7 +54,20 @@ enum SysVABI {
                 continue
             }
             let byteSize = size(type)
-            if case .registers(let classes) = classification(type) {
+            let classified = classification(type)
+            if classified == .reference {
+                // Its address is an INTEGER argument; past the registers it is a stack word, which
+                // nstrace does not follow.
+                if nextInteger < integerRegisters.count {
+                    locations.append(.indirect(integerRegisters[nextInteger]))
+                    nextInteger += 1
+                } else {
+                    locations.append(.unknown)
+                    nextStack += 8
+                }
+                continue
+            }
+            if case .registers(let classes) = classified {
                 let ints = classes.filter { $0 == .integer }.count
                 let sses = classes.filter { $0 == .sse }.count
                 // A value that does not fit whole goes on the stack whole; the registers left stay
@@ -97,6 +113,7 @@ enum SysVABI {
         let byteSize = size(type)
         guard byteSize > 0 else { return .memory }
         var peeled = TypeReader.peeled(type)
+        if passedByReference(peeled, depth: 0) { return .reference }
         if dwarf_tag(&peeled) == DW_TAG_base_type,
            SignatureReader.unsignedAttribute(&peeled, DW_AT_encoding).map(Int.init) == DW_ATE_complex_float,
            byteSize == 32 {
@@ -113,6 +130,64 @@ enum SysVABI {
         // An all-padding eightbyte still takes a register of its neighbour's class.
         for i in classes.indices where classes[i] == .none { classes[i] = i > 0 ? classes[i - 1] : .integer }
         return .registers(classes)
+    }
+
+    /// Whether the C++ ABI passes a class by invisible reference: DWARF 5 says so when the compiler
+    /// writes DW_AT_calling_convention (clang does); GCC 12 does not, so the Itanium ABI's rule is
+    /// applied to what DWARF shows — a user-provided copy or move constructor or destructor (not
+    /// `= default` in the class), virtual functions (a `_vptr` member) or bases, or a member or base
+    /// of such a class.
+    static func passedByReference(_ type: Dwarf_Die, depth: Int) -> Bool {
+        guard depth < 8 else { return false }
+        var die = type
+        let tag = Int(dwarf_tag(&die))
+        guard tag == DW_TAG_structure_type || tag == DW_TAG_class_type || tag == DW_TAG_union_type else { return false }
+        if let convention = SignatureReader.unsignedAttribute(&die, DW_AT_calling_convention) {
+            return convention == UInt64(DW_CC_pass_by_reference)
+        }
+        let own = dwarf_diename(&die).map { String(cString: $0) }
+        var byReference = false
+        SignatureReader.forEachChild(&die) { child in
+            guard !byReference else { return }
+            let name = dwarf_diename(&child).map { String(cString: $0) } ?? ""
+            switch Int(dwarf_tag(&child)) {
+            case DW_TAG_subprogram:
+                guard let own, !SignatureReader.isFlagSet(&child, DW_AT_artificial),
+                      SignatureReader.unsignedAttribute(&child, DW_AT_defaulted) != UInt64(DW_DEFAULTED_in_class)
+                else { return }
+                if name == "~" + own || SignatureReader.isFlagSet(&child, DW_AT_virtuality)
+                    || SignatureReader.unsignedAttribute(&child, DW_AT_virtuality).map({ $0 != 0 }) == true {
+                    byReference = true
+                    return
+                }
+                // A constructor whose first parameter after `this` is a reference to the class.
+                guard name == own else { return }
+                var checked = false
+                SignatureReader.forEachChild(&child) { param in
+                    guard !byReference, !checked, dwarf_tag(&param) == DW_TAG_formal_parameter,
+                          !SignatureReader.isFlagSet(&param, DW_AT_artificial) else { return }
+                    checked = true
+                    guard var reference = SignatureReader.typeOf(&param) else { return }
+                    let referenceTag = Int(dwarf_tag(&reference))
+                    if referenceTag == DW_TAG_reference_type || referenceTag == DW_TAG_rvalue_reference_type,
+                       let target = SignatureReader.typeOf(&reference) {
+                        var peeledTarget = TypeReader.peeled(target)
+                        if dwarf_diename(&peeledTarget).map({ String(cString: $0) }) == own { byReference = true }
+                    }
+                }
+            case DW_TAG_member, DW_TAG_inheritance:
+                if name.hasPrefix("_vptr") || SignatureReader.unsignedAttribute(&child, DW_AT_virtuality).map({ $0 != 0 }) == true {
+                    byReference = true
+                    return
+                }
+                if let memberType = SignatureReader.typeOf(&child), dwarf_hasattr(&child, UInt32(DW_AT_bit_size)) == 0 {
+                    byReference = passedByReference(TypeReader.peeled(memberType), depth: depth + 1)
+                }
+            default:
+                break
+            }
+        }
+        return byReference
     }
 
     private static func merge(_ a: EightbyteClass, _ b: EightbyteClass) -> EightbyteClass {

@@ -210,6 +210,25 @@ import TestSupport
         #expect(lines(plain.stderr).contains("→ ab_bump(p=0x8)"))
     }
 
+    /// A C++ class the ABI passes by invisible reference: read through the address in its register,
+    /// with the arguments after it in the registers after that; returned through the hidden pointer.
+    @Test(arguments: ["inline", "jump"])
+    func cxxClassesPassedByReferenceReadThroughTheirAddress(strategy: String) throws {
+        let binary = Paths.scratch.appendingPathComponent("abi_reference").path
+        let source = Paths.fixtures.appendingPathComponent("abi_reference.cpp").path
+        let built = try run("/usr/bin/g++", ["-O1", "-g", "-fcf-protection=full", source, "-o", binary])
+        #expect(built.status == 0, "\(built)")
+        let result = try nstrace(["--strategy", strategy, "^ref_", "--", binary])
+        #expect(result.stdoutLines == ["ref_take = 16", "ref_make = {7, 0.5}"], "\(result)")
+        let seen = lines(result.stderr).filter { $0.contains("ref_") }
+        #expect(seen == [
+            "→ ref_take(k=2, t={id: 5, weight: 1.5}, z=9)",
+            "← ref_take = 16",
+            "→ ref_make(id=7)",
+            "← ref_make = {id: 7, weight: 0.5}",
+        ], "\(strategy): \(result.stderr)")
+    }
+
     /// DWARF is untrusted: offsets, sizes, bit-fields and counts that point past the bytes, or overflow,
     /// read as unavailable or short, never trap.
     @Test func hostileTypesNeverTrap() {
