@@ -76,6 +76,9 @@ struct TraceCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Print at most N bytes of each string.", valueName: "N"))
     var maxString = 64
 
+    @Flag(help: "Follow pointer arguments and results to a struct, union or scalar one level and show what they point to (an unreadable pointer shows as such).")
+    var deref = false
+
     @Option(help: ArgumentHelp("Detach after N calls.", valueName: "N"))
     var maxCalls: Int?
 
@@ -208,7 +211,7 @@ struct TraceCommand: ParsableCommand {
 
         // An excluded function is traced even when REGEX does not name it: where its calls end is where
         // hiding what is under them ends.
-        let traced = try exclude.map { try NamePattern("(?:\(regex))|(?:\($0))") } ?? pattern
+        let traced = try exclude.map { try NamePattern("(?:\(pattern.source))|(?:\($0))") } ?? pattern
         var configuration = EngineConfiguration(pattern: traced, strategy: chosenStrategy, followForks: followForks,
                                                 maxStringLength: maxString, stackDepth: stack, lossless: lossless)
         configuration.decodesValues = !summary || chromeTrace != nil
@@ -217,6 +220,7 @@ struct TraceCommand: ParsableCommand {
         configuration.callerModule = caller
         configuration.syscalls = syscalls
         configuration.tracesFunctions = regex != nil
+        configuration.derefPointers = deref
         let session = TraceSession(configuration: configuration, renderer: pipeline, status: engineStatus)
         let outcome = try session.run(attach: pid, launch: command, duration: duration)
         out.close()

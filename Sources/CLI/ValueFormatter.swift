@@ -1,8 +1,10 @@
 import NonStop
 
 /// How values read, written straight into the output: in text, C strings quoted and escaped as strace
-/// does, pointers in hex, chars quoted; in JSON, numbers as numbers, strings as strings, pointers as hex
-/// strings.
+/// does, pointers in hex, chars quoted, structs as `{x: 1, y: 2.5}` (unions with every member), arrays
+/// as `[1, 2, 3]` (`, …` when longer than shown), a followed pointer as `0x… -> value`; in JSON,
+/// numbers as numbers, strings as strings, pointers as hex strings, a struct as an object of its
+/// fields, an array as an array, a followed pointer as `{"address": …, "value": …}`.
 extension Output {
     func text(_ value: ValueView) {
         switch value {
@@ -57,7 +59,51 @@ extension Output {
             }
             byte(UInt8(ascii: ")"))
         case .unavailable: byte(UInt8(ascii: "?"))
+        case .int128(let low, let high, let signed): append(Output.int128(low: low, high: high, signed: signed))
+        case .longDouble(let value): longDouble(value)
+        case .structure(let pairs):
+            byte(UInt8(ascii: "{"))
+            var iterator = pairs, first = true
+            while let name = iterator.next(), let value = iterator.next() {
+                if !first { append(", " as StaticString) }
+                first = false
+                if case .string(let text, _, _) = name { escaped(text, quote: 0) }
+                append(": " as StaticString)
+                text(value)
+            }
+            byte(UInt8(ascii: "}"))
+        case .array(let elements, let count):
+            byte(UInt8(ascii: "["))
+            var shown: UInt64 = 0
+            for element in elements {
+                if shown > 0 { append(", " as StaticString) }
+                text(element)
+                shown &+= 1
+            }
+            if shown < count { append(shown == 0 ? "…" : ", …" as StaticString) }
+            byte(UInt8(ascii: "]"))
+        case .pointee(let address, let value):
+            hex(address)
+            append(" -> " as StaticString)
+            var iterator = value
+            text(iterator.next() ?? .unavailable)
+        case .unreadablePointer(let address):
+            hex(address)
+            append(" -> <unreadable>" as StaticString)
         }
+    }
+
+    /// An `__int128` in decimal.
+    static func int128(low: UInt64, high: UInt64, signed: Bool) -> String {
+        let bits = UInt128(high) << 64 | UInt128(low)
+        return signed ? Int128(truncatingIfNeeded: bits).description : bits.description
+    }
+
+    /// A `long double` as a double is written (`4.0` for a whole number), else the shortest decimal that
+    /// reads back as the same 80 bits (Swift's Float80 description: exact, with no rounding to double).
+    func longDouble(_ value: Float80) {
+        if value == value.rounded(), value.magnitude < 1e15 { return double(Double(value)) }
+        append(value.description)
     }
 
     /// A whole number with one decimal (`4.0`), anything else as Swift prints it (`0.25`, `1e+20`).
@@ -158,6 +204,35 @@ extension Output {
             byte(UInt8(ascii: "\""))
         case .tuple(let values): jsonArray(values)
         case .unavailable: append("null" as StaticString)
+        case .int128(let low, let high, let signed): append(Output.int128(low: low, high: high, signed: signed))
+        case .longDouble(let value):
+            // Past a double's range, as a string: common JSON readers (Foundation's among them) refuse
+            // or round such a number.
+            let near = Double(value)
+            if near.isFinite, near != 0 || value == 0 { longDouble(value) } else { jsonString(value.description) }
+        case .structure(let pairs):
+            byte(UInt8(ascii: "{"))
+            var iterator = pairs, first = true
+            while let name = iterator.next(), let value = iterator.next() {
+                if !first { byte(UInt8(ascii: ",")) }
+                first = false
+                if case .string(let text, _, _) = name { jsonString(text) } else { append("\"\"" as StaticString) }
+                byte(UInt8(ascii: ":"))
+                json(value)
+            }
+            byte(UInt8(ascii: "}"))
+        case .array(let elements, _): jsonArray(elements)
+        case .pointee(let address, let value):
+            append("{\"address\":" as StaticString)
+            jsonHex(address)
+            append(",\"value\":" as StaticString)
+            var iterator = value
+            json(iterator.next() ?? .unavailable)
+            byte(UInt8(ascii: "}"))
+        case .unreadablePointer(let address):
+            append("{\"address\":" as StaticString)
+            jsonHex(address)
+            append(",\"unreadable\":true}" as StaticString)
         }
     }
 

@@ -20,10 +20,16 @@ protocol ValueSource {
 struct ArgumentReader<Source: ValueSource> {
     private var source: Source
     let maxString: Int
+    /// Whether a pointer to a struct, union or scalar is followed one level (`--deref`).
+    let deref: Bool
 
-    init(_ source: Source, maxString: Int) {
+    /// The most bytes one value is read as: a larger struct shows what fits.
+    static var maxValueBytes: Int { 4096 }
+
+    init(_ source: Source, maxString: Int, deref: Bool = false) {
         self.source = source
         self.maxString = maxString
+        self.deref = deref
     }
 
     mutating func arguments(_ signature: Signature?) -> [ArgumentValue] {
@@ -38,7 +44,7 @@ struct ArgumentReader<Source: ValueSource> {
     }
 
     mutating func value(of type: ValueType, at location: ParameterLocation) -> ArgumentValue {
-        let size = type.byteSize > 0 ? type.byteSize : 8
+        let size = type.byteSize > 0 ? min(type.byteSize, ArgumentReader.maxValueBytes) : 8
         guard let raw = bytes(at: location, size: size) else { return .unavailable }
         return interpret(raw, as: type)
     }
@@ -57,7 +63,11 @@ struct ArgumentReader<Source: ValueSource> {
             }
             return out
         case .stack(let offset):
-            return source.read(source.stackPointer &+ UInt64(bitPattern: Int64(offset)), count: min(size, 4096))
+            return source.read(source.stackPointer &+ UInt64(bitPattern: Int64(offset)), count: size)
+        case .indirect(let r):
+            let pointer = source.registerBytes(r)
+            guard pointer.count >= 8 else { return nil }
+            return source.read(word(pointer), count: size)
         case .unknown:
             return nil
         }
@@ -82,7 +92,13 @@ struct ArgumentReader<Source: ValueSource> {
     }
 
     private mutating func interpret(_ raw: [UInt8], as type: ValueType) -> ArgumentValue {
+        if let wide = ArgumentReader.wide(raw[...], as: type) { return wide }
         let bits = word(raw)
+        if type.kind == .pointer, deref, let pointee = type.pointee, bits != 0 {
+            let size = min(max(pointee.byteSize, 1), ArgumentReader.maxValueBytes)
+            guard let target = source.read(bits, count: size) else { return .unreadablePointer(bits) }
+            return .pointee(address: bits, value: ArgumentReader.decode(target[...], as: pointee))
+        }
         if let scalar = type.scalar(bits) { return scalar }
         switch type.kind {
         case .signed, .enumeration, .unsigned, .bool, .char, .float, .pointer, .other: return .unavailable
@@ -101,8 +117,100 @@ struct ArgumentReader<Source: ValueSource> {
                             elements: sliceElements(at: address, length: length, of: type.element))
         case .goInterface:
             return .goInterface(type: word(raw, 0), data: word(raw, 1))
-        case .aggregate: return .aggregate(raw)
+        case .aggregate: return ArgumentReader.decode(raw[...], as: type)
         }
+    }
+
+    /// The values wider than a word: `__int128`, `long double`. nil for the others.
+    static func wide(_ raw: ArraySlice<UInt8>, as type: ValueType) -> ArgumentValue? {
+        guard type.byteSize > 8 else { return nil }
+        switch type.kind {
+        case .signed, .unsigned:
+            guard type.byteSize == 16 else { return nil }
+            guard raw.count >= 16 else { return .unavailable }
+            return .int128(low: littleEndian(raw.prefix(8)), high: littleEndian(raw.dropFirst(8).prefix(8)),
+                           signed: type.kind == .signed)
+        case .float:
+            // The x87 format's 10 bytes (in a 12- or 16-byte slot), taken as they are.
+            guard raw.count >= 10 else { return .unavailable }
+            var value = Float80(0)
+            withUnsafeMutableBytes(of: &value) { out in
+                for (i, byte) in raw.prefix(10).enumerated() { out[i] = byte }
+            }
+            return .longDouble(value)
+        default:
+            return nil
+        }
+    }
+
+    static func littleEndian(_ bytes: ArraySlice<UInt8>) -> UInt64 {
+        var value: UInt64 = 0
+        for (i, byte) in bytes.prefix(8).enumerated() { value |= UInt64(byte) << (8 * UInt64(i)) }
+        return value
+    }
+
+    /// A value of `type` from its bytes in memory (a struct's field, an array's element, a pointee):
+    /// what cannot be read from them, because DWARF's sizes or offsets point past them, is unavailable.
+    static func decode(_ raw: ArraySlice<UInt8>, as type: ValueType) -> ArgumentValue {
+        if let wide = wide(raw, as: type) { return wide }
+        if !type.members.isEmpty {
+            return .structure(type.members.map { member in
+                .init(member.name, field(member, of: raw))
+            })
+        }
+        if let count = type.arrayCount, let element = type.element, element.kind == .char, element.byteSize == 1 {
+            // A char array is text, as C code means it: up to its first NUL (all of it without one).
+            let bytes = raw.prefix(max(0, count))
+            return .string(Array(bytes.prefix(while: { $0 != 0 })), truncated: false, address: 0)
+        }
+        if let count = type.arrayCount, let element = type.element, element.byteSize > 0 {
+            let shown = min(count, ValueType.maxShownElements)
+            var values: [ArgumentValue] = []
+            for i in 0..<max(0, shown) {
+                let (start, overflow) = i.multipliedReportingOverflow(by: element.byteSize)
+                guard !overflow, start < raw.count else { break }
+                values.append(decode(slice(raw, from: start, count: element.byteSize), as: element))
+            }
+            return .array(values, count: count)
+        }
+        switch type.kind {
+        case .aggregate: return .aggregate(Array(raw))
+        case .cString, .goString, .goSlice, .goInterface: return .unavailable
+        default:
+            let size = type.byteSize > 0 ? type.byteSize : 8
+            guard raw.count >= min(size, 8) else { return .unavailable }
+            return type.scalar(littleEndian(raw)) ?? .unavailable
+        }
+    }
+
+    /// A struct's field: its bytes, or for a bit-field its bits, sign-extended for a signed type.
+    private static func field(_ member: ValueType.Member, of raw: ArraySlice<UInt8>) -> ArgumentValue {
+        if let bits = member.bitSize, let bitOffset = member.bitOffset {
+            guard bits > 0, bits <= 64, bitOffset >= 0 else { return .unavailable }
+            let firstByte = bitOffset / 8
+            guard firstByte < raw.count else { return .unavailable }
+            var wide: UInt128 = 0
+            for (i, byte) in slice(raw, from: firstByte, count: 16).enumerated() { wide |= UInt128(byte) << (8 * i) }
+            let value = UInt64(truncatingIfNeeded: wide >> (bitOffset % 8))
+            let masked = bits == 64 ? value : value & ((1 << UInt64(bits)) - 1)
+            switch member.type.kind {
+            case .signed, .enumeration:
+                let extended = bits == 64 ? Int64(bitPattern: masked) : Int64(bitPattern: masked << UInt64(64 - bits)) >> Int64(64 - bits)
+                return .signed(extended)
+            case .bool: return .bool(masked != 0)
+            case .char: return .char(UInt8(truncatingIfNeeded: masked))
+            default: return .unsigned(masked)
+            }
+        }
+        guard member.offset >= 0, member.offset < raw.count || member.type.byteSize == 0 else { return .unavailable }
+        return decode(slice(raw, from: member.offset, count: member.type.byteSize), as: member.type)
+    }
+
+    /// At most `count` bytes from `start`, bounded by what there is.
+    private static func slice(_ raw: ArraySlice<UInt8>, from start: Int, count: Int) -> ArraySlice<UInt8> {
+        let lower = raw.startIndex &+ min(max(0, start), raw.count)
+        let upper = lower &+ min(max(0, count), raw.endIndex &- lower)
+        return raw[lower..<upper]
     }
 }
 
@@ -130,6 +238,12 @@ struct StoppedThreadValues: ValueSource {
             if fpRegs == nil { fpRegs = try? Ptrace.getFPRegs(tid) }
             guard let fp = fpRegs, i >= 0, i < 16 else { return [] }
             return withUnsafeBytes(of: fp.xmm_space) { Array($0[(i * 16)..<(i * 16 + 16)]) }
+        }
+        if case .st(let i) = register {
+            // FXSAVE keeps st(0)…st(7) in stack order, 16 bytes each (10 of them the value).
+            if fpRegs == nil { fpRegs = try? Ptrace.getFPRegs(tid) }
+            guard let fp = fpRegs, i >= 0, i < 8 else { return [] }
+            return withUnsafeBytes(of: fp.st_space) { Array($0[(i * 16)..<(i * 16 + 16)]) }
         }
         guard let gpr = register.gpr else { return [] }
         return withUnsafeBytes(of: regs[gpr].littleEndian) { Array($0) }
@@ -198,7 +312,7 @@ extension Register {
         case .r13: return .r13
         case .r14: return .r14
         case .r15: return .r15
-        case .xmm: return nil
+        case .xmm, .st: return nil
         }
     }
 }

@@ -17,11 +17,17 @@ import Symbols
 /// aggregate                                     count (4), bytes
 /// tuple                                         count (4), size (4), values
 /// unavailable                                   nothing
+/// int128                                        signed (1), low, high (8 each)
+/// longDouble                                    the 80 bits in 16 (8: significand, 8: sign and exponent)
+/// structure                                     count (4, twice the fields), size (4), name (a string) and value of each
+/// array                                         count in the type (8), shown (4), size (4), values
+/// pointee                                       address (8), 1 (4), size (4), the value
+/// unreadablePointer                             address (8)
 /// ```
 public struct ValueArena: @unchecked Sendable {
     enum Tag: UInt8 {
         case unavailable, signed, unsigned, bool, char, float, pointer, string, badString, goString, goSlice, goInterface,
-             aggregate, tuple
+             aggregate, tuple, int128, longDouble, structure, array, pointee, unreadablePointer
     }
 
     /// The bytes, in memory of its own: written with plain stores (an array's append costs more than
@@ -190,6 +196,31 @@ public struct ValueArena: @unchecked Sendable {
             put(.tuple)
             appendList(values)
         case .unavailable: appendUnavailable()
+        case .int128(let low, let high, let signed):
+            put(.int128)
+            byte(signed ? 1 : 0)
+            put64(low)
+            put64(high)
+        case .longDouble(let value):
+            put(.longDouble)
+            var words: (UInt64, UInt64) = (0, 0)
+            Swift.withUnsafeMutableBytes(of: &words) { out in Swift.withUnsafeBytes(of: value) { out.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0.prefix(10))) } }
+            put64(words.0)
+            put64(words.1)
+        case .structure(let fields):
+            put(.structure)
+            appendList(fields.flatMap { [ArgumentValue.string(Array($0.name.utf8), truncated: false, address: 0), $0.value] })
+        case .array(let elements, let count):
+            put(.array)
+            put64(UInt64(clamping: count))
+            appendList(elements)
+        case .pointee(let address, let value):
+            put(.pointee)
+            put64(address)
+            appendList([value])
+        case .unreadablePointer(let address):
+            put(.unreadablePointer)
+            put64(address)
         }
     }
 
@@ -221,6 +252,15 @@ public enum ValueView {
     case aggregate(UnsafeRawBufferPointer)
     case tuple(EncodedValues)
     case unavailable
+    case int128(low: UInt64, high: UInt64, signed: Bool)
+    case longDouble(Float80)
+    /// A struct's fields: name (a `.string`) and value, one after the other.
+    case structure(EncodedValues)
+    /// An array's first elements and how many it has.
+    case array(EncodedValues, count: UInt64)
+    /// A pointer followed (`--deref`): its one value.
+    case pointee(address: UInt64, value: EncodedValues)
+    case unreadablePointer(UInt64)
 
     /// The same value as an `ArgumentValue` (copies the bytes).
     public var value: ArgumentValue {
@@ -240,6 +280,21 @@ public enum ValueView {
         case .aggregate(let raw): return .aggregate(Array(raw))
         case .tuple(let values): return .tuple(values.map(\.value))
         case .unavailable: return .unavailable
+        case .int128(let low, let high, let signed): return .int128(low: low, high: high, signed: signed)
+        case .longDouble(let value): return .longDouble(value)
+        case .structure(let pairs):
+            var fields: [ArgumentValue.Field] = []
+            var iterator = pairs
+            while let name = iterator.next(), let value = iterator.next() {
+                guard case .string(let text, _, _) = name else { break }
+                fields.append(.init(String(decoding: text, as: UTF8.self), value.value))
+            }
+            return .structure(fields)
+        case .array(let elements, let count): return .array(elements.map(\.value), count: Int(clamping: count))
+        case .pointee(let address, let value):
+            var iterator = value
+            return .pointee(address: address, value: iterator.next()?.value ?? .unavailable)
+        case .unreadablePointer(let address): return .unreadablePointer(address)
         }
     }
 }
@@ -333,6 +388,26 @@ public struct EncodedValues: Sequence, IteratorProtocol {
             return .aggregate(bytes)
         case .tuple:
             return list().map { .tuple($0) }
+        case .int128:
+            guard let signed = u8(), let low = u64(), let high = u64() else { return nil }
+            return .int128(low: low, high: high, signed: signed != 0)
+        case .longDouble:
+            guard let low = u64(), let high = u64() else { return nil }
+            var value = Float80(0)
+            Swift.withUnsafeMutableBytes(of: &value) { out in
+                Swift.withUnsafeBytes(of: (low.littleEndian, high.littleEndian)) { out.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0.prefix(10))) }
+            }
+            return .longDouble(value)
+        case .structure:
+            return list().map { .structure($0) }
+        case .array:
+            guard let count = u64(), let elements = list() else { return nil }
+            return .array(elements, count: count)
+        case .pointee:
+            guard let address = u64(), let value = list() else { return nil }
+            return .pointee(address: address, value: value)
+        case .unreadablePointer:
+            return u64().map { .unreadablePointer($0) }
         }
     }
 }

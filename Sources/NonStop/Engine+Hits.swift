@@ -57,7 +57,7 @@ extension Engine {
         let prefetched = StopPrefetch(memory: memory, regs: regs, signature: function.signature,
                                       stackBytes: readsReturnAddress ? 8 : 0, maxString: configuration.maxStringLength)
         var reader = ArgumentReader(StoppedThreadValues(tid: thread.tid, regs: regs, memory: memory, prefetched: prefetched),
-                                    maxString: configuration.maxStringLength)
+                                    maxString: configuration.maxStringLength, deref: configuration.derefPointers)
         let arguments = reader.arguments(function.signature)
         var returnAddress: UInt64 = 0, caller: UInt64?
         if readsReturnAddress, let word = prefetched.word(at: regs.rsp) ?? (try? memory.readWord(at: regs.rsp)) {
@@ -78,7 +78,7 @@ extension Engine {
     func exited(_ function: TracedFunction, _ thread: TraceeThread, regs: user_regs_struct) {
         let context = callContext(thread, regs: regs)
         var reader = ArgumentReader(StoppedThreadValues(tid: thread.tid, regs: regs, memory: thread.process.space.memory),
-                                    maxString: configuration.maxStringLength)
+                                    maxString: configuration.maxStringLength, deref: configuration.derefPointers)
         let value = reader.returnValue(function.signature)
         deliver(Observation(kind: .exit(function, value: { _ in value }),
                             process: thread.process, tid: thread.tid, goroutine: context.goroutine,
@@ -115,10 +115,10 @@ extension Engine {
         let values = StoppedThreadValues(tid: thread.tid, regs: regs, memory: thread.process.space.memory)
         // Each closed frame's function says what its value is; read while the thread is stopped here.
         var read: [ObjectIdentifier: ArgumentValue?] = [:]
-        let maxString = configuration.maxStringLength
+        let maxString = configuration.maxStringLength, deref = configuration.derefPointers
         let value: (TracedFunction) -> ArgumentValue? = { function in
             if let known = read[ObjectIdentifier(function)] { return known }
-            var reader = ArgumentReader(values, maxString: maxString)
+            var reader = ArgumentReader(values, maxString: maxString, deref: deref)
             let v = reader.returnValue(function.signature)
             read[ObjectIdentifier(function)] = v
             return v

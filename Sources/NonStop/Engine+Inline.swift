@@ -57,7 +57,7 @@ extension Engine {
             let captures = CapturePlan(maxString: configuration.maxStringLength,
                                        copiesMemory: ProcFS.statusField("Seccomp", of: process.pid) != "2", go: go,
                                        capturesValues: configuration.decodesValues,
-                                       capturesReturnAddress: configuration.callerModule != nil)
+                                       capturesReturnAddress: configuration.callerModule != nil, derefs: configuration.derefPointers)
             var fallbacks = plan.fallbacks
             // The callees of its tail calls (that are not traced themselves) get return windows first.
             let watched = Set(decision.tailCallees.map(\.address)).subtracting(traced)
@@ -111,7 +111,7 @@ extension Engine {
 
     func probe(_ role: InlineProbe.Role, _ kind: Probe.Kind, _ captures: [Capture], go: GoRuntime?, in trace: InlineTrace,
                gate: Probe.Gate = .none) -> Probe {
-        let id = trace.register(InlineProbe(role: role, captures: captures, go: go))
+        let id = trace.register(InlineProbe(role: role, captures: captures, go: go, derefs: configuration.derefPointers))
         return Probe(id: id, kind: kind, captures: captures, gate: gate)
     }
 

@@ -40,6 +40,9 @@ public struct EngineConfiguration: Sendable {
     public var syscalls: SyscallSelection?
     /// False for syscalls alone (`--syscalls` with no REGEX): `pattern` is then not looked at.
     public var tracesFunctions = true
+    /// `--deref`: a pointer argument or result to a struct, union or scalar is shown with what it
+    /// points to, one level, read fault-safely.
+    public var derefPointers = false
 
     public init(pattern: NamePattern, strategy: Strategy = .inline, followForks: Bool = false, maxStringLength: Int = 64,
                 stackDepth: Int = 0, lossless: Bool = false) {

@@ -190,6 +190,7 @@ public enum InlineSites {
             switch parameter.location {
             case .register(let r): add(r)
             case .pieces(let pieces): pieces.forEach { add($0.register) }
+            case .indirect(let r): add(r)
             case .stack, .unknown: break
             }
         }

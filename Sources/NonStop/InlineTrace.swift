@@ -110,9 +110,12 @@ final class InlineProbe {
     /// the function has no result, or no value is shown.
     let values: [ValueSlot]
     let returns: TracedFunction?
+    /// Whether its records hold pointers' targets (`--deref`), which its values are then read with.
+    let derefs: Bool
 
-    init(role: Role, captures: [Capture], go: GoRuntime?) {
+    init(role: Role, captures: [Capture], go: GoRuntime?, derefs: Bool = false) {
         self.role = role
+        self.derefs = derefs
         self.captures = captures
         offsets = RecordLayout.offsets(for: captures).offsets
         slots = RecordLayout.slots(for: captures)

@@ -115,7 +115,7 @@ public final class RecordReplay {
                 let count = min(text.count, m.maxBytes)
                 record.storeBytes(of: UInt64(count), toByteOffset: offset, as: UInt64.self)
                 text.withUnsafeBytes { record.advanced(by: offset + 8).copyMemory(from: $0.baseAddress!, byteCount: count) }
-            case .goroutineField, .stackWord, .ticket:
+            case .goroutineField, .stackWord, .ticket, .x87:
                 record.storeBytes(of: UInt64(0), toByteOffset: offset, as: UInt64.self)
             }
         }

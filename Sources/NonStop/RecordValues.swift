@@ -18,6 +18,8 @@ struct CapturePlan {
     /// `--caller`: an entry records its return address, which nstrace cannot read later (the stack
     /// has moved on by the time the record is read).
     var capturesReturnAddress = false
+    /// `--deref`: a pointer to a struct, union or scalar has its target copied too.
+    var derefs = false
 
     func entry(_ signature: Signature?) -> [Capture] {
         var captures: [Capture] = goCaptures()
@@ -32,6 +34,16 @@ struct CapturePlan {
         guard capturesValues else { return captures }
         for result in signature?.results ?? [] { add(result, to: &captures) }
         return captures
+    }
+
+    /// The bytes a record may take (its header included): what a bucket's margin allows.
+    static let maxRecordBytes = 64 * RingGeometry.slotSize
+
+    /// How many of `wanted` bytes a memory capture may copy so that the record still fits; 0: none.
+    private static func room(in captures: [Capture], for wanted: Int) -> Int {
+        let used = RecordLayout.offsets(for: captures).size
+        let free = (maxRecordBytes - used - 8) & ~7
+        return max(0, min(wanted, free))
     }
 
     /// A tail-callee's return, read with the tail-caller's signature (whatever it is): every register
@@ -56,13 +68,29 @@ struct CapturePlan {
         }
         func addMemory(_ m: MemoryCapture) {
             guard copiesMemory, !captures.contains(.memory(m)) else { return }
-            captures.append(.memory(m))
+            // A value too large for what is left of the record is not copied: it reads as unavailable
+            // (`?`), never as other bytes.
+            let fits = CapturePlan.room(in: captures, for: m.maxBytes)
+            guard fits == m.maxBytes || (fits > 0 && m.base != .stackPointer) else { return }
+            captures.append(.memory(MemoryCapture(base: m.base, offset: m.offset, maxBytes: fits, length: m.length)))
         }
         let copy = min(maxString + 1, CapturePlan.maxCopy)
+        // `--deref`: the pointee's bytes, as the call (or return) had them.
+        let pointee = derefs && type.kind == .pointer ? type.pointee.map { min(max($0.byteSize, 1), CapturePlan.maxCopy) } : nil
         switch parameter.location {
+        case .register(.st(0)):
+            if !captures.contains(.x87(count: 1)) { captures.append(.x87(count: 1)) }
+        case .pieces(let pieces) where pieces.first?.register == .st(0):
+            if !captures.contains(.x87(count: 2)) { captures.append(.x87(count: 2)) }
+        case .indirect(let r):
+            // A result in memory: the address comes back in rax, the bytes are copied at the return.
+            guard let gpr = r.gpr else { return }
+            addRegister(r)
+            addMemory(MemoryCapture(base: .register(gpr), maxBytes: min(size, CapturePlan.maxCopy)))
         case .register(let r):
             addRegister(r)
             if type.kind == .cString, let gpr = r.gpr { addMemory(MemoryCapture(base: .register(gpr), maxBytes: copy)) }
+            if let pointee, let gpr = r.gpr { addMemory(MemoryCapture(base: .register(gpr), maxBytes: pointee)) }
         case .pieces(let pieces):
             pieces.forEach { addRegister($0.register) }
             let registers = pieces.compactMap { $0.register.gpr }
@@ -75,6 +103,7 @@ struct CapturePlan {
             guard let offset32 = Int32(exactly: offset) else { return }
             addMemory(MemoryCapture(base: .stackPointer, offset: offset32, maxBytes: size))
             if type.kind == .cString { addMemory(MemoryCapture(base: .stackWord(offset32), maxBytes: copy)) }
+            if let pointee { addMemory(MemoryCapture(base: .stackWord(offset32), maxBytes: pointee)) }
         case .unknown:
             break
         }
@@ -100,6 +129,13 @@ struct RecordValues: ValueSource {
     }
 
     mutating func registerBytes(_ register: Register) -> [UInt8] {
+        if case .st(let n) = register {
+            guard let i = captures.firstIndex(where: { if case .x87(let count) = $0 { return n < count }; return false })
+            else { return [] }
+            let start = offsets[i] + 16 * n
+            guard start >= 0, start + 16 <= record.bytes.count else { return [] }
+            return Array(record.bytes[start..<start + 16])
+        }
         if case .xmm(let n) = register {
             guard let i = index(of: .xmm(n)) else { return [] }
             return (0..<16).map { record.bytes.count > offsets[i] + $0 ? record.bytes[offsets[i] + $0] : 0 }
@@ -200,8 +236,14 @@ enum ValueSlot {
                     if let copy, case .memory(let m) = captures[copy] { maxBytes = m.maxBytes }
                     return .cString(offset: offsets[i], copy: copy.map { offsets[$0] }, maxBytes: maxBytes)
                 }
-                if type.scalar(0) != nil, type.kind != .float { return .scalar(offset: offsets[i], kind: type.kind, byteSize: type.byteSize) }
-            } else if case .xmm(let n) = register, type.kind == .float, let i = captures.firstIndex(of: .xmm(n)) {
+                // A pointer whose target the pad copied (`--deref`) is read with it, by ArgumentReader.
+                let followed = type.kind == .pointer && captures.contains {
+                    if case .memory(let m) = $0, m.base == .register(gpr) { return true }; return false
+                }
+                if type.scalar(0) != nil, type.kind != .float, type.byteSize <= 8, !followed {
+                    return .scalar(offset: offsets[i], kind: type.kind, byteSize: type.byteSize)
+                }
+            } else if case .xmm(let n) = register, type.kind == .float, type.byteSize <= 8, let i = captures.firstIndex(of: .xmm(n)) {
                 return .float(offset: offsets[i], byteSize: type.byteSize)
             }
             return .other(index: index)
@@ -232,7 +274,7 @@ extension RecordValues {
             case .other(let index):
                 let parameters = parameters()
                 guard index < parameters.count else { arena.appendUnavailable(); continue }
-                var reader = ArgumentReader(self, maxString: maxString)
+                var reader = ArgumentReader(self, maxString: maxString, deref: probe.derefs)
                 arena.append(reader.value(of: parameters[index].type, at: parameters[index].location))
             }
         }
@@ -251,7 +293,7 @@ extension RecordValues {
     /// A return value as `signature` places it; 0 values when the function has no result.
     func encodeResult(of signature: Signature?, maxString: Int, into arena: inout ValueArena) -> Int {
         guard let results = signature?.results, !results.isEmpty else { return 0 }
-        var reader = ArgumentReader(self, maxString: maxString)
+        var reader = ArgumentReader(self, maxString: maxString, deref: probe.derefs)
         arena.append(reader.returnValue(signature) ?? .unavailable)
         return 1
     }

@@ -126,11 +126,33 @@ public enum ArgumentValue: Sendable, Equatable {
     case goSlice(address: UInt64, length: UInt64, capacity: UInt64, elements: [ArgumentValue])
     /// A Go interface value: its type (or itab) word and data word; both zero for nil.
     case goInterface(type: UInt64, data: UInt64)
-    /// A struct or union passed by value: its raw bytes.
+    /// A struct or union whose fields DWARF does not describe (Go's, an opaque one): its raw bytes.
     case aggregate([UInt8])
     /// Several results (Go).
     case tuple([ArgumentValue])
     case unavailable
+    /// `__int128` or `unsigned __int128`: its two words, low first.
+    case int128(low: UInt64, high: UInt64, signed: Bool)
+    /// An x87 `long double`: its 80 bits exactly.
+    case longDouble(Float80)
+    /// A struct or union (or `_Complex`) by its fields, in order; nested ones to a bound.
+    case structure([Field])
+    /// A C array: its first elements, and how many it has.
+    case array([ArgumentValue], count: Int)
+    /// A pointer followed one level (`--deref`): its address and what is there.
+    indirect case pointee(address: UInt64, value: ArgumentValue)
+    /// A pointer `--deref` could not follow: nothing readable at the address.
+    case unreadablePointer(UInt64)
+
+    public struct Field: Sendable, Equatable {
+        public let name: String
+        public let value: ArgumentValue
+
+        public init(_ name: String, _ value: ArgumentValue) {
+            self.name = name
+            self.value = value
+        }
+    }
 }
 
 func now() -> UInt64 {

@@ -109,6 +109,9 @@ public enum Capture: Sendable, Hashable {
     case register(GPR)
     /// All 16 bytes of xmmN.
     case xmm(Int)
+    /// The x87 registers st(0)…st(N-1), 16 bytes each (the 10 of the value first): a `long double`
+    /// result (N = 1) or a `long double _Complex` one (N = 2). The x87 stack is left as it was.
+    case x87(count: Int)
     /// The 8 bytes at `[r14 + offset]`: a field of the running goroutine's g (Go code only).
     case goroutineField(Int32)
     /// The 8 bytes on the stack at the reported stack pointer plus an offset: at an entry, offset 0 is
@@ -124,6 +127,7 @@ public enum Capture: Sendable, Hashable {
         switch self {
         case .register, .goroutineField, .stackWord, .ticket: return 8
         case .xmm: return 16
+        case .x87(let count): return 16 * max(0, min(count, 8))
         case .memory(let m): return 8 + ((m.maxBytes + 7) & ~7)
         }
     }

@@ -182,6 +182,14 @@ struct ProbeWriter {
                 }
             case .xmm(let i):
                 w.putStoreXMM128(i, base: .rcx, displacement: offset32)
+            case .x87(let count):
+                // Stored by popping, then pushed back in reverse: the stack and its values as they were
+                // (fstp/fld of the 80-bit format are exact). The 6 bytes after each value are not read.
+                let n = max(0, min(count, 8))
+                for i in 0..<n {
+                    w.putStoreX87Pop(base: .rcx, displacement: offset32 + Int32(16 * i))
+                }
+                for i in (0..<n).reversed() { w.putLoadX87(base: .rcx, displacement: offset32 + Int32(16 * i)) }
             case .goroutineField(let field):
                 w.putLoad(.rax, base: .r14, displacement: field)
                 w.putStore(.rax, base: .rcx, displacement: offset32)

@@ -206,6 +206,16 @@ public struct X86Writer {
         putMemoryForm([0x0f, 0x7f], wide: false, reg: xmm, base: base, displacement: displacement)
     }
 
+    /// `fstp tword [base + disp]`: st(0) stored exactly (80 bits) and popped.
+    public mutating func putStoreX87Pop(base: GPR, displacement: Int32) {
+        putMemoryForm([0xdb], wide: false, reg: 7, base: base, displacement: displacement)
+    }
+
+    /// `fld tword [base + disp]`: pushes the 80 bits back as st(0).
+    public mutating func putLoadX87(base: GPR, displacement: Int32) {
+        putMemoryForm([0xdb], wide: false, reg: 5, base: base, displacement: displacement)
+    }
+
     // MARK: Arithmetic
 
     /// `add dst, src` (64-bit).

@@ -39,7 +39,8 @@ public struct ValueType: Sendable, Hashable, CustomStringConvertible {
         case cString
         case pointer
         case enumeration
-        /// struct, union, class or array: printed by address (or `{…}` when passed by value).
+        /// struct, union, class, array or `_Complex`: printed by its `members` (or its array `element`s)
+        /// where DWARF describes them, else by its bytes.
         case aggregate
         /// A Go string: pointer and length in two registers.
         case goString
@@ -54,17 +55,54 @@ public struct ValueType: Sendable, Hashable, CustomStringConvertible {
     public let kind: Kind
     /// Size in bytes; 0 when DWARF does not say.
     public let byteSize: Int
-    /// The element type of a Go slice (empty otherwise): what a person wants to see of its contents.
+    /// The element type of a Go slice or a C array (empty otherwise): what a person wants to see of its
+    /// contents.
     public let elements: [ValueType]
+    /// A struct's or union's fields (a `_Complex`'s `real` and `imag`), as far as nstrace reads them
+    /// (bounded: see TypeReader).
+    public let members: [Member]
+    /// A union: every member reads the same bytes.
+    public let isUnion: Bool
+    /// A C array: how many elements DWARF says it has (its `element` says of what).
+    public let arrayCount: Int?
+    /// What a pointer points to, when it is a struct, union or scalar that `--deref` may show (empty
+    /// otherwise; never more than one level).
+    public let pointees: [ValueType]
 
-    public init(name: String, kind: Kind, byteSize: Int, element: ValueType? = nil) {
+    public init(name: String, kind: Kind, byteSize: Int, element: ValueType? = nil, members: [Member] = [],
+                isUnion: Bool = false, arrayCount: Int? = nil, pointee: ValueType? = nil) {
         self.name = name
         self.kind = kind
         self.byteSize = byteSize
         elements = element.map { [$0] } ?? []
+        self.members = members
+        self.isUnion = isUnion
+        self.arrayCount = arrayCount
+        pointees = pointee.map { [$0] } ?? []
     }
 
     public var element: ValueType? { elements.first }
+    /// The most elements of a C array read and shown.
+    public static let maxShownElements = 16
+    public var pointee: ValueType? { pointees.first }
+
+    /// A field of a struct or union: where it starts in its parent's bytes, and for a bit-field which
+    /// bits (counted from the parent's first byte, least significant first, as x86-64 lays them out).
+    public struct Member: Sendable, Hashable {
+        public let name: String
+        public let offset: Int
+        public let type: ValueType
+        public let bitOffset: Int?
+        public let bitSize: Int?
+
+        public init(name: String, offset: Int, type: ValueType, bitOffset: Int? = nil, bitSize: Int? = nil) {
+            self.name = name
+            self.offset = offset
+            self.type = type
+            self.bitOffset = bitOffset
+            self.bitSize = bitSize
+        }
+    }
 
     public var description: String { name }
 }
@@ -74,6 +112,8 @@ public enum Register: Sendable, Hashable, CustomStringConvertible {
     case rax, rdx, rcx, rbx, rsi, rdi, rbp, rsp
     case r8, r9, r10, r11, r12, r13, r14, r15
     case xmm(Int)
+    /// The x87 register stack's st(N): a `long double` result is in st(0).
+    case st(Int)
 
     private static let general: [Register] = [.rax, .rdx, .rcx, .rbx, .rsi, .rdi, .rbp, .rsp,
                                               .r8, .r9, .r10, .r11, .r12, .r13, .r14, .r15]
@@ -82,6 +122,7 @@ public enum Register: Sendable, Hashable, CustomStringConvertible {
         switch n {
         case 0...15: self = Register.general[n]
         case 17...32: self = .xmm(n - 17)
+        case 33...40: self = .st(n - 33)
         default: return nil
         }
     }
@@ -93,6 +134,7 @@ public enum Register: Sendable, Hashable, CustomStringConvertible {
     public var dwarfNumber: Int {
         switch self {
         case .xmm(let i): return 17 + i
+        case .st(let i): return 33 + i
         default: return Register.general.firstIndex(of: self) ?? -1
         }
     }
@@ -100,6 +142,7 @@ public enum Register: Sendable, Hashable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .xmm(let i): return "xmm\(i)"
+        case .st(let i): return "st\(i)"
         default: return Register.generalNames[dwarfNumber]
         }
     }
@@ -114,6 +157,9 @@ public enum ParameterLocation: Sendable, Hashable, CustomStringConvertible {
     /// In memory at the entry stack pointer plus `offset` (arguments passed on the stack; 8 is the
     /// first, just above the return address).
     case stack(offset: Int)
+    /// In memory at the address a register holds: a result of class MEMORY, which the callee wrote
+    /// through the hidden pointer it was passed in rdi and hands back in rax.
+    case indirect(Register)
     /// Not recoverable at entry (optimised away, or an encoding nstrace does not read).
     case unknown
 
@@ -122,6 +168,7 @@ public enum ParameterLocation: Sendable, Hashable, CustomStringConvertible {
         case .register(let r): return r.description
         case .pieces(let ps): return ps.map { "\($0.register):\($0.size)" }.joined(separator: "+")
         case .stack(let off): return "[rsp+\(off)]"
+        case .indirect(let r): return "[\(r)]"
         case .unknown: return "?"
         }
     }

@@ -4,11 +4,97 @@ import CElfutils
 enum TypeReader {
     static let unknown = ValueType(name: "?", kind: .other, byteSize: 0)
 
+    /// How much of a type's structure nstrace reads, since DWARF is untrusted input: nesting (a struct
+    /// in a struct in an array…), fields per struct, array elements shown, and nodes in all.
+    static let maxDepth = 6
+    static let maxMembers = 64
+    static let maxElements = ValueType.maxShownElements
+    static let maxNodes = 256
+
     static func describe(_ die: Dwarf_Die) -> ValueType {
+        var budget = maxNodes
+        return describe(die, depth: 0, pointee: true, budget: &budget)
+    }
+
+    /// `pointee`: whether a pointer's target is described too (one level: never for the target's own
+    /// pointers, so a linked list is not followed).
+    private static func describe(_ die: Dwarf_Die, depth: Int, pointee: Bool, budget: inout Int) -> ValueType {
         var die = die
+        budget -= 1
         let kind = kind(&die, depth: 0)
-        return ValueType(name: name(&die, depth: 0), kind: kind, byteSize: size(&die),
-                         element: kind == .goSlice ? sliceElement(die) : nil)
+        let name = name(&die, depth: 0), byteSize = size(&die)
+        switch kind {
+        case .goSlice:
+            return ValueType(name: name, kind: kind, byteSize: byteSize, element: sliceElement(die))
+        case .aggregate where depth < maxDepth && budget > 0 && !isGoUnit(&die):
+            return structure(die, name: name, byteSize: byteSize, depth: depth, budget: &budget)
+        case .pointer where pointee && depth == 0:
+            guard var target = SignatureReader.typeOf(&die) else { break }
+            var peeledTarget = peeled(target)
+            let tag = Int(dwarf_tag(&peeledTarget))
+            guard tag == DW_TAG_base_type || tag == DW_TAG_structure_type || tag == DW_TAG_union_type
+                    || tag == DW_TAG_class_type || tag == DW_TAG_enumeration_type || tag == DW_TAG_pointer_type,
+                  size(&target) > 0, !isGoUnit(&target)
+            else { break }
+            let described = describe(target, depth: depth + 1, pointee: false, budget: &budget)
+            return ValueType(name: name, kind: kind, byteSize: byteSize, pointee: described)
+        default:
+            break
+        }
+        return ValueType(name: name, kind: kind, byteSize: byteSize)
+    }
+
+    /// A struct's or union's members, an array's element type, a complex number's two parts.
+    private static func structure(_ type: Dwarf_Die, name: String, byteSize: Int, depth: Int,
+                                  budget: inout Int) -> ValueType {
+        var die = peeled(type)
+        switch Int(dwarf_tag(&die)) {
+        case DW_TAG_base_type:
+            // `_Complex`: DWARF has one base type; C has two floats of half the size, real first.
+            guard byteSize == 8 || byteSize == 16 || byteSize == 32 else { break }
+            let partSize = byteSize / 2
+            let part = ValueType(name: partSize == 16 ? "long double" : partSize == 8 ? "double" : "float",
+                                 kind: .float, byteSize: partSize)
+            return ValueType(name: name, kind: .aggregate, byteSize: byteSize,
+                             members: [.init(name: "real", offset: 0, type: part), .init(name: "imag", offset: partSize, type: part)])
+        case DW_TAG_array_type:
+            guard var element = SignatureReader.typeOf(&die) else { break }
+            let elementSize = size(&element)
+            guard elementSize > 0 else { break }
+            let described = describe(element, depth: depth + 1, pointee: false, budget: &budget)
+            return ValueType(name: name, kind: .aggregate, byteSize: byteSize, element: described,
+                             arrayCount: byteSize / elementSize)
+        case DW_TAG_structure_type, DW_TAG_class_type, DW_TAG_union_type:
+            var members: [ValueType.Member] = []
+            let isUnion = dwarf_tag(&die) == DW_TAG_union_type
+            SignatureReader.forEachChild(&die) { member in
+                guard dwarf_tag(&member) == DW_TAG_member, members.count < maxMembers, budget > 0,
+                      let memberType = SignatureReader.typeOf(&member) else { return }
+                let memberName = dwarf_diename(&member).map { String(cString: $0) } ?? "_"
+                let described = describe(memberType, depth: depth + 1, pointee: false, budget: &budget)
+                let byteOffset = SignatureReader.unsignedAttribute(&member, DW_AT_data_member_location)
+                    .map { Int(clamping: $0) } ?? 0
+                if let bits = SignatureReader.unsignedAttribute(&member, DW_AT_bit_size).map({ Int(clamping: $0) }) {
+                    // DWARF 5's DW_AT_data_bit_offset counts from the struct's start; DWARF 4's
+                    // DW_AT_bit_offset counts from the storage unit's most significant bit.
+                    var bitOffset = SignatureReader.unsignedAttribute(&member, DW_AT_data_bit_offset).map { Int(clamping: $0) }
+                    if bitOffset == nil, let old = SignatureReader.unsignedAttribute(&member, DW_AT_bit_offset).map({ Int(clamping: $0) }) {
+                        let storage = SignatureReader.unsignedAttribute(&member, DW_AT_byte_size).map { Int(clamping: $0) }
+                            ?? described.byteSize
+                        bitOffset = byteOffset.multipliedReportingOverflow(by: 8).partialValue &+ storage &* 8 &- old &- bits
+                    }
+                    let start = bitOffset ?? byteOffset &* 8
+                    members.append(.init(name: memberName, offset: start / 8, type: described, bitOffset: start, bitSize: bits))
+                } else {
+                    members.append(.init(name: memberName, offset: byteOffset, type: described))
+                }
+            }
+            guard !members.isEmpty else { break }
+            return ValueType(name: name, kind: .aggregate, byteSize: byteSize, members: members, isUnion: isUnion)
+        default:
+            break
+        }
+        return ValueType(name: name, kind: .aggregate, byteSize: byteSize)
     }
 
     /// A Go slice is a struct { array *T; len int; cap int }: T is the element type.
@@ -98,6 +184,7 @@ enum TypeReader {
             case DW_ATE_float: return .float
             case DW_ATE_boolean: return .bool
             case DW_ATE_UTF: return .char
+            case DW_ATE_complex_float: return .aggregate
             default: return .other
             }
         case DW_TAG_pointer_type, DW_TAG_reference_type, DW_TAG_rvalue_reference_type:

@@ -8,7 +8,7 @@ import TestSupport
     private func randomValue(_ random: inout SeededRandom, depth: Int = 0) -> ArgumentValue {
         let word = random.next()
         let bytes = (0..<Int(word % 40)).map { _ in UInt8(truncatingIfNeeded: random.next()) }
-        switch word % (depth < 2 ? 14 : 12) {
+        switch word % (depth < 2 ? 19 : 14) {
         case 0: return .signed(Int64(bitPattern: random.next()))
         case 1: return .unsigned(random.next())
         case 2: return .bool(word & 1 == 0)
@@ -21,9 +21,25 @@ import TestSupport
         case 9: return .goInterface(type: random.next(), data: random.next())
         case 10: return .aggregate(bytes)
         case 11: return .unavailable
-        case 12:
+        case 12: return .int128(low: random.next(), high: random.next(), signed: word & 2 == 0)
+        case 13:
+            // Any 80 bits: pseudo-denormals and unnormals included.
+            var value = Float80(0)
+            let low = random.next(), high = random.next()
+            withUnsafeMutableBytes(of: &value) { out in
+                withUnsafeBytes(of: (low, high)) { out.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0.prefix(10))) }
+            }
+            return .longDouble(value)
+        case 14:
             let elements = (0..<Int(random.next() % 5)).map { _ in randomValue(&random, depth: depth + 1) }
             return .goSlice(address: random.next(), length: random.next(), capacity: random.next(), elements: elements)
+        case 15:
+            return .structure((0..<Int(random.next() % 4)).map { i in .init("f\(i)é", randomValue(&random, depth: depth + 1)) })
+        case 16:
+            return .array((0..<Int(random.next() % 4)).map { _ in randomValue(&random, depth: depth + 1) }, count: Int(random.next() % 100))
+        case 17:
+            return word & 4 == 0 ? .pointee(address: random.next(), value: randomValue(&random, depth: depth + 1))
+                : .unreadablePointer(random.next())
         default:
             return .tuple((0..<Int(random.next() % 4)).map { _ in randomValue(&random, depth: depth + 1) })
         }
@@ -32,10 +48,20 @@ import TestSupport
     /// NaN is not equal to itself: compared by bit pattern.
     private func same(_ a: ArgumentValue, _ b: ArgumentValue) -> Bool {
         if case .float(let x) = a, case .float(let y) = b { return x.bitPattern == y.bitPattern }
+        if case .longDouble(let x) = a, case .longDouble(let y) = b {
+            return withUnsafeBytes(of: x) { Array($0.prefix(10)) } == withUnsafeBytes(of: y) { Array($0.prefix(10)) }
+        }
         if case .goSlice(let a1, let l1, let c1, let e1) = a, case .goSlice(let a2, let l2, let c2, let e2) = b {
             return a1 == a2 && l1 == l2 && c1 == c2 && e1.count == e2.count && zip(e1, e2).allSatisfy(same)
         }
         if case .tuple(let e1) = a, case .tuple(let e2) = b { return e1.count == e2.count && zip(e1, e2).allSatisfy(same) }
+        if case .structure(let f1) = a, case .structure(let f2) = b {
+            return f1.count == f2.count && zip(f1, f2).allSatisfy { $0.name == $1.name && same($0.value, $1.value) }
+        }
+        if case .array(let e1, let n1) = a, case .array(let e2, let n2) = b {
+            return n1 == n2 && e1.count == e2.count && zip(e1, e2).allSatisfy(same)
+        }
+        if case .pointee(let p1, let v1) = a, case .pointee(let p2, let v2) = b { return p1 == p2 && same(v1, v2) }
         return a == b
     }
 

@@ -79,8 +79,8 @@ struct ProbePoint {
                 return .bytes(Array(extended[offset..<offset + 16]))
             case .memory(let m):
                 return Self.expectedCopy(m, registers: registers, stackPointer: sp, tracee: tracee)
-            case .goroutineField, .stackWord, .ticket:
-                preconditionFailure("the oracle's probes capture no Go field, stack word or ticket")
+            case .goroutineField, .stackWord, .ticket, .x87:
+                preconditionFailure("the oracle's probes capture no Go field, stack word, ticket or x87 register")
             }
         }
     }
