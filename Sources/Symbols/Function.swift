@@ -24,6 +24,13 @@ public struct Function: Sendable, Hashable, CustomStringConvertible {
 
     public var names: [String] { [name] + aliases }
 
+    /// The first address past its body (one byte when the size is unknown), the top of the address
+    /// space for a body that would run past it: a symbol table is untrusted input.
+    public var end: UInt64 {
+        let (end, overflow) = address.addingReportingOverflow(max(size, 1))
+        return overflow ? .max : end
+    }
+
     public var description: String { "\(name) (\(module.name))" }
 }
 
