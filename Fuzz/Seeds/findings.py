@@ -1,8 +1,9 @@
 """Writes malformed variants of the seeds that trapped nstrace's Swift code (Fuzz/Corpus/symbols/
 finding-*): replayed by every fuzz run and read by SymbolsTests, they keep the fixes fixed.
 
-finding-symbol-at-top: `dispatch` at 0xffff_ffff_ffff_fff0 with 0x100 bytes (its end wrapped: the
-  body test overflowed, the landing-pad range's bounds crossed), `sum` 2^63 bytes long (Int(size)).
+finding-symbol-at-top: `dispatch` at 0xffff_ffff_ffff_fff0 with 0x100 bytes (its end wraps: the
+  landing-pad range's bounds crossed), `sum` 0xffff_ffff_ffff_fff0 bytes long (the body test in
+  function(containing:) overflowed, and Int(size) in fileBytes(of:) trapped).
 finding-member-past-end: `struct with_holey`'s member `h` (a struct DWARF gives no members, 4 bytes)
   moved to offset 128 of the 8-byte struct: the classifier's range of eightbytes ran backwards."""
 import re, struct, subprocess, sys
@@ -23,7 +24,7 @@ def symbol_at_top(src, dst):
         if name == "dispatch":
             struct.pack_into("<QQ", data, at + 8, 0xffff_ffff_ffff_fff0, 0x100)
         if name == "sum":
-            struct.pack_into("<Q", data, at + 16, 0x8000_0000_0000_0000)
+            struct.pack_into("<Q", data, at + 16, 0xffff_ffff_ffff_fff0)
     open(dst, "wb").write(data)
 
 def member_past_end(src, dst):
