@@ -86,3 +86,15 @@ let package = Package(
     ],
     swiftLanguageModes: [.v5]
 )
+
+// The fuzzers (Fuzz/, run by Scripts/fuzz): libFuzzer harnesses built with `-sanitize=fuzzer`, which
+// only Scripts/fuzz passes, into their own build directory. They exist only when NSTRACE_FUZZ=1, so a
+// plain `swift build` or `swift test` neither sees nor builds them.
+if Context.environment["NSTRACE_FUZZ"] == "1" {
+    package.targets += [
+        .executableTarget(name: "fuzz-relocator", dependencies: ["Relocator"], path: "Fuzz/Relocator",
+                          swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
+        .executableTarget(name: "fuzz-symbols", dependencies: ["Symbols", "Relocator", "NonStop"], path: "Fuzz/Symbols",
+                          swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
+    ]
+}

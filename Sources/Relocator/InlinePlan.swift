@@ -132,7 +132,13 @@ public struct CodePart: Sendable {
         self.padding = padding
     }
 
-    public var end: UInt64 { start &+ UInt64(bytes.count) }
+    /// The first byte after the part; the top of the address space for bytes that would run past it
+    /// (an untrusted symbol's address and size): their last instruction's end then never matches it,
+    /// and the planner says the code does not decode.
+    public var end: UInt64 {
+        let (end, overflow) = start.addingReportingOverflow(UInt64(bytes.count))
+        return overflow ? .max : end
+    }
 }
 
 /// Where an indirect jump goes, for the planner.

@@ -221,18 +221,21 @@ struct InlineAnalysis {
         return nil
     }
 
-    /// How the instruction moves RSP, or nil when it cannot be known from the instruction alone.
+    /// How the instruction moves RSP, or nil when it cannot be known from the instruction alone — or
+    /// is 1 GiB or more, which no real frame reserves: the entry probe adds the amount to its own
+    /// displacements, which must not overflow (nor negating -2^31 trap).
     private func stackEffect(of insn: Instruction) -> Int32? {
         guard insn.registersWritten.contains(.rsp) else { return 0 }
         let id = insn.id
         if id == X86_INS_PUSH.rawValue, !insn.hasOperandSizePrefix { return -8 }
         if id == X86_INS_SUB.rawValue || id == X86_INS_ADD.rawValue,
            case .register(.rsp?, 8)? = insn.operands.first, insn.operands.count == 2,
-           case .immediate(let n) = insn.operands[1], let n32 = Int32(exactly: n) {
+           case .immediate(let n) = insn.operands[1], n.magnitude < 1 << 30, let n32 = Int32(exactly: n) {
             return id == X86_INS_SUB.rawValue ? -n32 : n32
         }
         if id == X86_INS_LEA.rawValue, case .register(.rsp?, 8)? = insn.operands.first, insn.operands.count == 2,
-           case .memory(let m) = insn.operands[1], m.base == .rsp, m.index == nil, let d = Int32(exactly: m.displacement) {
+           case .memory(let m) = insn.operands[1], m.base == .rsp, m.index == nil, m.displacement.magnitude < 1 << 30,
+           let d = Int32(exactly: m.displacement) {
             return d
         }
         return nil

@@ -27,7 +27,7 @@ enum DwarfLocation {
                 pending = Register(dwarfNumber: atom - DW_OP_reg0)
                 if pending == nil { return .unknown }
             case DW_OP_regx:
-                pending = Register(dwarfNumber: Int(op.number))
+                pending = Register(dwarfNumber: Int(clamping: op.number))
                 if pending == nil { return .unknown }
             case DW_OP_breg7 where ops.count == 1:
                 // rsp-relative at entry: the stack argument area.
@@ -36,7 +36,7 @@ enum DwarfLocation {
                 return .stack(offset: 8)
             case DW_OP_piece:
                 guard let register = pending else { return .unknown }
-                pieces.append(RegisterPiece(register: register, size: Int(op.number)))
+                pieces.append(RegisterPiece(register: register, size: Int(clamping: op.number)))
                 pending = nil
             default:
                 return .unknown

@@ -10,9 +10,8 @@ enum ELFBytes {
               let data = elf_getdata(section, nil), let buffer = data.pointee.d_buf,
               data.pointee.d_type == ELF_T_BYTE
         else { return nil }
-        let size = Int(data.pointee.d_size)
-        let start = Int(offset)
-        guard start < size else { return nil }
+        let size = Int(clamping: data.pointee.d_size)
+        guard let start = Int(exactly: offset), start < size else { return nil }
         let n = min(count, size - start)
         let bytes = buffer.advanced(by: start).assumingMemoryBound(to: UInt8.self)
         return Array(UnsafeBufferPointer(start: bytes, count: n))

@@ -57,6 +57,13 @@ public struct Function: Sendable, Hashable, CustomStringConvertible {
 
     static let returningTwice: Set<String> = ["setjmp", "_setjmp", "__setjmp", "sigsetjmp", "__sigsetjmp", "savectx"]
 
+    /// The first address past its body (one byte when the size is unknown), the top of the address
+    /// space for a body that would run past it: a symbol table is untrusted input.
+    public var end: UInt64 {
+        let (end, overflow) = address.addingReportingOverflow(max(size, 1))
+        return overflow ? .max : end
+    }
+
     public var description: String { "\(demangledName ?? name) (\(module.name))" }
 }
 

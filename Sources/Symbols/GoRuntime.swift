@@ -23,6 +23,10 @@ public struct GoRuntime: Sendable, Equatable {
         self.procidOffset = procidOffset
     }
 
+    /// runtime.g and runtime.m are a few hundred bytes: an offset past this is malformed DWARF, and
+    /// the engine reads that many bytes of the tracee at R14 (CallContext) and adds them to addresses.
+    static let maxOffset: UInt64 = 1 << 16
+
     /// Reads runtime.g's layout from a module's DWARF; nil for a module that is not a Go program.
     static func read(module mod: OpaquePointer) -> GoRuntime? {
         var bias: Dwarf_Addr = 0
@@ -55,6 +59,7 @@ public struct GoRuntime: Sendable, Equatable {
             guard dwarf_tag(&member) == DW_TAG_member, let name = dwarf_diename(&member).map({ String(cString: $0) }),
                   let offset = SignatureReader.unsignedAttribute(&member, DW_AT_data_member_location)
             else { return }
+            guard offset < maxOffset else { return }
             members[name] = (Int(offset), SignatureReader.typeOf(&member))
         }
         guard let goid = members["goid"], let stack = members["stack"], let stackTypedef = stack.type else { return nil }
@@ -64,6 +69,7 @@ public struct GoRuntime: Sendable, Equatable {
             guard let name = dwarf_diename(&member).map({ String(cString: $0) }),
                   let offset = SignatureReader.unsignedAttribute(&member, DW_AT_data_member_location)
             else { return }
+            guard offset < maxOffset else { return }
             if name == "lo" { low = Int(offset) }
             if name == "hi" { high = Int(offset) }
         }
@@ -77,9 +83,9 @@ public struct GoRuntime: Sendable, Equatable {
         SignatureReader.forEachChild(&structure) { member in
             guard dwarf_tag(&member) == DW_TAG_member, let name = dwarf_diename(&member).map({ String(cString: $0) }),
                   let offset = SignatureReader.unsignedAttribute(&member, DW_AT_data_member_location),
-                  let small = Int(exactly: offset)
+                  offset < maxOffset
             else { return }
-            offsets[name] = small
+            offsets[name] = Int(offset)
         }
         return offsets
     }

@@ -114,7 +114,7 @@ public final class ProcessImage {
         }
         guard low > 0 else { return nil }
         let candidate = all[low - 1]
-        return address < candidate.address + max(candidate.size, 1) ? candidate : nil
+        return address &- candidate.address < max(candidate.size, 1) ? candidate : nil
     }
 
     /// What DWARF says about a function; for a function of the C library DWARF says nothing of (its
@@ -192,14 +192,14 @@ public final class ProcessImage {
 
     /// The landing pads inside a function's body.
     public func landingPads(of function: Function) -> [UInt64] {
-        landingPadTable(in: function.module).pads(in: function.address..<(function.address &+ max(function.size, 1)))
+        landingPadTable(in: function.module).pads(in: function.address..<function.end)
     }
 
     /// The bytes of a function as the file holds them (not as a live process may have patched them).
     public func fileBytes(of function: Function, limit: Int? = nil) -> [UInt8]? {
         guard let handle = handles[function.module] else { return nil }
         let wanted = limit.map { min(UInt64($0), max(function.size, 1)) } ?? max(function.size, 1)
-        return ELFBytes.read(handle, address: function.address, count: Int(wanted))
+        return ELFBytes.read(handle, address: function.address, count: Int(clamping: wanted))
     }
 
     /// The bytes at any address of a module, as its file holds them.

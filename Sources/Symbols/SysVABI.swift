@@ -234,7 +234,7 @@ enum SysVABI {
         let byteSize = TypeReader.size(&die)
         switch Int(dwarf_tag(&die)) {
         case DW_TAG_base_type:
-            let encoding = SignatureReader.unsignedAttribute(&die, DW_AT_encoding).map(Int.init) ?? 0
+            let encoding = SignatureReader.unsignedAttribute(&die, DW_AT_encoding).map(Int.init(clamping:)) ?? 0
             if encoding == DW_ATE_float, byteSize == 16 {
                 // long double: its 10 bytes and padding are X87 and X87UP.
                 guard offset % 16 == 0, offset / 8 + 1 < classes.count else { return false }
@@ -277,8 +277,8 @@ enum SysVABI {
                 guard ok, dwarf_tag(&member) == DW_TAG_member else { return }
                 if dwarf_hasattr_integrate(&member, UInt32(DW_AT_bit_size)) != 0 {
                     // A bit-field is integer data wherever it sits.
-                    let bit = SignatureReader.unsignedAttribute(&member, DW_AT_data_bit_offset).map { Int(clamping: $0) }
-                        ?? 8 * (SignatureReader.unsignedAttribute(&member, DW_AT_data_member_location).map { Int(clamping: $0) } ?? 0)
+                    let bit = SignatureReader.unsignedAttribute(&member, DW_AT_data_bit_offset).map(DwarfNumber.clamped)
+                        ?? 8 * (SignatureReader.unsignedAttribute(&member, DW_AT_data_member_location).map(DwarfNumber.clamped) ?? 0)
                     let eb = (offset + bit / 8) / 8
                     if eb >= 0, eb < classes.count { classes[eb] = merge(classes[eb], .integer) } else { ok = false }
                     anyMember = true
@@ -286,12 +286,13 @@ enum SysVABI {
                 }
                 guard let memberType = SignatureReader.typeOf(&member) else { ok = false; return }
                 let memberOffset = SignatureReader.unsignedAttribute(&member, DW_AT_data_member_location)
-                    .map { Int(clamping: $0) } ?? 0
+                    .map(DwarfNumber.clamped) ?? 0
                 anyMember = true
                 let (at, overflow) = offset.addingReportingOverflow(memberOffset)
                 ok = !overflow && classifyFields(memberType, offset: at, into: &classes, depth: depth + 1)
             }
             if !anyMember, byteSize > 0 {
+                guard offset < 8 * classes.count else { return false }  // malformed: past the value's end
                 for eb in (offset / 8)..<min(classes.count, (offset + byteSize + 7) / 8) {
                     classes[eb] = merge(classes[eb], .integer)
                 }
@@ -303,7 +304,8 @@ enum SysVABI {
             let elementSize = TypeReader.size(&elementDie)
             guard elementSize > 0, byteSize / elementSize <= 16 else { return false }
             for i in 0..<(byteSize / elementSize) {
-                guard classifyFields(element, offset: offset + i * elementSize, into: &classes, depth: depth + 1)
+                guard offset + i * elementSize < 8 * classes.count,
+                      classifyFields(element, offset: offset + i * elementSize, into: &classes, depth: depth + 1)
                 else { return false }
             }
             return true

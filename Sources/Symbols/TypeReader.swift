@@ -114,7 +114,7 @@ enum TypeReader {
 
     static func size(_ die: inout Dwarf_Die) -> Int {
         var size: Dwarf_Word = 0
-        return dwarf_aggregate_size(&die, &size) == 0 ? Int(size) : 0
+        return dwarf_aggregate_size(&die, &size) == 0 && size <= DwarfNumber.limit ? Int(size) : 0
     }
 
     /// The type with typedefs and qualifiers removed.
@@ -176,7 +176,7 @@ enum TypeReader {
         var base = peeled(die)
         switch Int(dwarf_tag(&base)) {
         case DW_TAG_base_type:
-            let encoding = SignatureReader.unsignedAttribute(&base, DW_AT_encoding).map(Int.init) ?? 0
+            let encoding = SignatureReader.unsignedAttribute(&base, DW_AT_encoding).map(Int.init(clamping:)) ?? 0
             switch encoding {
             case DW_ATE_signed: return .signed
             case DW_ATE_unsigned: return .unsigned
@@ -191,7 +191,7 @@ enum TypeReader {
             guard var pointee = SignatureReader.typeOf(&base) else { return .pointer }
             var peeledPointee = peeled(pointee)
             if dwarf_tag(&peeledPointee) == DW_TAG_base_type,
-               let enc = SignatureReader.unsignedAttribute(&peeledPointee, DW_AT_encoding).map(Int.init),
+               let enc = SignatureReader.unsignedAttribute(&peeledPointee, DW_AT_encoding).map(Int.init(clamping:)),
                enc == DW_ATE_signed_char || enc == DW_ATE_unsigned_char, size(&peeledPointee) == 1,
                !isGoUnit(&pointee) {
                 return .cString
