@@ -548,21 +548,22 @@ static int settle(struct guard_thread *t, siginfo_t *requeue, bool *at_delivery)
     return deliver;
 }
 
+/// The k-th thread of the engine's table followed by those found in /proc (k < count + extra_count).
+static struct guard_thread *nth_thread(struct guard_thread *table, int count, int k) {
+    return k < count ? &table[k] : &extras[k - count];
+}
+
 /// Interrupts every thread not yet stopped, and collects stops until all are stopped or gone, or
 /// `deadline`. A thread that cannot stop in time (in uninterruptible sleep, blocked in vfork) is in the
 /// kernel, not in the code being restored.
 static void collect(struct guard_thread *table, int count, uint64_t deadline) {
-    for (int pass = 0; pass < 2; pass++) {
-        struct guard_thread *list = pass ? extras : table;
-        int n = pass ? extra_count : count;
-        for (int i = 0; i < n; i++) {
-            struct guard_thread *t = &list[i];
-            pid_t tid = atomic_load(&t->tid);
-            if (!tid || t->interrupted || t->gone) continue;
-            t->interrupted = 1;
-            // ESRCH: gone, or already stopped and not to be interrupted (shown as 't' below).
-            sys_ptrace(PTRACE_INTERRUPT, tid, NULL, NULL);
-        }
+    for (int k = 0; k < count + extra_count; k++) {
+        struct guard_thread *t = nth_thread(table, count, k);
+        pid_t tid = atomic_load(&t->tid);
+        if (!tid || t->interrupted || t->gone) continue;
+        t->interrupted = 1;
+        // ESRCH: gone, or already stopped and not to be interrupted (shown as 't' below).
+        sys_ptrace(PTRACE_INTERRUPT, tid, NULL, NULL);
     }
     for (;;) {
         int status;
@@ -574,19 +575,15 @@ static void collect(struct guard_thread *table, int count, uint64_t deadline) {
             else t->gone = 1;
         }
         int waiting = 0;
-        for (int pass = 0; pass < 2; pass++) {
-            struct guard_thread *list = pass ? extras : table;
-            int n = pass ? extra_count : count;
-            for (int i = 0; i < n; i++) {
-                struct guard_thread *t = &list[i];
-                pid_t tid = atomic_load(&t->tid);
-                if (!tid || t->reported || t->gone || t->detached) continue;
-                char state = thread_state(t->pid, tid);
-                if (state == 't') t->reported = 1;
-                else if (state == 0 || state == 'Z' || state == 'X') t->gone = 1;
-                else if (tracer_of(t->pid, tid) != atomic_load(&tracer_tid)) t->gone = 1;  // not nstrace's (any more)
-                else waiting++;
-            }
+        for (int k = 0; k < count + extra_count; k++) {
+            struct guard_thread *t = nth_thread(table, count, k);
+            pid_t tid = atomic_load(&t->tid);
+            if (!tid || t->reported || t->gone || t->detached) continue;
+            char state = thread_state(t->pid, tid);
+            if (state == 't') t->reported = 1;
+            else if (state == 0 || state == 'Z' || state == 'X') t->gone = 1;
+            else if (tracer_of(t->pid, tid) != atomic_load(&tracer_tid)) t->gone = 1;  // not nstrace's (any more)
+            else waiting++;
         }
         if (!waiting || now_ns() > deadline) return;
         pause_ms(1);
@@ -651,11 +648,9 @@ static int restore_all(int *detached) {
         int before = extra_count;
         discover_tracees();
         bool left = extra_count != before;
-        for (int pass = 0; pass < 2 && !left; pass++) {
-            struct guard_thread *list = pass ? extras : table;
-            int n = pass ? extra_count : count;
-            for (int i = 0; i < n && !left; i++)
-                left = atomic_load(&list[i].tid) && !list[i].detached && !list[i].gone;
+        for (int k = 0; k < count + extra_count && !left; k++) {
+            struct guard_thread *t = nth_thread(table, count, k);
+            left = atomic_load(&t->tid) && !t->detached && !t->gone;
         }
         if (!left || now_ns() > start + 5000000000u) break;
         collect(table, count, now_ns() + 100000000u);

@@ -43,14 +43,17 @@ struct OracleChild {
     /// Every other C fixture, built as a shared library at -O0 and -O2 for the child to dlopen, so
     /// that their functions run at their real addresses too. Hidden visibility lets hand-written
     /// RIP-relative references to their own globals link into a library (no GOT, no interposition).
-    static func otherFixturesAsLibraries() throws -> [String] {
+    /// The other C fixtures as shared libraries, at -O0 and -O2 (with `flags` added, under `variant`).
+    static func otherFixturesAsLibraries(flags extra: [String] = [], variant: String = "oracle") throws -> [String] {
         let names = try FileManager.default.contentsOfDirectory(atPath: Paths.fixtures.path)
             .filter { $0.hasSuffix(".c") && !$0.hasPrefix("relocator_") }
             .map { String($0.dropLast(2)) }.sorted()
+        // A fixture that calls into a companion library of its own (`filters` and `filters_lib`) is
+        // built together with it, so that its library loads (RTLD_NOW) with nothing undefined.
         return try names.flatMap { name in
             try ["-O0", "-O2"].map { level in
-                try Fixtures.build(name, flags: ["-shared", "-fPIC", "-fvisibility=hidden", "-g", level],
-                                   variant: "oracle\(level).so")
+                try Fixtures.build(name, flags: ["-shared", "-fPIC", "-fvisibility=hidden", "-g", level] + extra,
+                                   variant: "\(variant)\(level).so", extraSources: names.contains(name + "_lib") ? [name + "_lib"] : [])
             }
         }
     }

@@ -55,15 +55,7 @@ struct WindowOracleChild {
 
     /// The other C fixtures as shared libraries, as OracleChild builds them, with CET's `endbr64`s.
     static func cetFixturesAsLibraries() throws -> [String] {
-        let names = try FileManager.default.contentsOfDirectory(atPath: Paths.fixtures.path)
-            .filter { $0.hasSuffix(".c") && !$0.hasPrefix("relocator_") }
-            .map { String($0.dropLast(2)) }.sorted()
-        return try names.flatMap { name in
-            try ["-O0", "-O2"].map { level in
-                try Fixtures.build(name, flags: ["-shared", "-fPIC", "-fvisibility=hidden", "-g", level, "-fcf-protection=full"],
-                                   variant: "window-cet\(level).so")
-            }
-        }
+        try OracleChild.otherFixturesAsLibraries(flags: ["-fcf-protection=full"], variant: "window-cet")
     }
 
     private static func sameFile(_ a: String, _ b: String) -> Bool {

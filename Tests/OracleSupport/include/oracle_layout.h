@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 #define ORACLE_LAYOUT_MAGIC 0x74756f79616c726fULL /* "orlayout" */
-#define ORACLE_MAX_MODULES 32
+#define ORACLE_MAX_MODULES 128  // every C fixture at -O0 and -O2, libc, the dynamic linker…
 
 // Low, so that `[reg + reg*8 + disp]` with every register pointing into the buffer still lands inside
 // it: an instruction with a scaled index then really executes instead of faulting.
