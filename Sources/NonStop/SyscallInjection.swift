@@ -96,31 +96,21 @@ struct SyscallInjection {
         regs.rip = address
         regs.rax = 0
         regs.orig_rax = UInt64.max
+        // Should nstrace crash meanwhile, the crash guard puts the registers back.
+        CrashGuard.injecting(tid, saved: saved)
         try Ptrace.setRegs(tid, regs)
-        defer { try? Ptrace.setRegs(tid, saved) }
+        defer {
+            try? Ptrace.setRegs(tid, saved)
+            CrashGuard.injecting(tid, saved: nil)
+        }
         try Ptrace.cont(tid)
         stepped = true
-        while true {
-            guard let result = try Wait.next(tid) else { continue }
-            switch result {
-            case .signalStop(_, SIGTRAP):
-                let info = try Ptrace.getSigInfo(tid)
-                if info.si_code > 0 {  // an int3 (SI_KERNEL); a kill(SIGTRAP) has si_code <= 0
-                    let now = try Ptrace.getRegs(tid)
-                    return now.rip == trap &+ 1 ? now.rax : nil
-                }
-                held.append(info)
-            case .signalStop(_, let signal):
-                let info = try Ptrace.getSigInfo(tid)
-                if info.si_code > 0, [SIGSEGV, SIGBUS, SIGILL, SIGFPE].contains(signal) { return nil }
-                held.append(info)
-            case .eventStop, .syscallStop:
-                break  // a syscall-stop only under -S, which a PTRACE_CONT here does not ask for
-            case .exited, .killed:
-                ended = result
-                throw TraceError("call an indirect function's resolver", tid: tid, errno: ESRCH)
-            }
-            try Ptrace.cont(tid)
+        switch try nextRaisedStop("call an indirect function's resolver", stepping: false) {
+        case .trap:
+            let now = try Ptrace.getRegs(tid)
+            return now.rip == trap &+ 1 ? now.rax : nil
+        case .fault:
+            return nil
         }
     }
 
@@ -133,27 +123,33 @@ struct SyscallInjection {
     private mutating func stepOverSyscall(expectedEnd: UInt64) throws(TraceError) {
         try Ptrace.singleStep(tid)
         stepped = true
+        if case .fault(let signal) = try nextRaisedStop("inject syscall", stepping: true) {
+            // The syscall instruction itself faulted (its page is gone): give up.
+            throw TraceError("inject syscall (\(signalName(signal)) at the gadget)", tid: tid, errno: EFAULT)
+        }
+    }
+
+    private enum RaisedStop { case trap, fault(Int32) }
+
+    /// The thread's next stop raised by what it runs (si_code > 0): the trap of a step or an int3, or
+    /// a fault. A signal sent meanwhile (kill has si_code <= 0, as do the rest) is held for later; a
+    /// group-stop or an interrupt is passed by going on (single-stepping when `stepping`).
+    private mutating func nextRaisedStop(_ operation: String, stepping: Bool) throws(TraceError) -> RaisedStop {
         while true {
             guard let result = try Wait.next(tid) else { continue }
             switch result {
-            case .signalStop(_, SIGTRAP):
-                let info = try Ptrace.getSigInfo(tid)
-                if info.si_code > 0 { return }  // the trap of the step; kill(SIGTRAP) has si_code <= 0
-                held.append(info)
             case .signalStop(_, let signal):
                 let info = try Ptrace.getSigInfo(tid)
-                if info.si_code > 0, [SIGSEGV, SIGBUS, SIGILL].contains(signal) {
-                    // The syscall instruction itself faulted (its page is gone): give up.
-                    throw TraceError("inject syscall (\(signalName(signal)) at the gadget)", tid: tid, errno: EFAULT)
-                }
+                if info.si_code > 0, signal == SIGTRAP { return .trap }
+                if info.si_code > 0, [SIGSEGV, SIGBUS, SIGILL, SIGFPE].contains(signal) { return .fault(signal) }
                 held.append(info)
             case .eventStop, .syscallStop:
-                break  // a group-stop or an interrupt: step on, the call is one instruction
+                break  // a syscall-stop only under -S, which neither way of going on here asks for
             case .exited, .killed:
                 ended = result
-                throw TraceError("inject syscall", tid: tid, errno: ESRCH)
+                throw TraceError(operation, tid: tid, errno: ESRCH)
             }
-            try Ptrace.singleStep(tid)
+            if stepping { try Ptrace.singleStep(tid) } else { try Ptrace.cont(tid) }
         }
     }
 }
