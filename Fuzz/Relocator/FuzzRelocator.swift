@@ -55,7 +55,6 @@ enum RelocatorFuzz {
         // Every instruction of the linear sweep, every plan.
         let instructions = decoder.decodeAll(code, at: address)
         for insn in instructions {
-            _ = Relocator.refusal(for: insn)
             _ = Relocator.emulation(for: insn)
             _ = Relocator.stepPlan(insn, slot: other)
             _ = Relocator.trampolinePlan(insn, at: other)

@@ -58,9 +58,10 @@ enum SymbolsFuzz {
                 _ = image.landingPads(of: function)
                 let signature = image.signature(of: function)
                 if let signature { _ = signature.returnType; _ = signature.parameters.map(\.location.description) }
-                if let bytes = image.fileBytes(at: function.address, count: 16),
-                   let insn = decoder.decode(bytes, at: function.address) {
-                    _ = Relocator.refusal(for: insn)
+                // What `nstrace list --strategy S` says of it: the engine's own decision.
+                let plan = InlineSites.plan(for: function, in: image, decoder: decoder, memory: nil)
+                for strategy in Strategy.allCases {
+                    _ = Traceability.refusal(of: function, in: image, decoder: decoder, strategy: strategy, plan: plan)
                 }
                 _ = InlineSites.decide(for: function, in: image, decoder: decoder)
                 _ = InlineSites.entry(of: function, in: image, decoder: decoder)
