@@ -84,18 +84,14 @@ final class ChromeTraceRenderer: Renderer {
             return
         }
         track.pid = pid
-        output.append(first ? "{\"name\":" as StaticString : ",{\"name\":" as StaticString)
-        first = false
+        openEvent()
         let index = Int(call.function)
         if index >= 0 && index < functions.count { functions[index].write(0, to: output) } else { output.append("\"?\",\"cat\":\"?\"" as StaticString) }
         output.append(",\"ph\":\"X\",\"ts\":" as StaticString)
         micros(call.start)
         output.append(",\"dur\":" as StaticString)
         micros(end >= call.start ? end - call.start : 0)
-        output.append(",\"pid\":" as StaticString)
-        output.decimal(track.pid)
-        output.append(",\"tid\":" as StaticString)
-        output.decimal(call.tid)
+        threadFields(pid: track.pid, tid: call.tid)
         output.append(",\"args\":{" as StaticString)
         let arguments = track.arguments.count > call.arguments
         if arguments {
@@ -112,16 +108,25 @@ final class ChromeTraceRenderer: Renderer {
         tracks[key] = track
     }
 
-    private func instant(_ event: Event, _ name: String) {
+    /// `{"name":` (after a comma but for the first event).
+    private func openEvent() {
         output.append(first ? "{\"name\":" as StaticString : ",{\"name\":" as StaticString)
         first = false
+    }
+
+    private func threadFields(pid: Int32, tid: Int32) {
+        output.append(",\"pid\":" as StaticString)
+        output.decimal(pid)
+        output.append(",\"tid\":" as StaticString)
+        output.decimal(tid)
+    }
+
+    private func instant(_ event: Event, _ name: String) {
+        openEvent()
         output.jsonString(name)
         output.append(",\"ph\":\"i\",\"s\":\"t\",\"ts\":" as StaticString)
         micros(event.timestamp)
-        output.append(",\"pid\":" as StaticString)
-        output.decimal(event.pid)
-        output.append(",\"tid\":" as StaticString)
-        output.decimal(event.tid)
+        threadFields(pid: event.pid, tid: event.tid)
         output.append("}\n" as StaticString)
         tracks[CallKey(event)]?.pid = event.pid
     }
@@ -130,17 +135,13 @@ final class ChromeTraceRenderer: Renderer {
     /// time inside the call that made it.
     private func syscallSpan(_ event: Event, _ call: SyscallEvent) {
         if namedThreads.insert(event.tid).inserted { nameThread(event.pid, event.tid) }
-        output.append(first ? "{\"name\":" as StaticString : ",{\"name\":" as StaticString)
-        first = false
+        openEvent()
         output.jsonString(call.name)
         output.append(",\"cat\":\"syscall\",\"ph\":\"X\",\"ts\":" as StaticString)
         micros(event.timestamp)
         output.append(",\"dur\":" as StaticString)
         micros(event.duration)
-        output.append(",\"pid\":" as StaticString)
-        output.decimal(event.pid)
-        output.append(",\"tid\":" as StaticString)
-        output.decimal(event.tid)
+        threadFields(pid: event.pid, tid: event.tid)
         output.append(",\"args\":{\"retval\":" as StaticString)
         output.decimal(call.result)
         if call.errno != 0 {
