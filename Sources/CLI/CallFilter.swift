@@ -2,8 +2,9 @@ import Foundation
 import NonStop
 import Symbols
 
-/// `--min-duration`, `--max-depth`, `--exclude`, `--caller`: which calls reach the renderers, the same
-/// for every output format. A call's return (or unwinding) is shown exactly when its call is.
+/// `--min-duration`, `--max-depth`, `--exclude`, `--caller`, `--follow-calls`: which calls reach the
+/// renderers, the same for every output format. A call's return (or unwinding) is shown exactly when
+/// its call is.
 ///
 /// Depths stay the ones the engine gave (the depth among traced calls, as an unfiltered trace shows
 /// it), as uftrace keeps them: a filtered trace lines up with an unfiltered one, and for the duration
@@ -23,8 +24,11 @@ final class CallFilter {
         var exclude: NamePattern?
         /// The module a call must be made from (its return address in it); the engine marks the calls.
         var callerFiltered = false
+        /// `--follow-calls N`: a callee's call (`TracedFunction.isCallee`) is shown only inside a call of
+        /// a root (a function REGEX matches), at most N levels below the innermost one.
+        var followCalls: Int32?
 
-        var isEmpty: Bool { minDuration == nil && maxDepth == nil && exclude == nil && !callerFiltered }
+        var isEmpty: Bool { minDuration == nil && maxDepth == nil && exclude == nil && !callerFiltered && followCalls == nil }
     }
 
     /// Held calls per thread (or goroutine) at most: their values are copies, kept until they return.
@@ -59,6 +63,8 @@ final class CallFilter {
     private struct Track {
         var frames: [Frame] = []
         var held = 0
+        /// `--follow-calls`: the depths of the open root calls, innermost last.
+        var roots: [Int] = []
     }
 
     private let options: Options
@@ -107,6 +113,8 @@ final class CallFilter {
             track.frames.append(.hidden)
         } else if options.callerFiltered, !event.fromCaller {
             track.frames.append(.hidden)
+        } else if let follow = options.followCalls, !isFollowed(event, depth, context, &track, below: Int(follow)) {
+            track.frames.append(.hidden)
         } else if options.minDuration != nil {
             if track.held >= CallFilter.maxHeld, let oldest = track.frames.firstIndex(where: { if case .held = $0 { return true } else { return false } }) {
                 track.frames[oldest] = .givenUp
@@ -141,6 +149,7 @@ final class CallFilter {
         case .excludedSubtree, .hidden, .unknown:
             track.frames.removeLast()
         }
+        if track.roots.last == depth { track.roots.removeLast() }
     }
 
     /// Frames from `depth` on are over without a return seen (the engine tells every return, so only
@@ -149,6 +158,18 @@ final class CallFilter {
         while track.frames.count > depth {
             if case .held = track.frames.removeLast() { track.held -= 1 }
         }
+        while let root = track.roots.last, root >= depth { track.roots.removeLast() }
+    }
+
+    /// `--follow-calls`: whether a call at `depth` is shown — a root's always (and it opens a root), a
+    /// callee's within `below` levels of the innermost open root.
+    private func isFollowed(_ event: Event, _ depth: Int, _ context: BatchContext, _ track: inout Track, below: Int) -> Bool {
+        guard let function = context.functions[event.function], function.isCallee else {
+            track.roots.append(depth)
+            return true
+        }
+        guard let root = track.roots.last else { return false }
+        return depth &- root <= below
     }
 
     /// Every held call of the thread, outermost first: a call inside them is long enough, so they are.

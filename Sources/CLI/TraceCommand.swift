@@ -26,6 +26,7 @@ struct TraceCommand: ParsableCommand {
               nstrace -c -p 1234 query                       summary and latency histograms
               nstrace --json -o trace.jsonl -f demo_ -- ./demo/demo
               nstrace --chrome-trace trace.json -p 1234 .    open it in ui.perfetto.dev
+              nstrace --follow-calls 3 -p 1234 '^handle_request$'  and what it calls
               nstrace --min-duration 1ms --exclude '^log_' -p 1234 handle_   slow calls only
               nstrace --folded out.folded -p 1234 .          flamegraph.pl out.folded > out.svg
               nstrace -S -T 'handle_' -- ./server            calls and every syscall
@@ -97,6 +98,9 @@ struct TraceCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Show N levels of nested traced calls: 1 is the outermost calls alone (depth 0).", valueName: "N"))
     var maxDepth: Int?
 
+    @Option(help: ArgumentHelp("Also trace what the functions REGEX matches call, to N calls deep, inside their calls only (as dlv trace --follow-calls).", valueName: "N"))
+    var followCalls: Int?
+
     @Option(help: ArgumentHelp("Hide the functions REGEX matches and every call under them (they are traced, to see where they end).", valueName: "REGEX"))
     var exclude: String?
 
@@ -148,6 +152,8 @@ struct TraceCommand: ParsableCommand {
             throw ValidationError("--min-duration must be a duration such as 500ns, 10us, 1ms or 2s")
         }
         if let maxDepth, maxDepth < 1 { throw ValidationError("--max-depth must be at least 1") }
+        if let followCalls, !(1...64).contains(followCalls) { throw ValidationError("--follow-calls must be between 1 and 64") }
+        if followCalls != nil, regex == nil { throw ValidationError("--follow-calls needs a REGEX of functions whose calls to follow") }
         if let exclude {
             do { _ = try NamePattern(exclude) } catch { throw ValidationError("--exclude: \(error)") }
         }
@@ -206,7 +212,8 @@ struct TraceCommand: ParsableCommand {
         let engineStatus = EngineStatus()
         let status = output != nil && isatty(STDERR_FILENO) != 0 && !debug ? StatusLine(engine: engineStatus) : nil
         let filters = CallFilter.Options(minDuration: minDuration.flatMap(DurationText.nanoseconds), maxDepth: maxDepth.map { Int32(clamping: $0) },
-                                         exclude: try exclude.map { try NamePattern($0) }, callerFiltered: caller != nil)
+                                         exclude: try exclude.map { try NamePattern($0) }, callerFiltered: caller != nil,
+                                         followCalls: followCalls.map { Int32($0) })
         let pipeline = RenderPipeline(renderers: renderers, threads: Set(tid), maxCalls: maxCalls, status: status, filters: filters)
 
         // An excluded function is traced even when REGEX does not name it: where its calls end is where
@@ -221,6 +228,7 @@ struct TraceCommand: ParsableCommand {
         configuration.syscalls = syscalls
         configuration.tracesFunctions = regex != nil
         configuration.derefPointers = deref
+        configuration.followCalls = followCalls
         let session = TraceSession(configuration: configuration, renderer: pipeline, status: engineStatus)
         let outcome = try session.run(attach: pid, launch: command, duration: duration)
         out.close()

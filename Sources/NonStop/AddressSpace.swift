@@ -211,6 +211,12 @@ final class AddressSpace {
         return restored
     }
 
+    /// The window whose relocated instructions include the one at `address`, if any: it runs from the
+    /// pad, not from here.
+    func window(covering address: UInt64) -> InstalledWindow? {
+        windows.values.first { $0.window.start <= address && address < $0.window.end }
+    }
+
     /// A window covering `address` (strictly inside the bytes its jump overwrote), if any.
     func windowInterior(containing address: UInt64) -> InstalledWindow? {
         windows.values.first { $0.window.interiorBoundaries.contains(address) }

@@ -38,6 +38,7 @@ extension Engine {
             if let function = site.entryOf { try entered(function, thread, regs: regs) }
             if let function = site.tailExitOf { try leftByJump(function, thread, regs: regs) }
             if let role = site.internalRole { try internalHit(role, thread) }
+            if let caller = site.indirectCallIn { try followIndirectCall(at: site, in: caller, thread, regs: regs) }
         }
         try resumePast(site, thread, regs: &regs)
         return true

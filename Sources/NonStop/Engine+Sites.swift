@@ -21,7 +21,9 @@ extension Engine {
                 try existing.refresh()
                 image = existing
                 // A dlclose'd library took its sites with it.
-                process.space.vanishedModules += before.subtracting(existing.modules).map { $0.start..<$0.end }
+                let vanished = before.subtracting(existing.modules).map { $0.start..<$0.end }
+                process.space.vanishedModules += vanished
+                process.followed.forget(vanished)
                 process.unwinder = nil  // it reported the old set of modules
                 lastCallerModule = nil
             } else {
@@ -65,6 +67,8 @@ extension Engine {
             notice(process, "no function matches '\(configuration.pattern.source)' in the program or the libraries it started with; "
                 + "nstrace keeps watching libraries loaded later")
         }
+        let followed = followCallees(from: matching.map { ($0, 0) }, in: process, image: image)
+        matching += followed.callees
         for function in matching {
             if let resolver = function.selectedBy {
                 DebugLog.log("\(function.name): indirect function at \(hex(resolver)) runs \(hex(function.address)) (\(function.aliases.joined(separator: ", ")))")
@@ -92,6 +96,7 @@ extension Engine {
         }
         if !inline.isEmpty { try installInline(inline, in: process, image: image, using: thread) }
         if !trapped.isEmpty { try installTrapped(trapped, in: process, image: image, using: thread) }
+        try armIndirectCalls(followed.indirectCalls, in: process, using: thread)
         if !process.installed { try watchDynamicLinker(process, image, using: thread) }
         process.installed = true
         DebugLog.log("\(process.pid): \(armed) entry breakpoints armed")
@@ -122,7 +127,8 @@ extension Engine {
     func traced(_ function: Function, signature: Signature?, returnsSeenAtExits: Bool = false) -> TracedFunction {
         TracedFunction(name: function.shownName(demangling: configuration.demangles), symbol: function.name,
                        module: function.module.name, address: function.address, signature: signature,
-                       returnsSeenAtExits: returnsSeenAtExits, returnsTwice: function.returnsTwice)
+                       returnsSeenAtExits: returnsSeenAtExits, returnsTwice: function.returnsTwice,
+                       isCallee: configuration.followCalls != nil && !configuration.pattern.matches(function))
     }
 
     /// Decodes the instruction at `address`, plans how to run it elsewhere under the engine's

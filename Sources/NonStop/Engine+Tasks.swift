@@ -174,6 +174,7 @@ extension Engine {
         process.image = nil
         lastCallerModule = nil
         process.installedModules = []
+        process.followed = FollowedCalls()
         process.installed = false
         emit(process, leader.tid, .exec(path: ProcFS.executable(of: process.pid)))
         try prepareEntry(process, using: leader)

@@ -43,6 +43,9 @@ public struct EngineConfiguration: Sendable {
     /// `--deref`: a pointer argument or result to a struct, union or scalar is shown with what it
     /// points to, one level, read fault-safely.
     public var derefPointers = false
+    /// `--follow-calls N`: the functions `pattern` matches are roots, and what they call, to N calls
+    /// deep, is traced too (`TracedFunction.isCallee`).
+    public var followCalls: Int?
 
     public init(pattern: NamePattern, strategy: Strategy = .inline, followForks: Bool = false, maxStringLength: Int = 64,
                 stackDepth: Int = 0, lossless: Bool = false) {

@@ -25,6 +25,9 @@ final class Site {
     /// to close is that call returning again (from a longjmp), with the value in rax.
     var continuationOf: TracedFunction?
     var internalRole: InternalRole?
+    /// A call through a register or memory in a function followed with `--follow-calls` (its address):
+    /// the hit reads where the call goes and follows the callee.
+    var indirectCallIn: UInt64?
 
     enum InternalRole {
         /// AT_ENTRY after an exec: shared libraries loaded at start-up are mapped now.

@@ -21,8 +21,12 @@ public final class TracedFunction: @unchecked Sendable, CustomStringConvertible 
     /// its caller's return address, which is therefore watched by a breakpoint.
     public let returnsTwice: Bool
 
-        public init(name: String, symbol: String? = nil, module: String, address: UInt64, signature: Signature?,
-                returnsSeenAtExits: Bool = false, returnsTwice: Bool = false) {
+    /// Traced only because a root calls it (`--follow-calls`): its calls are shown inside a root's
+    /// call, to the depth asked for, and nowhere else.
+    public let isCallee: Bool
+
+    public init(name: String, symbol: String? = nil, module: String, address: UInt64, signature: Signature?,
+                returnsSeenAtExits: Bool = false, returnsTwice: Bool = false, isCallee: Bool = false) {
         self.name = name
         self.symbol = symbol ?? name
         self.module = module
@@ -30,6 +34,7 @@ public final class TracedFunction: @unchecked Sendable, CustomStringConvertible 
         self.signature = signature
         self.returnsSeenAtExits = returnsSeenAtExits
         self.returnsTwice = returnsTwice
+        self.isCallee = isCallee
     }
 
     public var description: String { name }

@@ -34,6 +34,8 @@ final class TracedProcess {
     var threadStacks: [pid_t: ShadowStack] = [:]
     /// Which mapping each stack pointer is in: frames on different stacks do not close each other.
     let stacks: StackMappings
+    /// What `--follow-calls` has followed in this image.
+    var followed = FollowedCalls()
 
     init(pid: pid_t, space: AddressSpace, reportsEvents: Bool, launched: Bool) {
         self.pid = pid

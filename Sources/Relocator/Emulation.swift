@@ -126,7 +126,7 @@ public enum BranchTarget: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
-    func resolve(_ regs: user_regs_struct, _ memory: some EmulationMemory) throws -> UInt64 {
+    public func resolve(_ regs: user_regs_struct, _ memory: some EmulationMemory) throws -> UInt64 {
         switch self {
         case .absolute(let address):
             return address

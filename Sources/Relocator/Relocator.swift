@@ -156,7 +156,7 @@ public enum Relocator {
 
     // MARK: Pieces
 
-    private static func branchTarget(_ insn: Instruction) -> BranchTarget? {
+    static func branchTarget(_ insn: Instruction) -> BranchTarget? {
         switch insn.operands.first {
         case .immediate(let target)?:
             return .absolute(UInt64(bitPattern: target))

@@ -12,6 +12,16 @@ struct DynamicRelocations {
     /// R_X86_64_JUMP_SLOT, GLOB_DAT and 64 by symbol name → slots (runtime addresses). A JUMP_SLOT
     /// under lazy binding holds the module's own PLT until the first call.
     let named: [String: [UInt64]]
+    /// The same slots the other way round: slot → the symbol it is bound to.
+    let slotNames: [UInt64: String]
+
+    init(irelative: [UInt64: [UInt64]], named: [String: [UInt64]]) {
+        self.irelative = irelative
+        self.named = named
+        var slotNames: [UInt64: String] = [:]
+        for (name, slots) in named { for slot in slots { slotNames[slot] = name } }
+        self.slotNames = slotNames
+    }
 
     static let empty = DynamicRelocations(irelative: [:], named: [:])
 

@@ -48,7 +48,7 @@ extension ProcessImage {
 
     /// The function that starts at `address`: a symbol's, or one only unwind information describes (a
     /// stripped libc's `__strcmp_avx2`).
-    func function(startingAt address: UInt64) -> Function? {
+    public func function(startingAt address: UInt64) -> Function? {
         if let named = function(containing: address) { return named.address == address ? named : nil }
         return unnamedFunction(at: address)
     }

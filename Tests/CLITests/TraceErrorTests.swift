@@ -68,6 +68,8 @@ import TestSupport
         (["--min-duration", "10parsecs", "x", "--", "/bin/true"], "--min-duration must be a duration such as 500ns, 10us, 1ms or 2s"),
         (["--min-duration=-5ms", "x", "--", "/bin/true"], "--min-duration must be a duration such as 500ns, 10us, 1ms or 2s"),
         (["--max-depth", "0", "x", "--", "/bin/true"], "--max-depth must be at least 1"),
+        (["--follow-calls", "0", "x", "--", "/bin/true"], "--follow-calls must be between 1 and 64"),
+        (["--follow-calls", "2", "--syscalls=read", "--", "/bin/true"], "--follow-calls needs a REGEX of functions whose calls to follow"),
         (["--exclude", "fx_(", "x", "--", "/bin/true"], "--exclude: invalid regexp \"fx_(\" at column 5: expected ')'"),
         (["--caller", "", "x", "--", "/bin/true"], "--caller needs a module's file name or path"),
         (["--folded-weight", "bytes", "x", "--", "/bin/true"], "--folded-weight must be time or calls"),
@@ -83,7 +85,7 @@ import TestSupport
         #expect(result.status == 0)
         for text in ["-p", "-f", "-o", "-c", "-T", "-t", "--stack", "--json", "--chrome-trace", "--strategy",
                      "--max-string", "--max-calls", "--duration", "--tid", "--debug",
-                     "--min-duration", "--max-depth", "--exclude", "--caller", "--folded", "Examples:", "nstrace list"] {
+                     "--min-duration", "--max-depth", "--exclude", "--caller", "--folded", "--follow-calls", "Examples:", "nstrace list"] {
             #expect(result.stdout.contains(text), "--help does not mention \(text)")
         }
     }
