@@ -11,7 +11,9 @@ extension Output {
             syscallText(argument.value)
         }
         append(") = " as StaticString)
-        if call.errno != 0 {
+        if !call.returns {
+            byte(UInt8(ascii: "?"))
+        } else if call.errno != 0 {
             append("-1 " as StaticString)
             append(errnoName(call.errno))
             append(" (" as StaticString)
@@ -45,7 +47,7 @@ extension Output {
     }
 
     /// `,"name":…,"nr":…,"args":[{"name":…,"value":…}],"retval":…[,"errno":…]`: what a syscall event
-    /// has beyond the fields every event has.
+    /// has beyond the fields every event has. exit and exit_group have no `retval`.
     func syscallJSON(_ call: SyscallEvent) {
         append(",\"name\":" as StaticString)
         jsonString(call.name)
@@ -68,7 +70,9 @@ extension Output {
             }
             byte(UInt8(ascii: "}"))
         }
-        append("],\"retval\":" as StaticString)
+        byte(UInt8(ascii: "]"))
+        guard call.returns else { return }
+        append(",\"retval\":" as StaticString)
         if call.resultIsAddress && call.errno == 0 { jsonHex(UInt64(bitPattern: call.result)) } else { decimal(call.result) }
         if call.errno != 0 {
             append(",\"errno\":" as StaticString)

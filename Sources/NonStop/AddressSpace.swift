@@ -377,6 +377,8 @@ enum SystemCall {
     static let mmap = 9
     static let munmap = 11
     static let prctl = 157
+    static let exit = 60
+    static let exitGroup = 231
     static let close = 3
     static let ftruncate = 77
     static let memfdCreate = 319

@@ -112,8 +112,9 @@ extension Engine {
     /// a breakpoint at its entry) before the thread makes the call.
     func followIndirectCall(at site: Site, in caller: UInt64, _ thread: TraceeThread, regs: user_regs_struct) throws(TraceError) {
         let process = thread.process
-        guard let limit = configuration.followCalls, let depth = process.followed.depths[caller], depth < limit,
-              let image = process.image, let call = OutgoingCall(site.instruction),
+        guard let limit = configuration.followCalls, let depth = process.followed.depths[caller], depth < limit else { return }
+        if process.image == nil { process.image = try? ProcessImage(pid: process.pid) }  // a forked child
+        guard let image = process.image, let call = OutgoingCall(site.instruction),
               let target = try? call.target.resolve(regs, process.space.memory)
         else { return }
         guard case .function(let function) = callee(at: target, image, process) else {

@@ -34,9 +34,16 @@ extension Engine {
                 return
             }
             let n = Int(number)
-            thread.syscall = SyscallInFlight(number: n, registers: registers,
-                                             arguments: entryArguments(n, registers, thread), start: time)
+            let entry = SyscallInFlight(number: n, registers: registers, arguments: entryArguments(n, registers, thread), start: time)
             DebugLog.log("\(thread.tid): syscall entry \(SyscallSelection.name(of: n) ?? "\(n)")")
+            guard n != SystemCall.exit && n != SystemCall.exitGroup else {
+                // No exit-stop will come: the thread ends in the kernel. Told now, as strace does.
+                thread.syscall = nil
+                report(entry, SyscallEvent(number: n, name: SyscallSelection.name(of: n) ?? "syscall_\(n)", arguments: entry.arguments,
+                                           result: 0, errno: 0, returns: false), duration: 0, thread)
+                return
+            }
+            thread.syscall = entry
         case .exit(let value, let isError):
             // An exit with no entry seen: the syscall began before nstrace attached (or across an
             // exec from another thread). Its arguments are unknown: not reported.
@@ -50,14 +57,18 @@ extension Engine {
                                      errno: isError ? Int32(truncatingIfNeeded: -value) : 0,
                                      resultIsAddress: signature?.returnsAddress ?? false)
             DebugLog.log("\(thread.tid): syscall exit \(event.name) = \(value)")
-            let process = thread.process, tid = thread.tid, duration = time &- entry.start, start = entry.start
-            // After the records the thread wrote before it entered the kernel (the inline strategy's
-            // ring): each thread's events stay in order.
-            afterRecords(of: process, tid: tid) { [unowned self] in
-                emit(process, tid, .syscall(event, duration: duration), at: start)
-            }
+            report(entry, event, duration: time &- entry.start, thread)
         case .none:
             break
+        }
+    }
+
+    private func report(_ entry: SyscallInFlight, _ event: SyscallEvent, duration: UInt64, _ thread: TraceeThread) {
+        let process = thread.process, tid = thread.tid, start = entry.start
+        // After the records the thread wrote before it entered the kernel (the inline strategy's
+        // ring): each thread's events stay in order.
+        afterRecords(of: process, tid: tid) { [unowned self] in
+            emit(process, tid, .syscall(event, duration: duration), at: start)
         }
     }
 

@@ -99,6 +99,7 @@ extension Engine {
         let childProcess = TracedProcess(pid: child, space: space, reportsEvents: follow, launched: false)
         childProcess.installed = process.installed
         childProcess.image = nil
+        childProcess.followed = process.followed
         // A fork child not followed is cleaned of every int3 and let go at its first stop. A vfork
         // child shares the parent's memory, so it keeps the breakpoints (its hits are stepped past
         // silently) until its exec or exit.

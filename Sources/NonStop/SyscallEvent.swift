@@ -2,7 +2,8 @@ import CShim
 import Glibc
 import Symbols
 
-/// One finished syscall of a traced thread (`-S`), decoded as strace shows it.
+/// One finished syscall of a traced thread (`-S`), decoded as strace shows it; or one that never
+/// returns (exit, exit_group), told at its entry.
 public struct SyscallEvent: Sendable, Equatable {
     public let number: Int
     /// `openat`; `syscall_N` for a number the table has no name for.
@@ -14,14 +15,19 @@ public struct SyscallEvent: Sendable, Equatable {
     public let errno: Int32
     /// Shown in hex, as an address (mmap, brk).
     public let resultIsAddress: Bool
+    /// False for exit and exit_group: the thread (or process) ends in the kernel, so there is no result
+    /// (strace's `= ?`), and the event is made at the entry.
+    public let returns: Bool
 
-    public init(number: Int, name: String, arguments: [SyscallArgument], result: Int64, errno: Int32, resultIsAddress: Bool = false) {
+    public init(number: Int, name: String, arguments: [SyscallArgument], result: Int64, errno: Int32, resultIsAddress: Bool = false,
+                returns: Bool = true) {
         self.number = number
         self.name = name
         self.arguments = arguments
         self.result = result
         self.errno = errno
         self.resultIsAddress = resultIsAddress
+        self.returns = returns
     }
 }
 

@@ -135,6 +135,10 @@ import TestSupport
             }
         }
         #expect(workersSeen == [0, 1, 2, 3])
+        // exit and exit_group never return: told at their entry, with strace's `= ?`.
+        let lines = text.split(separator: "\n").map(String.init)
+        for tid in byThread.keys { #expect(lines.contains("[\(tid)] exit(0) = ?  <0.000000>"), "thread \(tid)") }
+        #expect(lines.contains("[\(mainPid)] exit_group(0) = ?  <0.000000>"), "\(text.suffix(500))")
     }
 
     /// Calls from the inline ring (or from stops) and syscalls from stops, merged: each thread's events
