@@ -202,6 +202,12 @@ extension Engine {
 
     private func refuse(_ process: TracedProcess, _ address: UInt64, _ function: TracedFunction?, _ reason: String) {
         guard refusedSites.insert(address).inserted else { return }
+        if let function, function.isCallee {
+            // Found by --follow-calls, not named by the user: a notice for each of the runtime's
+            // untraceable functions would bury the trace.
+            DebugLog.log("\(function.name) (followed) is untraceable: \(reason)")
+            return
+        }
         let what = function.map { "\($0.name) is untraceable" } ?? "return site \(hex(address)) is untraceable"
         notice(process, "\(what): \(reason)")
     }

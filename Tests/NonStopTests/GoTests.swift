@@ -121,4 +121,39 @@ struct GoPrograms {
     private func okCount(_ tick: String) -> Int {
         Int(tick.split(separator: "=").last ?? "") ?? -1
     }
+
+    /// delve's TestTraceDirRecursion, on nstrace: `--follow-calls 4` from `main.A`, which calls itself,
+    /// shows A(5, 5) down to A(1, 1) (every A is a root) and the returns 1, 2, 6, 24, 120; from B the
+    /// depth cuts the recursion and fmt.Sprint's callees are shown one level under it.
+    @Test(arguments: ["inline", "jump", "step"])
+    func followCallsShowsLeafrecAsDelveDoes(strategy: String) throws {
+        let binary = try Fixtures.buildGo("leafrec")
+        func lines(_ pattern: String, _ depth: Int) throws -> [String] {
+            let file = Paths.scratch.appendingPathComponent("go-leafrec-\(strategy).txt").path
+            let result = try nstrace(["--strategy", strategy, "-o", file, "--follow-calls", "\(depth)", pattern, "--", binary], timeout: 300)
+            #expect(result.stdoutLines == ["A(5, 5) = 120", "B() = 121"], "\(result)")
+            // Without the goroutine stack's growth, which comes when the runtime pleases (delve's test
+            // leaves it out too).
+            return try String(contentsOfFile: file, encoding: .utf8).split(separator: "\n").compactMap { line in
+                guard let g = line.range(of: "[g 1] "), !line.contains("morestack") else { return nil }
+                return String(line[g.upperBound...])
+            }
+        }
+        let a = try lines("^main\\.A$", 4)
+        #expect(a == [
+            "→ main.A(i=5, n=5)", "  → main.A(i=4, n=4)", "    → main.A(i=3, n=3)", "      → main.A(i=2, n=2)",
+            "        → main.A(i=1, n=1)", "        ← main.A = 1", "      ← main.A = 2", "    ← main.A = 6", "  ← main.A = 24",
+            "← main.A = 120",
+            "→ main.A(i=5, n=5)", "  → main.A(i=4, n=4)", "    → main.A(i=3, n=3)", "      → main.A(i=2, n=2)",
+            "        → main.A(i=1, n=1)", "        ← main.A = 1", "      ← main.A = 2", "    ← main.A = 6", "  ← main.A = 24",
+            "← main.A = 120",
+        ], "\(strategy)")
+        let b = try lines("^main\\.B$", 2)
+        #expect(b.prefix(5) == ["→ main.B()", "  → main.A(i=5, n=5)", "    → main.A(i=4, n=4)", "    ← main.A = 24", "  ← main.A = 120"],
+                "\(strategy): \(b)")
+        #expect(b.contains("  → fmt.Sprint(a=[…] len=1 cap=1)") && b.contains("  ← fmt.Sprint = \"7\""), "\(strategy): \(b)")
+        #expect(b.last == "← main.B = 121", "\(strategy)")
+        // Nothing deeper than two levels under B.
+        #expect(b.allSatisfy { !$0.hasPrefix("      ") }, "\(strategy): \(b)")
+    }
 }

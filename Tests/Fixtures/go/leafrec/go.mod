@@ -1,0 +1,3 @@
+module leafrec
+
+go 1.19
