@@ -6,9 +6,12 @@
 //   fw_outside(i)          not a root: fw_step1 … fw_step4 and fw_on_item again, which are not to be shown
 // then the main thread calls fw_start once, which calls fw_rec(5, 5): delve's leafrec, a function
 // that calls itself (5 * 4 * 3 * 2 * 1 = 120).
-// Usage: follow THREADS ROUNDS. Prints how many calls of each it made, and `wrong 0` when every
-// result was the expected one.
+// Usage: follow THREADS ROUNDS [wait]. Prints how many calls of each it made, and `wrong 0` when every
+// result was the expected one. With `wait`: prints "ready" and waits for SIGUSR1 (a tracer attaches
+// meanwhile), runs, prints "done", and waits for SIGUSR1 again (so the tracer can detach from a live
+// process).
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,10 +56,28 @@ static void *worker(void *arg) {
     return NULL;
 }
 
+static void wait_for_usr1(void) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    int signal;
+    sigwait(&set, &signal);
+}
+
 int main(int argc, char **argv) {
     int threads = argc > 1 ? atoi(argv[1]) : 1;
     rounds = argc > 2 ? atoi(argv[2]) : 1;
     if (threads < 1 || threads > 64) threads = 1;
+    int waits = argc > 3 && strcmp(argv[3], "wait") == 0;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    if (waits) {
+        printf("ready\n");
+        fflush(stdout);
+        wait_for_usr1();
+    }
     pthread_t t[64];
     for (int i = 0; i < threads; i++) pthread_create(&t[i], NULL, worker, (void *)(long)(i * 1000));
     for (int i = 0; i < threads; i++) pthread_join(t[i], NULL);
@@ -66,6 +87,8 @@ int main(int argc, char **argv) {
     long rec = fw_start();
     printf("fw_rec(5, 5) = %ld\n", rec);
     if (rec != 120) wrong++;
-    printf("wrong %ld\n", wrong);
+    printf("wrong %ld\ndone\n", wrong);
+    fflush(stdout);
+    if (waits) wait_for_usr1();
     return 0;
 }
