@@ -40,19 +40,12 @@ import TestSupport
         }
     }
 
-    /// `name@depth` for each event of a kind, counted.
-    func shape(_ log: TraceLog, _ kind: String) -> [String: Int] {
-        var counts: [String: Int] = [:]
-        for e in log.of(kind) { counts["\(e["function"] as? String ?? "?")@\(e["depth"] as? Int ?? -1)", default: 0] += 1 }
-        return counts
-    }
-
     @Test(arguments: ["inline", "jump", "step"])
     func minDurationShowsTheSlowCallsWithTheirCallersAtTheirDepth(strategy: String) throws {
         // fl_slow sleeps 200 ms; nothing else in a round lasts a millisecond, whatever a stop costs.
         let (log, _) = try traced(["--min-duration", "100ms"], strategy: strategy, sleep: 200, name: "min")
-        #expect(shape(log, "call") == ["fl_root@0": 2, "fl_slow@1": 2], "\(strategy)")
-        #expect(shape(log, "return") == shape(log, "call"), "\(strategy)")
+        #expect(log.shape("call") == ["fl_root@0": 2, "fl_slow@1": 2], "\(strategy)")
+        #expect(log.shape("return") == log.shape("call"), "\(strategy)")
         #expect(log.of("return").allSatisfy { ($0["duration_ns"] as? Int ?? 0) >= 100_000_000 }, "\(strategy)")
         #expect(log.of("return").compactMap { $0["retval"] as? Int } == [201, 216, 201, 222], "\(strategy)")
         // Held calls keep their arguments.
@@ -88,8 +81,8 @@ import TestSupport
     func maxDepthShowsThatManyLevels(strategy: String) throws {
         let (log, _) = try traced(["--max-depth", "2"], strategy: strategy, name: "depth")
         let expected = ["fl_root@0": 2, "fl_mid@1": 2, "fl_skip@1": 2, "fl_slow@1": 2, "fl_lib_apply@1": 2]
-        #expect(shape(log, "call") == expected, "\(strategy)")
-        #expect(shape(log, "return") == expected, "\(strategy)")
+        #expect(log.shape("call") == expected, "\(strategy)")
+        #expect(log.shape("return") == expected, "\(strategy)")
 
         let text = try textLines(["--max-depth", "1"], strategy: strategy, rounds: 2, sleep: 1)
         #expect(text == ["→ fl_root(r=0, ms=1)", "← fl_root = 17", "→ fl_root(r=1, ms=1)", "← fl_root = 23"], "\(strategy)")
@@ -99,15 +92,15 @@ import TestSupport
     func excludeHidesTheFunctionAndEverythingUnderIt(strategy: String) throws {
         let (log, _) = try traced(["--exclude", "^fl_skip$"], strategy: strategy, name: "exclude")
         let expected = ["fl_root@0": 2, "fl_mid@1": 2, "fl_leaf@2": 12, "fl_slow@1": 2, "fl_lib_apply@1": 2]
-        #expect(shape(log, "call") == expected, "\(strategy)")
-        #expect(shape(log, "return") == expected, "\(strategy)")
+        #expect(log.shape("call") == expected, "\(strategy)")
+        #expect(log.shape("return") == expected, "\(strategy)")
 
         // fl_skip is not in REGEX: it is traced all the same to know what is under it. Untraced, fl_slow
         // and fl_lib_apply leave their fl_leaf calls at depth 1.
         let (narrow, _) = try traced(["--exclude", "^fl_skip$"], strategy: strategy, pattern: "^fl_(root|mid|leaf)$", name: "exclude-narrow")
         let narrowExpected = ["fl_root@0": 2, "fl_mid@1": 2, "fl_leaf@2": 4, "fl_leaf@1": 8]
-        #expect(shape(narrow, "call") == narrowExpected, "\(strategy)")
-        #expect(shape(narrow, "return") == narrowExpected, "\(strategy)")
+        #expect(narrow.shape("call") == narrowExpected, "\(strategy)")
+        #expect(narrow.shape("return") == narrowExpected, "\(strategy)")
 
         let text = try textLines(["--exclude", "^fl_(skip|lib_apply|slow)$"], strategy: strategy, rounds: 1, sleep: 1)
         #expect(text == ["→ fl_root(r=0, ms=1)", "  → fl_mid(x=0)", "    → fl_leaf(x=0)", "    ← fl_leaf = 1",
@@ -120,14 +113,14 @@ import TestSupport
         // Every call but the library's three fl_leaf callbacks a round.
         let programExpected = ["fl_root@0": 2, "fl_mid@1": 2, "fl_leaf@2": 6, "fl_skip@1": 2, "fl_mid@2": 2, "fl_leaf@3": 4,
                                "fl_slow@1": 2, "fl_lib_apply@1": 2]
-        #expect(shape(fromProgram, "call") == programExpected, "\(strategy)")
-        #expect(shape(fromProgram, "return") == programExpected, "\(strategy)")
+        #expect(fromProgram.shape("call") == programExpected, "\(strategy)")
+        #expect(fromProgram.shape("return") == programExpected, "\(strategy)")
 
         let library = try fixture().library
         for module in ["filters_lib-so", library] {
             let (fromLibrary, _) = try traced(["--caller", module], strategy: strategy, name: "caller-lib")
-            #expect(shape(fromLibrary, "call") == ["fl_leaf@2": 6], "\(strategy) \(module)")
-            #expect(shape(fromLibrary, "return") == ["fl_leaf@2": 6], "\(strategy) \(module)")
+            #expect(fromLibrary.shape("call") == ["fl_leaf@2": 6], "\(strategy) \(module)")
+            #expect(fromLibrary.shape("return") == ["fl_leaf@2": 6], "\(strategy) \(module)")
         }
 
         let text = try textLines(["--caller", "filters_lib-so"], strategy: strategy, rounds: 1, sleep: 1)

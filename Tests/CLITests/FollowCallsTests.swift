@@ -26,13 +26,6 @@ import TestSupport
         }
     }
 
-    /// `name@depth` for each event of a kind, counted.
-    func shape(_ log: TraceLog, _ kind: String) -> [String: Int] {
-        var counts: [String: Int] = [:]
-        for e in log.of(kind) { counts["\(e["function"] as? String ?? "?")@\(e["depth"] as? Int ?? -1)", default: 0] += 1 }
-        return counts
-    }
-
     @Test(arguments: ["inline", "jump", "step"])
     func fourThreadsShowTheRootsCalleesToTheDepthAndNothingOutsideIt(strategy: String) throws {
         let file = Paths.scratch.appendingPathComponent("follow-\(strategy).jsonl").path
@@ -45,8 +38,8 @@ import TestSupport
         #expect(made == 200)
         let log = try TraceLog(file: file)
         let expected = ["fw_handle@0": made, "strlen@1": made, "fw_step1@1": made, "fw_step2@2": made, "fw_on_item@1": made]
-        #expect(shape(log, "call") == expected, "\(strategy)")
-        #expect(shape(log, "return") == expected, "\(strategy)")
+        #expect(log.shape("call") == expected, "\(strategy)")
+        #expect(log.shape("return") == expected, "\(strategy)")
         let onItem = log.of("return").filter { $0["function"] as? String == "fw_on_item" }.compactMap { $0["retval"] as? Int }
         #expect(onItem == Array(repeating: 104, count: made), "\(strategy)")
         #expect(Set(log.of("call").compactMap { $0["tid"] as? Int }).count == 4, "\(strategy)")

@@ -43,6 +43,13 @@ public struct TraceLog {
         }
         return counts
     }
+
+    /// `function@depth` for each event of a kind, counted: a call tree's shape.
+    public func shape(_ kind: String) -> [String: Int] {
+        var counts: [String: Int] = [:]
+        for e in of(kind) { counts["\(e["function"] as? String ?? "?")@\(e["depth"] as? Int ?? -1)", default: 0] += 1 }
+        return counts
+    }
 }
 
 /// A JSON Lines trace too large to parse whole (millions of events): calls and returns counted per
