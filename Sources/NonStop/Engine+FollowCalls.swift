@@ -134,13 +134,16 @@ extension Engine {
         }
     }
 
-    /// The function that starts at `address`, or the one a PLT entry there leads to.
+    /// The function a PLT entry at `address` leads to, or the function that starts there. The PLT is
+    /// asked first: unwind information describes `.plt.sec` as one unnamed function starting at its
+    /// first entry.
     private func callee(at address: UInt64, _ image: ProcessImage, _ process: TracedProcess) -> Callee {
-        if let function = image.function(startingAt: address) { return callee(function, image, process) }
-        guard let bytes = image.fileBytes(at: address, count: 16), let slot = PLTEntry.slot(bytes, at: address, decoder: decoder) else {
-            return .unknown
+        if let bytes = image.fileBytes(at: address, count: 16), let slot = PLTEntry.slot(bytes, at: address, decoder: decoder),
+           image.symbolBound(toSlot: slot) != nil {
+            return callee(throughSlot: slot, image, process)
         }
-        return callee(throughSlot: slot, image, process)
+        guard let function = image.function(startingAt: address) else { return .unknown }
+        return callee(function, image, process)
     }
 
     /// What a GOT slot leads to: the function its word points to once bound (under lazy binding it

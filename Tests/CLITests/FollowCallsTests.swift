@@ -58,6 +58,20 @@ import TestSupport
         ], "\(strategy)")
     }
 
+    /// libc's strlen reached through each way a call leaves a module: the lazy PLT, the IBT PLT
+    /// (`.plt.sec`, which unwind information describes as one unnamed function), and a GOT call
+    /// (`-fno-plt`).
+    @Test(arguments: [["-Wl,-z,lazy"], ["-fcf-protection=full", "-Wl,-z,ibtplt"], ["-fno-plt"]])
+    func libraryCallsAreFollowedThroughEveryKindOfPLT(flags: [String]) throws {
+        let variant = try Fixtures.build("follow", flags: ["-O0", "-g", "-pthread"] + flags, variant: "O0-\(flags.joined().filter(\.isLetter))")
+        let file = Paths.scratch.appendingPathComponent("follow-plt.txt").path
+        let result = try nstrace(["-o", file, "--follow-calls", "1", "^fw_handle$", "--", variant, "1", "1"])
+        #expect(result.status == 0 && result.stdoutLines.contains("wrong 0"), "\(result)")
+        let calls = try String(contentsOfFile: file, encoding: .utf8).split(separator: "\n").filter { $0.contains("→") }
+            .map { String($0[$0.index(after: $0.firstIndex(of: "]")!)...].dropFirst()) }
+        #expect(calls == ["→ fw_handle(x=0, name=\"name\")", "  → strlen(s=\"name\")", "  → fw_step1(x=0)", "  → fw_on_item(x=4)"], "\(flags)")
+    }
+
     /// delve's TestTraceDirRecursion: `dlv trace leafrec.go main.A --follow-calls 4` shows A(5, 5) down
     /// to A(1, 1), since every A is a root, with the returns 1, 2, 6, 24, 120.
     @Test(arguments: ["inline", "jump", "step"])
