@@ -108,8 +108,8 @@ extension Engine {
         }
     }
 
-    /// A hit on an indirect call of a followed function: where the call goes, followed (and traced, by
-    /// a breakpoint at its entry) before the thread makes the call.
+    /// A hit on an indirect call of a followed function: where the call goes, followed (and traced as
+    /// the strategy traces any function) before the thread makes the call.
     func followIndirectCall(at site: Site, in caller: UInt64, _ thread: TraceeThread, regs: user_regs_struct) throws(TraceError) {
         let process = thread.process
         guard let limit = configuration.followCalls, let depth = process.followed.depths[caller], depth < limit else { return }
@@ -122,7 +122,7 @@ extension Engine {
             return
         }
         let (callees, indirect) = followCallees(from: [(function, depth &+ 1)], in: process, image: image)
-        for callee in callees { try installClassic(callee, in: process, image: image, using: thread) }
+        try arm(callees, in: process, image: image, using: thread)
         try armIndirectCalls(indirect, in: process, using: thread)
     }
 

@@ -35,8 +35,6 @@ extension Engine {
             process.installed = true
             return
         }
-        var armed = 0
-        var inline: [Function] = [], trapped: [Function] = []
         let fresh = image.modules.filter { !process.installedModules.contains($0) }
         process.installedModules = Set(image.modules)
         let matched = !configuration.tracesFunctions ? [] : fresh.flatMap { module in
@@ -69,37 +67,29 @@ extension Engine {
         }
         let followed = followCallees(from: matching.map { ($0, 0) }, in: process, image: image)
         matching += followed.callees
-        for function in matching {
+        try arm(matching, in: process, image: image, using: thread)
+        try armIndirectCalls(followed.indirectCalls, in: process, using: thread)
+        if !process.installed { try watchDynamicLinker(process, image, using: thread) }
+        process.installed = true
+    }
+
+    /// Traces `functions` as the strategy says: inline windows, trap pads (jump), or an int3 at the
+    /// entry (step, and a setjmp-like function under any strategy: its second returns come back to the
+    /// caller's return address, which a longjmp reaches with no `ret` of it, so an int3 watches it).
+    func arm(_ functions: [Function], in process: TracedProcess, image: ProcessImage, using thread: TraceeThread) throws(TraceError) {
+        var inline: [Function] = [], trapped: [Function] = []
+        for function in functions {
             if let resolver = function.selectedBy {
                 DebugLog.log("\(function.name): indirect function at \(hex(resolver)) runs \(hex(function.address)) (\(function.aliases.joined(separator: ", ")))")
             }
-            if configuration.strategy == .inline || configuration.strategy == .jump {
-                if function.returnsTwice {
-                    // Its second returns come back to the caller's return address (a longjmp runs no
-                    // `ret` of it): watched there by an int3, as the step strategy watches every return.
-                    try installClassic(function, in: process, image: image, using: thread)
-                    continue
-                }
-                if configuration.strategy == .jump { trapped.append(function) } else { inline.append(function) }
-                continue
-            }
-            let isGo = image.goRuntime(in: function.module) != nil
-            if isGo, process.goRuntime == nil { process.goRuntime = image.goRuntime(in: function.module) }
-            let entry = InlineSites.entry(of: function, in: image, decoder: decoder)
-            if let existing = process.space.site(at: entry) {
-                if existing.entryOf == nil { existing.entryOf = traced(function, image) }
-                continue
-            }
-            if try makeSite(at: entry, in: process, using: thread, entryOf: traced(function, image)) != nil {
-                armed += 1
+            switch configuration.strategy {
+            case .inline where !function.returnsTwice: inline.append(function)
+            case .jump where !function.returnsTwice: trapped.append(function)
+            default: try installClassic(function, in: process, image: image, using: thread)
             }
         }
         if !inline.isEmpty { try installInline(inline, in: process, image: image, using: thread) }
         if !trapped.isEmpty { try installTrapped(trapped, in: process, image: image, using: thread) }
-        try armIndirectCalls(followed.indirectCalls, in: process, using: thread)
-        if !process.installed { try watchDynamicLinker(process, image, using: thread) }
-        process.installed = true
-        DebugLog.log("\(process.pid): \(armed) entry breakpoints armed")
     }
 
     /// What an indirect function's resolver returns, called in `thread` (stopped) with a return into an
