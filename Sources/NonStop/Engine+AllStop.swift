@@ -13,7 +13,7 @@ extension Engine {
         let stoppedHere = try stopAllThreads(of: process, except: thread)
         defer {
             for t in stoppedHere where threads[t.tid] != nil {
-                if case .groupStopped = t.state { try? listen(t) } else { try? resume(t) }
+                if t.isInGroupStop { try? listen(t) } else { try? resume(t) }
             }
         }
         var interior: [UInt64: Int] = [:]
@@ -133,7 +133,7 @@ extension Engine {
                 return false
             }
             thread.heldSignals += injection.held
-            thread.hold = .signalDelivery
+            thread.holdStop(.signalDelivery)
             guard let regs = try? Ptrace.getRegs(thread.tid) else { return false }
             if interior[regs.rip] == nil { return true }
         }
@@ -206,7 +206,7 @@ extension Engine {
     /// are handled after. Returns the threads it stopped.
     func stopAllThreads(of process: TracedProcess, except holder: TraceeThread?) throws(TraceError) -> [TraceeThread] {
         var stopped: [TraceeThread] = []
-        for t in process.threads.values where t !== holder && !t.inVfork {
+        for t in process.threads.values where t !== holder {
             guard case .running = t.state else { continue }
             do {
                 try Ptrace.interrupt(t.tid)
@@ -214,19 +214,19 @@ extension Engine {
                 if error.threadGone { continue }
                 throw error
             }
-            t.interruptPending = true
+            t.state = .interruptPending(redo: nil)
             stopped.append(t)
         }
         let deadline = monotonicNow() &+ 5_000_000_000
-        while stopped.contains(where: { $0.interruptPending && threads[$0.tid] != nil }) {
+        while stopped.contains(where: { $0.awaitsStop && threads[$0.tid] != nil }) {
             guard let result = try Wait.next() else {
                 if monotonicNow() > deadline {
-                    throw TraceError("stop every thread: \(stopped.filter(\.interruptPending).map(\.tid)) never stopped",
+                    throw TraceError("stop every thread: \(stopped.filter(\.awaitsStop).map(\.tid)) never stopped",
                                      tid: process.pid, errno: ETIMEDOUT)
                 }
                 continue
             }
-            guard let t = threads[result.tid], t.process === process, t.interruptPending else {
+            guard let t = threads[result.tid], t.process === process, t.awaitsStop else {
                 if threads[result.tid] == nil { early[result.tid, default: []].append(result) } else { deferredStops.append(result) }
                 continue
             }
@@ -256,19 +256,19 @@ extension Engine {
                 // One of nstrace's int3s, not yet handled: back onto it, to be hit again once resumed.
                 regs.rip &-= 1
                 try Ptrace.setRegs(tid, regs)
-                t.hold = .event
+                t.state = .held(.event, .stop)
             } else {
                 t.heldSignals.append(info)
-                t.hold = .signalDelivery
+                t.state = .held(.signalDelivery, .stop)
             }
         case .signalStop(let tid, _):
             t.heldSignals.append(try Ptrace.getSigInfo(tid))
-            t.hold = .signalDelivery
+            t.state = .held(.signalDelivery, .stop)
         case .syscallStop:
             // Stopped at a syscall before the interrupt: as good a stop as the interrupt's (which comes
             // later, and is a plain event stop then).
             try syscallStopped(t)
-            t.hold = .event
+            t.state = .held(.event, .stop)
         case .eventStop(_, .clone, _), .eventStop(_, .fork, _), .eventStop(_, .vfork, _):
             guard case .eventStop(_, let event, _) = result else { break }
             let child = pid_t(truncatingIfNeeded: try Ptrace.eventMessage(t.tid))
@@ -282,24 +282,18 @@ extension Engine {
                 try registerChildProcess(child, of: t, event: event)
             }
             deferredStops += early.removeValue(forKey: child) ?? []
-            t.hold = .event
+            // A vfork parent let go after the all-stop blocks until its child execs or exits.
+            t.state = .held(.event, event == .vfork ? .vforked : .stop)
         case .eventStop(_, .exec, _):
-            // The image is gone: nothing to patch. The loop handles the exec next.
+            // The image is gone: nothing to patch. The loop handles the exec next (the stop not taken:
+            // it comes back out of `deferredStops`).
             deferredStops.append(result)
-            t.interruptPending = false
+            t.state = .running
             throw TraceError("stop every thread: an exec came first", tid: t.tid, errno: EINTR)
         case .eventStop(_, .stop, let signal) where Engine.isGroupStop(signal):
-            t.state = .groupStopped
-            t.interruptPending = false
-            t.hold = .event
-            return
-        case .eventStop(_, .vforkDone, _):
-            t.inVfork = false
-            t.hold = .event
+            t.state = .held(.event, .groupStop(redo: nil))
         case .eventStop:
-            t.hold = .event
+            t.state = .held(.event, .stop)
         }
-        t.interruptPending = false
-        t.state = .stopped
     }
 }

@@ -24,7 +24,7 @@ extension Engine {
             thread.heldSignals.append(info)
         }
         // Until the thread is past the site, letting it go (an error, a detach) must put it back here.
-        thread.rewind = address
+        thread.hold(at: .atSite(address))
         regs.rip = address
         statistics.breakpointHits += 1
         DebugLog.log("\(thread.tid): hit \(hex(address))\(site.entryOf.map { " entry of \($0.name)" } ?? "")\(site.isReturnSite ? " return site" : "") sp \(hex(regs.rsp))")
@@ -178,13 +178,13 @@ extension Engine {
             }
             statistics.emulations += 1
             try Ptrace.setRegs(thread.tid, regs)
-            thread.rewind = nil
+            thread.hold(at: .pastSite)
             try resume(thread)
         case .trampoline:
             regs.rip = plan.runAt
             statistics.trampolineEntries += 1
             try Ptrace.setRegs(thread.tid, regs)
-            thread.rewind = nil
+            thread.hold(at: .pastSite)
             try resume(thread)
         case .copy, .retarget, .scratchRegister:
             if thread.slotHolds != site.address {
@@ -197,11 +197,12 @@ extension Engine {
                 regs[scratch.register] = scratch.value
             }
             regs.rip = slot
-            thread.state = .stepping(StepInFlight(site: site, plan: plan, slot: slot, savedScratch: saved))
+            let step = StepInFlight(site: site, plan: plan, slot: slot, savedScratch: saved)
+            thread.hold(at: .enteringStep(step))
             try Ptrace.setRegs(thread.tid, regs)
-            thread.rewind = nil  // from here on the step in flight says how to undo
+            thread.hold(at: .midStep(step))  // from here on the step in flight says how to undo
             statistics.singleSteps += 1
-            try singleStep(thread)
+            try singleStep(thread, step)
         case .refuse:
             throw TraceError("refused site \(hex(site.address)) is armed", tid: thread.tid, errno: EINVAL)
         }
@@ -225,7 +226,7 @@ extension Engine {
         if signal == SIGTRAP, info.si_code > 0, info.si_code != 0x80 {
             if regs.rip == step.slot {
                 // Not done yet: a rep-prefixed string instruction traps after each iteration.
-                try singleStep(thread)
+                try singleStep(thread, step)
                 return
             }
             finishStep(step, &regs, memory: memory)
@@ -253,14 +254,13 @@ extension Engine {
             // no longer cancel it, and the program would end up stopped. Delivered now, it stops the
             // thread before the relocated instruction runs; the step resumes after the group-stop.
             emit(thread.process, thread.tid, .signal(signal))
-            thread.hold = .none
-            try Ptrace.singleStep(thread.tid, signal: signal)
+            try singleStep(thread, step, signal: signal)
             return
         }
         // A handler must never run on a half-stepped instruction: hold the signal until the fixup.
         DebugLog.log("\(thread.tid): hold \(signalName(signal)) until the step is done")
         thread.heldSignals.append(info)
-        try singleStep(thread)
+        try singleStep(thread, step)
     }
 
     /// A relocated instruction faulted in its trampoline: the handler must see the fault where the
@@ -303,6 +303,52 @@ extension Engine {
     func undoStep(_ step: StepInFlight, _ regs: inout user_regs_struct) {
         regs.rip = step.site.address
         if let scratch = step.plan.scratch, let saved = step.savedScratch { regs[scratch.register] = saved }
+    }
+
+    /// A stopped thread that had a step in flight, back on the original instruction stream: finished if
+    /// the relocated instruction ran (RIP at the slot's end), undone if it did not (RIP in the slot).
+    func putBackOnOriginal(_ step: StepInFlight, _ regs: inout user_regs_struct, memory: TraceeMemory) {
+        let end = step.slot + UInt64(step.plan.instruction.length)
+        if regs.rip == end { finishStep(step, &regs, memory: memory) }
+        else if regs.rip >= step.slot && regs.rip < end { undoStep(step, &regs) }
+    }
+
+    /// The stepping thread stopped while nstrace detaches: the step is finished if it ran, else undone
+    /// (faults and signals alike: the original instruction runs after detach), and the thread kept in
+    /// its stop.
+    func stepStoppedWhileDetaching(_ thread: TraceeThread, _ step: StepInFlight, signal: Int32) throws(TraceError) {
+        let info = try Ptrace.getSigInfo(thread.tid)
+        var regs = try Ptrace.getRegs(thread.tid)
+        if signal == SIGTRAP, info.si_code > 0, info.si_code != 0x80 {
+            if regs.rip == step.slot {
+                try singleStep(thread, step)
+                return
+            }
+            finishStep(step, &regs, memory: thread.process.space.memory)
+            try Ptrace.setRegs(thread.tid, regs)
+            thread.hold(at: .stop)
+            return
+        }
+        undoStep(step, &regs)
+        try Ptrace.setRegs(thread.tid, regs)
+        thread.heldSignals.append(info)
+        thread.hold(at: .stop)
+    }
+
+    /// A thread stopped (by SIGSTOP, or the interrupt) in the middle of a step while nstrace detaches:
+    /// undone if the step has not run; else its queued trap is let report, so it can be finished
+    /// (true: the thread was let go for that).
+    func stepInterruptedWhileDetaching(_ thread: TraceeThread, _ step: StepInFlight) throws(TraceError) -> Bool {
+        var regs = try Ptrace.getRegs(thread.tid)
+        if regs.rip == step.slot {
+            undoStep(step, &regs)
+            try Ptrace.setRegs(thread.tid, regs)
+            thread.hold(at: .stop)
+            return false
+        }
+        thread.state = .stepping(step)
+        try Ptrace.cont(thread.tid)
+        return true
     }
 
     /// After the relocated instruction ran in the slot: back to the original instruction stream, with

@@ -226,7 +226,7 @@ public final class Engine {
             return
         }
         if !result.isEnd {
-            if case .signalStop = result { thread.hold = .signalDelivery } else { thread.hold = .event }
+            if case .signalStop = result { thread.reaped(.signalDelivery) } else { thread.reaped(.event) }
         }
         if thread.process.cleanUpAndDetach, !(result.isEnd) {
             releaseChild(thread)
@@ -239,15 +239,14 @@ public final class Engine {
             threadEnded(tid, .killed(signal: signal, coreDumped: core))
         case .eventStop(_, let event, let signal):
             DebugLog.log("\(thread.tid): event \(event) sig \(signal)")
-            if case .stepping(let step) = thread.state {
+            if case .held(_, .midStep(let step)) = thread.state {
                 // The step has not run yet (a group-stop is taken before the next instruction) or it
-                // has and its trap is queued: either way a single step again completes it.
+                // has and its trap is queued: either way a single step again completes it (after the
+                // group-stop: `listen` keeps the step to redo).
                 if event == .stop, Engine.isGroupStop(signal) {
-                    thread.stepAcrossGroupStop = step
-                    thread.state = .groupStopped
                     try listen(thread)
                 } else {
-                    try singleStep(thread)
+                    try singleStep(thread, step)
                 }
                 return
             }
@@ -256,7 +255,7 @@ public final class Engine {
             case .exec: try executed(thread)
             case .stop: try eventStop(thread, signal: signal)
             case .vforkDone:
-                thread.inVfork = false
+                // Reaped, it is no longer blocked in vfork (`reaped` made it held).
                 if let trace = thread.process.space.inline {
                     let tid = thread.tid
                     afterRecords(of: thread.process, tid: tid) { trace.vforkChildren[tid] = nil }
@@ -268,7 +267,7 @@ public final class Engine {
             try syscallStopped(thread)
             try resume(thread)
         case .signalStop(_, let signal):
-            if case .stepping(let step) = thread.state {
+            if case .held(_, .midStep(let step)) = thread.state {
                 try stepStopped(thread, step, signal: signal)
             } else if signal == SIGTRAP, try breakpointHit(thread) {
                 return
@@ -296,7 +295,7 @@ public final class Engine {
     /// siginfo) when it sits in a signal-delivery-stop, and sending the others again.
     func resume(_ thread: TraceeThread) throws(TraceError) {
         var signal: Int32 = 0
-        if var first = thread.heldSignals.first, thread.hold == .signalDelivery {
+        if var first = thread.heldSignals.first, thread.heldStop == .signalDelivery {
             restoreResent(thread, &first)
             try Ptrace.setSigInfo(thread.tid, first)
             // Off the list only once it is on its way: a failed SETSIGINFO must not lose it.
@@ -305,9 +304,7 @@ public final class Engine {
             statistics.signalsDelivered += 1
             signal = first.si_signo
         }
-        thread.state = .running
-        thread.hold = .none
-        thread.rewind = nil
+        thread.letGo()
         try proceed(thread.tid, signal: signal)
         requeueHeldSignals(thread)
     }
@@ -353,20 +350,27 @@ public final class Engine {
         }
         emit(thread.process, thread.tid, .signal(signal))
         statistics.signalsDelivered += 1
-        thread.state = .running
-        thread.hold = .none
-        thread.rewind = nil
+        thread.letGo()
         try proceed(thread.tid, signal: signal)
         requeueHeldSignals(thread)
     }
 
-    func singleStep(_ thread: TraceeThread) throws(TraceError) {
-        thread.hold = .none
-        try Ptrace.singleStep(thread.tid)
+    /// Single-steps the relocated instruction of `step` (again), delivering `signal` first if given.
+    func singleStep(_ thread: TraceeThread, _ step: StepInFlight, signal: Int32 = 0) throws(TraceError) {
+        thread.state = .stepping(step)
+        try Ptrace.singleStep(thread.tid, signal: signal)
     }
 
+    /// Parks a thread in its group-stop; a step the group-stop interrupted is kept, to be redone when
+    /// it ends.
     func listen(_ thread: TraceeThread) throws(TraceError) {
-        thread.hold = .none
+        var redo: StepInFlight?
+        switch thread.state {
+        case .held(_, .midStep(let step)), .stepping(let step): redo = step
+        case .held(_, .groupStop(let step)), .groupStopped(let step): redo = step
+        default: break
+        }
+        thread.state = .groupStopped(redo: redo)
         try Ptrace.listen(thread.tid)
     }
 
@@ -380,20 +384,17 @@ public final class Engine {
     /// the first stop of a new thread, or the end of a group-stop.
     func eventStop(_ thread: TraceeThread, signal: Int32) throws(TraceError) {
         if Engine.isGroupStop(signal) {
-            thread.state = .groupStopped
             try listen(thread)
             return
         }
-        if let step = thread.stepAcrossGroupStop {
-            thread.stepAcrossGroupStop = nil
-            thread.state = .stepping(step)
-            try singleStep(thread)
+        if case .held(_, .groupStop(let step?)) = thread.state {
+            try singleStep(thread, step)
             return
         }
         if !thread.process.installed, thread.process.reportsEvents {
             // Attached while the process was stopped: breakpoints go in now that it runs again.
             // The group-stop has just ended: no thread of it runs before nstrace lets it.
-            thread.state = .stopped
+            thread.hold(at: .stop)
             if thread.process.space.regions.isEmpty, allStopped(thread.process) {
                 let regs = try Ptrace.getRegs(thread.tid)
                 try mapFirstRegion(thread.process, near: regs.rip, using: thread)
