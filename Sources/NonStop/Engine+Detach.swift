@@ -1,6 +1,7 @@
 import CShim
 import Glibc
 
+/// Letting go of tracees as if nstrace had never been there. Getting hold of them is Engine+Attach.swift.
 extension Engine {
     /// Leaves every tracee as if nstrace had never been there: every thread stopped (steps in flight
     /// finished first), every original byte back, threads that had just hit an int3 put back on the

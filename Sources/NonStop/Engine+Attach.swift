@@ -2,6 +2,8 @@ import CShim
 import Foundation
 import Glibc
 
+/// Getting hold of tracees: attaching to a running process (every thread stopped and collected) and
+/// launching a program under the tracer. Letting go of them is Engine+Detach.swift.
 extension Engine {
     static let options: Ptrace.Options = [.traceClone, .traceFork, .traceVFork, .traceVForkDone, .traceExec, .traceSysGood]
 
