@@ -56,6 +56,13 @@ extension Engine {
                 threadEnded(thread.tid, .killed(signal: SIGKILL, coreDumped: false))
             }
         }
+        // Threads given up on in the middle of a step are let go from inside their slots.
+        for thread in threads.values {
+            switch thread.state {
+            case .stepping(let step), .interruptPending(let step?): closeAbandonedStep(thread, step)
+            default: break
+            }
+        }
 
         var restoredSpaces: [ObjectIdentifier] = []
         for process in processes.values where !restoredSpaces.contains(ObjectIdentifier(process.space)) {

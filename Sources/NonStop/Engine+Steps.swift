@@ -130,6 +130,40 @@ extension Engine {
         return true
     }
 
+    /// Detach gave up waiting for a thread with a step in flight (in uninterruptible sleep, say). If
+    /// its stop comes after all before the PTRACE_DETACH, the detach lets it go from inside its slot —
+    /// before the relocated instruction or after it — and it must not run on into whatever follows
+    /// in the slot: a way back goes there (`RelocationPlan.slotWayBack`, doing the fix-up's work), and
+    /// the slot is never handed to another thread (scratch memory is never unmapped). A thread still
+    /// single-stepping when nstrace exits is beyond help: the kernel leaves its trap flag set, and the
+    /// SIGTRAP after the instruction reaches it untraced.
+    func closeAbandonedStep(_ thread: TraceeThread, _ step: StepInFlight) {
+        let space = thread.process.space
+        space.abandonSlot(of: thread.tid)
+        let end = step.slot &+ UInt64(step.plan.code.count)
+        var code = step.plan.slotWayBack(at: end, savedScratch: step.savedScratch)
+        if step.plan.code.count + code.count > AddressSpace.slotSize {
+            // Too long for the rest of the slot: the way back goes elsewhere, and the slot jumps to it.
+            let wayBack = { (base: UInt64) in step.plan.slotWayBack(at: base, savedScratch: step.savedScratch) }
+            // (Its jump may be the absolute form, aligned, where the slot's was a 5-byte one.)
+            guard let landing = space.allocate(code.count + 16, near: end),
+                  (try? space.memory.write(wayBack(landing), at: landing)) != nil
+            else {
+                DebugLog.log("\(thread.tid): no room for a way back from the slot of \(hex(step.site.address))")
+                return
+            }
+            var jump = X86Writer(base: end)
+            jump.putJmpAddress(landing)
+            code = jump.code
+        }
+        do {
+            try space.memory.write(code, at: end)
+            DebugLog.log("\(thread.tid): step of \(hex(step.site.address)) abandoned; its slot jumps back to \(hex(step.plan.resumeAt))")
+        } catch {
+            DebugLog.log("\(thread.tid): the way back from the slot of \(hex(step.site.address)) cannot be written: \(error)")
+        }
+    }
+
     /// Back to the state at the breakpoint, as if the relocated instruction had never started: the
     /// original instruction runs again (at the site, or after detach with the int3 gone).
     func undoStep(_ step: StepInFlight, _ regs: inout user_regs_struct) {
