@@ -56,10 +56,12 @@ extension Engine {
                 threadEnded(thread.tid, .killed(signal: SIGKILL, coreDumped: false))
             }
         }
-        // Threads given up on in the middle of a step are let go from inside their slots.
+        // Threads given up on in the middle of a step (and a group-stopped one that could not be
+        // interrupted) are let go from inside their slots.
         for thread in threads.values {
             switch thread.state {
-            case .stepping(let step), .interruptPending(let step?): closeAbandonedStep(thread, step)
+            case .stepping(let step), .interruptPending(let step?), .groupStopped(let step?):
+                closeAbandonedStep(thread, step)
             default: break
             }
         }
