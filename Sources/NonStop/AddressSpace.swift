@@ -358,6 +358,11 @@ final class AddressSpace {
     func releaseSlot(of tid: pid_t) {
         if let slot = slots.removeValue(forKey: tid) { freeSlots.append(slot) }
     }
+
+    /// A slot a thread may still run in after nstrace has let it go: never handed out again.
+    func abandonSlot(of tid: pid_t) {
+        slots[tid] = nil
+    }
 }
 
 /// A window written into a tracee's code, with what it replaced.

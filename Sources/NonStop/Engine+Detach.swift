@@ -1,6 +1,7 @@
 import CShim
 import Glibc
 
+/// Letting go of tracees as if nstrace had never been there. Getting hold of them is Engine+Attach.swift.
 extension Engine {
     /// Leaves every tracee as if nstrace had never been there: every thread stopped (steps in flight
     /// finished first), every original byte back, threads that had just hit an int3 put back on the
@@ -12,15 +13,15 @@ extension Engine {
         // child execs: it is not waited for (its breakpoints are restored while it is blocked, and the
         // kernel lets it go when nstrace exits).
         for thread in threads.values {
-            if thread.hold != .none {
-                settleHeld(thread)
-                continue
-            }
             switch thread.state {
-            case .running, .groupStopped:
-                guard !thread.inVfork else { continue }
-                if (try? Ptrace.interrupt(thread.tid)) != nil { thread.interruptPending = true }
-            case .stepping, .stopped:
+            case .held:
+                settleHeld(thread)
+            case .running:
+                if (try? Ptrace.interrupt(thread.tid)) != nil { thread.state = .interruptPending(redo: nil) }
+            case .groupStopped(let redo), .interruptPending(let redo):
+                // A step the group-stop interrupted stays known until the thread's stop is handled.
+                if (try? Ptrace.interrupt(thread.tid)) != nil { thread.state = .interruptPending(redo: redo) }
+            case .inVfork, .stepping, .exiting:
                 break
             }
         }
@@ -28,13 +29,13 @@ extension Engine {
         // vanished without a report cannot hang the detach.
         StopRequest.request()
         let deadline = monotonicNow() + 10_000_000_000
-        while threads.values.contains(where: { $0.interruptPending || $0.isStepping }) {
+        while threads.values.contains(where: \.awaitsStop) {
             let result: WaitResult
             do {
                 guard let next = try Wait.next() else {
                     forgetVanishedThreads()
                     if monotonicNow() > deadline {
-                        fail("detach: threads \(threads.values.filter { $0.interruptPending || $0.isStepping }.map(\.tid)) never stopped")
+                        fail("detach: threads \(threads.values.filter(\.awaitsStop).map(\.tid)) never stopped")
                         break
                     }
                     continue
@@ -53,6 +54,15 @@ extension Engine {
             } catch {
                 if !error.threadGone { fail("detach: \(error)") }
                 threadEnded(thread.tid, .killed(signal: SIGKILL, coreDumped: false))
+            }
+        }
+        // Threads given up on in the middle of a step (and a group-stopped one that could not be
+        // interrupted) are let go from inside their slots.
+        for thread in threads.values {
+            switch thread.state {
+            case .stepping(let step), .interruptPending(let step?), .groupStopped(let step?):
+                closeAbandonedStep(thread, step)
+            default: break
             }
         }
 
@@ -75,7 +85,7 @@ extension Engine {
         for thread in threads.values {
             // From its own delivery-stop a signal leaves with its siginfo; the rest are queued again.
             var signal: Int32 = 0
-            if thread.hold == .signalDelivery, !thread.heldSignals.isEmpty {
+            if thread.heldStop == .signalDelivery, !thread.heldSignals.isEmpty {
                 let first = thread.heldSignals.removeFirst()
                 try? Ptrace.setSigInfo(thread.tid, first)
                 signal = first.si_signo
@@ -92,27 +102,29 @@ extension Engine {
     /// A thread whose stop nstrace already holds: back on the original instruction stream.
     private func settleHeld(_ thread: TraceeThread) {
         guard var regs = try? Ptrace.getRegs(thread.tid) else { return }
-        if let rewind = thread.rewind {
-            regs.rip = rewind
-            thread.rewind = nil
-        } else if case .stepping(let step) = thread.state {
-            let end = step.slot + UInt64(step.plan.instruction.length)
-            if regs.rip == end { finishStep(step, &regs, memory: thread.process.space.memory) }
-            else if regs.rip >= step.slot && regs.rip < end { undoStep(step, &regs) }
+        switch thread.state {
+        case .held(_, .atSite(let site)):
+            regs.rip = site
+        case .held(_, .enteringStep(let step)):
+            // Its registers may or may not be set for the step yet: undone either way.
+            undoStep(step, &regs)
+        case .held(_, .midStep(let step)), .held(_, .groupStop(let step?)):
+            putBackOnOriginal(step, &regs, memory: thread.process.space.memory)
+        default:
+            break
         }
         try? Ptrace.setRegs(thread.tid, regs)
-        thread.state = .stopped
+        thread.hold(at: .stop)
     }
 
     /// Threads that are gone without nstrace having seen their end (reaped with their process).
     /// and zombies, which will never stop again (a leader that called pthread_exit).
     private func forgetVanishedThreads() {
-        for thread in threads.values where thread.interruptPending || thread.isStepping {
+        for thread in threads.values where thread.awaitsStop {
             let gone = nst_tgkill(thread.process.pid, thread.tid, 0) != 0 && errno == ESRCH
             if gone || ProcFS.isExiting(thread.tid, of: thread.process.pid) {
-                thread.interruptPending = false
                 if gone { threadEnded(thread.tid, .killed(signal: SIGKILL, coreDumped: false)) }
-                else { thread.state = .stopped }
+                else { thread.state = .exiting }
             }
         }
     }
@@ -121,7 +133,7 @@ extension Engine {
     /// stream, with any signal it brought held.
     private func settle(_ thread: TraceeThread, _ result: WaitResult) throws(TraceError) {
         if !result.isEnd {
-            if case .signalStop = result { thread.hold = .signalDelivery } else { thread.hold = .event }
+            if case .signalStop = result { thread.reaped(.signalDelivery) } else { thread.reaped(.event) }
         }
         switch result {
         case .exited(let tid, let status):
@@ -129,25 +141,8 @@ extension Engine {
         case .killed(let tid, let signal, let core):
             threadEnded(tid, .killed(signal: signal, coreDumped: core))
         case .signalStop(let tid, let signal):
-            if case .stepping(let step) = thread.state {
-                let info = try Ptrace.getSigInfo(tid)
-                if signal == SIGTRAP, info.si_code > 0, info.si_code != 0x80 {
-                    var regs = try Ptrace.getRegs(tid)
-                    if regs.rip == step.slot {
-                        try singleStep(thread)
-                        return
-                    }
-                    finishStep(step, &regs, memory: thread.process.space.memory)
-                    try Ptrace.setRegs(tid, regs)
-                    thread.state = .stopped
-                    return
-                }
-                // Faults and signals alike: undo the step; the original instruction runs after detach.
-                var regs = try Ptrace.getRegs(tid)
-                undoStep(step, &regs)
-                try Ptrace.setRegs(tid, regs)
-                thread.heldSignals.append(info)
-                thread.state = .stopped
+            if case .held(_, .midStep(let step)) = thread.state {
+                try stepStoppedWhileDetaching(thread, step, signal: signal)
                 return
             }
             let info = try Ptrace.getSigInfo(tid)
@@ -157,59 +152,42 @@ extension Engine {
                     // The int3 of a trap pad: its SIGTRAP is nstrace's (delivered, it would kill the
                     // program). The thread runs on through the pad's relocated window, which needs
                     // nothing of the window's bytes in the program.
-                    thread.interruptPending = false
-                    thread.state = .stopped
+                    thread.hold(at: .stop)
                     return
                 }
                 if thread.process.space.site(at: regs.rip &- 1) != nil {
                     // Hit an int3 that is about to go: run the original instruction instead.
                     regs.rip -= 1
                     try Ptrace.setRegs(tid, regs)
-                    thread.interruptPending = false
-                    thread.state = .stopped
+                    thread.hold(at: .stop)
                     return
                 }
             }
             thread.heldSignals.append(info)
-            thread.interruptPending = false
-            thread.state = .stopped
+            thread.hold(at: .stop)
         case .syscallStop:
             // Kept here and detached from it: a syscall under way is not reported (its exit would
             // come after nstrace has gone). The interrupt still pending is cleared by the detach.
             thread.syscall = nil
-            thread.interruptPending = false
-            thread.state = .stopped
+            thread.hold(at: .stop)
         case .eventStop(let tid, let event, _):
             switch event {
             case .stop:
-                var stepInFlight = thread.stepAcrossGroupStop
-                if case .stepping(let step) = thread.state { stepInFlight = step }
-                if let step = stepInFlight {
-                    // Stopped (by SIGSTOP, or the interrupt) in the middle of a step: undo it if it has
-                    // not run, else let its queued trap report so it can be finished.
-                    thread.stepAcrossGroupStop = nil
-                    var regs = try Ptrace.getRegs(tid)
-                    if regs.rip == step.slot {
-                        undoStep(step, &regs)
-                        try Ptrace.setRegs(tid, regs)
-                        thread.state = .stopped
-                    } else {
-                        thread.state = .stepping(step)
-                        thread.hold = .none
+                switch thread.state {
+                case .held(_, .midStep(let step)), .held(_, .groupStop(let step?)):
+                    // Stopped (by SIGSTOP, or the interrupt) in the middle of a step.
+                    if try stepInterruptedWhileDetaching(thread, step) { return }
+                default:
+                    if ProcFS.isPending(SIGTRAP, thread: tid) {
+                        // The interrupt was reported before the SIGTRAP of an int3 the thread has just
+                        // executed (job-control traps come before signals). Detached like this, the thread
+                        // would die of that SIGTRAP: let it report the trap, and rewind it then.
+                        thread.state = .interruptPending(redo: nil)
                         try Ptrace.cont(tid)
                         return
                     }
-                } else if ProcFS.isPending(SIGTRAP, thread: tid) {
-                    // The interrupt was reported before the SIGTRAP of an int3 the thread has just
-                    // executed (job-control traps come before signals). Detached like this, the thread
-                    // would die of that SIGTRAP: let it report the trap, and rewind it then.
-                    thread.hold = .none
-                    try Ptrace.cont(tid)
-                    thread.interruptPending = true
-                    return
                 }
-                thread.interruptPending = false
-                thread.state = .stopped
+                thread.hold(at: .stop)
             case .clone, .fork, .vfork:
                 // A task born during detach: wait for its first stop too, so it can be let go cleanly.
                 let child = pid_t(truncatingIfNeeded: try Ptrace.eventMessage(tid))
@@ -223,23 +201,20 @@ extension Engine {
                     processes[child] = process
                 }
                 let newThread = TraceeThread(tid: child, process: process)
-                newThread.interruptPending = true
+                newThread.state = .interruptPending(redo: nil)
                 process.threads[child] = newThread
                 threads[child] = newThread
                 if let earlier = early.removeValue(forKey: child) {
                     for stop in earlier { try settle(newThread, stop) }
                 }
-                thread.interruptPending = false
-                thread.state = .stopped
+                thread.hold(at: .stop)
             case .exec:
-                thread.interruptPending = false
-                thread.state = .stopped
+                thread.hold(at: .stop)
                 // The old image's bytes are gone with it (unless the space was a vfork parent's, still in use).
                 if thread.process.space.memory.pid == thread.process.pid { thread.process.space.forgetGuarded() }
                 thread.process.space = AddressSpace(memory: try TraceeMemory(pid: thread.process.pid))
             default:
-                thread.interruptPending = false
-                thread.state = .stopped
+                thread.hold(at: .stop)
             }
         }
     }

@@ -24,7 +24,7 @@ extension Engine {
             thread.heldSignals.append(info)
         }
         // Until the thread is past the site, letting it go (an error, a detach) must put it back here.
-        thread.rewind = address
+        thread.hold(at: .atSite(address))
         regs.rip = address
         statistics.breakpointHits += 1
         DebugLog.log("\(thread.tid): hit \(hex(address))\(site.entryOf.map { " entry of \($0.name)" } ?? "")\(site.isReturnSite ? " return site" : "") sp \(hex(regs.rsp))")
@@ -179,89 +179,19 @@ extension Engine {
             }
             statistics.emulations += 1
             try Ptrace.setRegs(thread.tid, regs)
-            thread.rewind = nil
+            thread.hold(at: .pastSite)
             try resume(thread)
         case .trampoline:
             regs.rip = plan.runAt
             statistics.trampolineEntries += 1
             try Ptrace.setRegs(thread.tid, regs)
-            thread.rewind = nil
+            thread.hold(at: .pastSite)
             try resume(thread)
         case .copy, .retarget, .scratchRegister:
-            if thread.slotHolds != site.address {
-                try process.space.memory.write(plan.code, at: slot)
-                thread.slotHolds = site.address
-            }
-            var saved: UInt64?
-            if let scratch = plan.scratch {
-                saved = regs[scratch.register]
-                regs[scratch.register] = scratch.value
-            }
-            regs.rip = slot
-            thread.state = .stepping(StepInFlight(site: site, plan: plan, slot: slot, savedScratch: saved))
-            try Ptrace.setRegs(thread.tid, regs)
-            thread.rewind = nil  // from here on the step in flight says how to undo
-            statistics.singleSteps += 1
-            try singleStep(thread)
+            try startStep(site, plan, in: slot, thread, regs: &regs)
         case .refuse:
             throw TraceError("refused site \(hex(site.address)) is armed", tid: thread.tid, errno: EINVAL)
         }
-    }
-
-    private func stepSlot(_ thread: TraceeThread) throws(TraceError) -> UInt64? {
-        let space = thread.process.space
-        if let slot = space.slot(for: thread.tid) { return slot }
-        guard try scratch(AddressSpace.slotSize, near: space.regions.first?.start ?? 0, in: thread.process, using: thread) != nil
-        else { return nil }
-        return space.slot(for: thread.tid)
-    }
-
-    /// The stepping thread stopped: the step is done (fix up and go on), or a signal came first (hold
-    /// it and step again), or the relocated instruction faulted (undo, and deliver the fault at the
-    /// original instruction, as if it had faulted there).
-    func stepStopped(_ thread: TraceeThread, _ step: StepInFlight, signal: Int32) throws(TraceError) {
-        var info = try Ptrace.getSigInfo(thread.tid)
-        var regs = try Ptrace.getRegs(thread.tid)
-        let memory = thread.process.space.memory
-        if signal == SIGTRAP, info.si_code > 0, info.si_code != 0x80 {
-            if regs.rip == step.slot {
-                // Not done yet: a rep-prefixed string instruction traps after each iteration.
-                try singleStep(thread)
-                return
-            }
-            finishStep(step, &regs, memory: memory)
-            DebugLog.log("\(thread.tid): step of \(hex(step.site.address)) done → \(hex(regs.rip))")
-            try Ptrace.setRegs(thread.tid, regs)
-            try resume(thread)
-            return
-        }
-        let inSlot = regs.rip >= step.slot && regs.rip < step.slot + UInt64(step.plan.instruction.length)
-        if info.si_code > 0, inSlot, [SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP].contains(signal) {
-            undoStep(step, &regs)
-            if signal == SIGILL || signal == SIGFPE || signal == SIGTRAP {
-                // These carry the faulting instruction's address: the original's, not the slot's.
-                nst_siginfo_set_addr(&info, UInt(step.site.address))
-            }
-            thread.reexecution = Reexecution(site: step.site.address, registers: regs)
-            try Ptrace.setRegs(thread.tid, regs)
-            try Ptrace.setSigInfo(thread.tid, info)
-            DebugLog.log("\(thread.tid): relocated \(step.plan.instruction) faulted with \(signalName(signal))")
-            try passSignal(thread, signal)
-            return
-        }
-        if Engine.isGroupStop(signal), ProcFS.stopsThread(signal, thread: thread.tid) {
-            // A stop signal runs no handler, and must not be held: a SIGCONT sent meanwhile would
-            // no longer cancel it, and the program would end up stopped. Delivered now, it stops the
-            // thread before the relocated instruction runs; the step resumes after the group-stop.
-            emit(thread.process, thread.tid, .signal(signal))
-            thread.hold = .none
-            try Ptrace.singleStep(thread.tid, signal: signal)
-            return
-        }
-        // A handler must never run on a half-stepped instruction: hold the signal until the fixup.
-        DebugLog.log("\(thread.tid): hold \(signalName(signal)) until the step is done")
-        thread.heldSignals.append(info)
-        try singleStep(thread)
     }
 
     /// A relocated instruction faulted in its trampoline: the handler must see the fault where the
@@ -298,23 +228,4 @@ extension Engine {
         try Ptrace.setSigInfo(thread.tid, info)
         try passSignal(thread, signal)
     }
-
-    /// Back to the state at the breakpoint, as if the relocated instruction had never started: the
-    /// original instruction runs again (at the site, or after detach with the int3 gone).
-    func undoStep(_ step: StepInFlight, _ regs: inout user_regs_struct) {
-        regs.rip = step.site.address
-        if let scratch = step.plan.scratch, let saved = step.savedScratch { regs[scratch.register] = saved }
-    }
-
-    /// After the relocated instruction ran in the slot: back to the original instruction stream, with
-    /// the borrowed register restored.
-    func finishStep(_ step: StepInFlight, _ regs: inout user_regs_struct, memory: TraceeMemory) {
-        if regs.rip == step.slot + UInt64(step.plan.instruction.length) { regs.rip = step.plan.resumeAt }
-        if let scratch = step.plan.scratch, let saved = step.savedScratch { regs[scratch.register] = saved }
-        // pushf single-stepped pushed RFLAGS with TF set.
-        if step.plan.clearsTrapFlagOnStack, let word = try? memory.readWord(at: regs.rsp) {
-            try? memory.writeWord(word & ~0x100, at: regs.rsp)
-        }
-    }
-
 }

@@ -178,10 +178,10 @@ extension Engine {
                 let stopped = try stopAllThreads(of: process, except: nil)
                 defer {
                     for t in stopped where threads[t.tid] != nil {
-                        if case .groupStopped = t.state { try? listen(t) } else { try? resume(t) }
+                        if t.isInGroupStop { try? listen(t) } else { try? resume(t) }
                     }
                 }
-                guard let holder = process.threads.values.first(where: { if case .stopped = $0.state { return true }; return false })
+                guard let holder = process.threads.values.first(where: \.isHeldOutsideGroupStop)
                 else { continue }
                 try install(process, using: holder)
                 process.space.forgetVanishedSites()

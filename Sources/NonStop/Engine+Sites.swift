@@ -236,7 +236,7 @@ extension Engine {
         var injection = SyscallInjection(tid: thread.tid, memory: process.space.memory)
         defer {
             thread.heldSignals += injection.held
-            if injection.stepped { thread.hold = .signalDelivery }
+            if injection.stepped { thread.holdStop(.signalDelivery) }
             if let end = injection.ended {
                 switch end {
                 case .exited(let tid, let status): threadEnded(tid, .exited(status))
@@ -249,10 +249,13 @@ extension Engine {
     }
 
     /// Whether no thread of the process can run (borrowing bytes at a thread's RIP is safe then).
+    /// A stepping thread counts as stopped: it runs nothing but its slot's one instruction.
     func allStopped(_ process: TracedProcess) -> Bool {
         process.threads.values.allSatisfy {
-            if case .running = $0.state { return false }
-            return true
+            switch $0.state {
+            case .running, .interruptPending, .inVfork: false
+            case .stepping, .groupStopped, .held, .exiting: true
+            }
         }
     }
 

@@ -88,7 +88,8 @@ extension Engine {
         // A vfork child, or a clone(CLONE_VM) one, runs in the parent's memory: its breakpoints are
         // the parent's, and restoring bytes "in the child" would take them from the parent too.
         let sharesMemory = event == .vfork || nst_same_address_space(parent.tid, child) == 1
-        if event == .vfork { parent.inVfork = true }
+        // Let go, a vfork parent blocks in the kernel until its child execs or exits.
+        if event == .vfork { parent.hold(at: .vforked) }
         let follow = configuration.followForks && process.reportsEvents
         let space: AddressSpace
         if sharesMemory {
@@ -151,7 +152,7 @@ extension Engine {
         let leader = TraceeThread(tid: process.pid, process: process)
         process.threads[process.pid] = leader
         threads[process.pid] = leader
-        leader.state = .stopped
+        leader.state = .held(.event, .stop)
 
         guard process.reportsEvents else {
             // An unfollowed vfork child: its new image has none of nstrace's breakpoints.

@@ -6,21 +6,65 @@ final class TraceeThread {
     let tid: pid_t
     unowned var process: TracedProcess
 
+    /// Where the thread is in its life under the tracer, and so what letting it go needs: one value,
+    /// never a set of flags that must agree.
     enum State {
-        /// Running in the tracee; its next stop will be reported by waitpid.
+        /// Running the program; its next stop will be reported by waitpid.
         case running
-        /// In a ptrace-stop the engine is holding it in (attach, detach, setup).
-        case stopped
+        /// Running (or in a group-stop), with a PTRACE_INTERRUPT sent whose stop has not been seen yet.
+        /// `redo`: a group-stopped thread's step to redo, kept until that stop is handled.
+        case interruptPending(redo: StepInFlight?)
+        /// Between a vfork and the child's exec or exit: blocked in the kernel, it cannot stop, and
+        /// detach does not wait for it (the kernel lets it go when nstrace exits).
+        case inVfork
         /// Single-stepping a relocated instruction in its slot.
         case stepping(StepInFlight)
-        /// In group-stop (SIGSTOP and friends), parked with PTRACE_LISTEN.
-        case groupStopped
+        /// In group-stop (SIGSTOP and friends), parked with PTRACE_LISTEN. `redo`: a step the kernel
+        /// interrupted with the group-stop, single-stepped again once it ends, since a plain continue
+        /// would run on through the slot.
+        case groupStopped(redo: StepInFlight?)
+        /// In a ptrace-stop the engine has reaped and not let go of yet.
+        case held(Stop, Place)
+        /// A zombie that will never stop again (a leader that called pthread_exit) or a thread on its
+        /// way out: nothing waits for its stop any more.
+        case exiting
     }
 
-    // Each of the next five is mirrored to the crash guard: what letting the thread go would need.
-    var state: State = .running {
-        didSet { guardStep() }
+    /// The kind of stop a held thread is in. Only from a signal-delivery-stop can a resume deliver a
+    /// signal; from an event stop (or a syscall stop) the kernel ignores it.
+    enum Stop { case signalDelivery, event }
+
+    /// What a held thread is in the middle of: how it must be let go, by the engine or by the crash guard.
+    enum Place {
+        /// Nothing of nstrace's: it goes on from where it stopped.
+        case stop
+        /// Trapped at this site, its hit being handled: a thread let go before the hit is done must
+        /// restart there, not one byte into the instruction.
+        case atSite(UInt64)
+        /// Past its site: its registers say where it goes on (an emulation's result, a trampoline).
+        case pastSite
+        /// Trapped at the step's site, its registers being set for the step: until they are, it restarts
+        /// at the site; once they may be, the step says how to undo them.
+        case enteringStep(StepInFlight)
+        /// A step in flight, stopped: its RIP at the slot's end means done (finish it), in the slot
+        /// means not (undo it).
+        case midStep(StepInFlight)
+        /// In a group-stop (`redo` as in `State.groupStopped`): let go with PTRACE_LISTEN.
+        case groupStop(redo: StepInFlight?)
+        /// At its vfork event: let go, it blocks in the kernel until the child execs or exits.
+        case vforked
     }
+
+    /// Mirrored to the crash guard on every change: whether nstrace holds the thread's stop, where a
+    /// hit must restart, and the step in flight (all that letting the thread go now would need).
+    var state: State = .running {
+        didSet { mirrorToGuard(from: oldValue) }
+    }
+
+    // The next four are queues and records beside the thread's life, not part of it: each can be
+    // non-empty in any state (a signal held across a step and the stop after it, a syscall entered
+    // before a group-stop, a slot's contents kept from one hit to the next).
+
     /// Signals that arrived mid-step (or mid-injection), delivered once the thread is whole again.
     var heldSignals: [siginfo_t] = [] {
         didSet { if !(heldSignals.isEmpty && oldValue.isEmpty) { CrashGuard.heldSignals(guardSlot, heldSignals) } }
@@ -29,34 +73,13 @@ final class TraceeThread {
     /// raised): their own siginfo, put back when the resent signal comes to be delivered.
     var resent: [siginfo_t] = []
     /// After a fault is delivered at a site, a handler that returns makes the thread hit the
-    /// breakpoint again: that re-execution is not a new call.
+    /// breakpoint again: that re-execution is not a new call. It outlives the stop that set it.
     var reexecution: Reexecution?
-    /// The site whose relocated code is in this thread's step slot now.
+    /// The site whose relocated code is in this thread's step slot now: a cache of the slot's bytes,
+    /// kept from one step to the next whatever the thread does in between.
     var slotHolds: UInt64?
-    /// PTRACE_INTERRUPT sent, its stop not yet seen.
-    var interruptPending = false
-    /// The stop the engine has reaped and not yet resumed from, if any. Only from a
-    /// signal-delivery-stop can a resume deliver a signal; from an event stop the kernel ignores it.
-    var hold: Hold = .none {
-        didSet { if (hold == .none) != (oldValue == .none) { CrashGuard.held(guardSlot, hold != .none) } }
-    }
-    /// The site the thread trapped at, while its hit is being handled: a thread let go before the
-    /// hit is done must restart there, not one byte into the instruction.
-    var rewind: UInt64? {
-        didSet { if rewind != oldValue { CrashGuard.rewind(guardSlot, to: rewind) } }
-    }
-    /// A step the kernel interrupted with a group-stop (SIGSTOP): single-stepped again once the
-    /// group-stop ends, since a plain continue would run on through the slot.
-    var stepAcrossGroupStop: StepInFlight? {
-        didSet { guardStep() }
-    }
-    /// Between a vfork and the child's exec or exit the thread is blocked in the kernel and cannot
-    /// stop; detach does not wait for it (the kernel lets it go when nstrace exits).
-    var inVfork = false
     /// A syscall entered and not yet returned from (`-S`): reported at its exit.
     var syscall: SyscallInFlight?
-
-    enum Hold { case none, signalDelivery, event }
 
     /// This thread's entry in the crash guard's table.
     private let guardSlot: Int32
@@ -69,14 +92,98 @@ final class TraceeThread {
 
     deinit { CrashGuard.threadGone(guardSlot) }
 
-    private func guardStep() {
-        if case .stepping(let step) = state { CrashGuard.step(guardSlot, step) }
-        else { CrashGuard.step(guardSlot, stepAcrossGroupStop) }
+    // MARK: Reading the state
+
+    /// Waited for by an all-stop or a detach: an interrupt or a step whose stop has not come yet.
+    var awaitsStop: Bool {
+        switch state {
+        case .interruptPending, .stepping: true
+        default: false
+        }
     }
 
-    var isStepping: Bool {
-        if case .stepping = state { return true }
-        return false
+    /// The kind of stop nstrace holds the thread in; nil when it holds none.
+    var heldStop: Stop? {
+        if case .held(let stop, _) = state { return stop }
+        return nil
+    }
+
+    /// Held in a stop that is not a group-stop: one a syscall can be injected from.
+    var isHeldOutsideGroupStop: Bool {
+        switch state {
+        case .held(_, .groupStop): false
+        case .held: true
+        default: false
+        }
+    }
+
+    /// In a group-stop, held or listening: let go with PTRACE_LISTEN, not a resume.
+    var isInGroupStop: Bool {
+        switch state {
+        case .groupStopped, .held(_, .groupStop): true
+        default: false
+        }
+    }
+
+    // MARK: Transitions
+
+    /// A stop of this thread was reaped: held now, keeping what it was in the middle of.
+    func reaped(_ stop: Stop) {
+        switch state {
+        case .stepping(let step): state = .held(stop, .midStep(step))
+        case .groupStopped(let redo): state = .held(stop, .groupStop(redo: redo))
+        case .interruptPending(let redo?): state = .held(stop, .groupStop(redo: redo))
+        case .held(_, let place): state = .held(stop, place)
+        case .running, .interruptPending, .inVfork, .exiting: state = .held(stop, .stop)
+        }
+    }
+
+    /// Held where it is, now of this kind of stop (an injected step leaves it in a trap stop).
+    func holdStop(_ stop: Stop) {
+        if case .held(_, let place) = state { state = .held(stop, place) } else { state = .held(stop, .stop) }
+    }
+
+    /// Held, now in the middle of `place`; a thread not held yet is held in an event stop.
+    func hold(at place: Place) {
+        state = .held(heldStop ?? .event, place)
+    }
+
+    /// Let go to run on (PTRACE_CONT or PTRACE_SYSCALL): a vfork parent blocks in the kernel.
+    func letGo() {
+        if case .held(_, .vforked) = state { state = .inVfork } else { state = .running }
+    }
+
+    // MARK: The crash guard's copy
+
+    private struct GuardView {
+        var held = false
+        var rewind: UInt64?
+        var step: StepInFlight?
+    }
+
+    private static func guardView(of state: State) -> GuardView {
+        switch state {
+        case .running, .inVfork, .exiting: GuardView()
+        case .stepping(let step): GuardView(step: step)
+        case .groupStopped(let redo), .interruptPending(let redo): GuardView(step: redo)
+        case .held(_, let place):
+            switch place {
+            case .stop, .pastSite, .vforked: GuardView(held: true)
+            case .atSite(let address): GuardView(held: true, rewind: address)
+            case .enteringStep(let step): GuardView(held: true, rewind: step.site.address, step: step)
+            case .midStep(let step): GuardView(held: true, step: step)
+            case .groupStop(let redo): GuardView(held: true, step: redo)
+            }
+        }
+    }
+
+    /// The step first, then the hold, then the rewind: letting go clears the guard's rewind with the
+    /// hold, and a rewind cleared while still held tells it the thread was moved past its site on purpose.
+    private func mirrorToGuard(from oldState: State) {
+        let old = Self.guardView(of: oldState), new = Self.guardView(of: state)
+        if old.step != nil || new.step != nil { CrashGuard.step(guardSlot, new.step) }
+        if old.held != new.held { CrashGuard.held(guardSlot, new.held) }
+        if old.rewind != new.rewind { CrashGuard.rewind(guardSlot, to: new.rewind) }
     }
 }
 

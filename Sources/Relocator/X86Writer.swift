@@ -166,6 +166,12 @@ public struct X86Writer {
         putImm32(Int32(bitPattern: value))
     }
 
+    /// `and qword [base + disp], simm32`.
+    public mutating func putAndStore(_ value: Int32, base: GPR, displacement: Int32) {
+        putMemoryForm([0x81], wide: true, reg: 4, base: base, displacement: displacement)
+        putImm32(value)
+    }
+
     /// `mov qword [base + disp], simm32`.
     public mutating func putStoreImm64(_ value: Int32, base: GPR, displacement: Int32) {
         putMemoryForm([0xc7], wide: true, reg: 0, base: base, displacement: displacement)
@@ -402,6 +408,7 @@ public struct X86Writer {
 
     public mutating func putRdtsc() { code += [0x0f, 0x31] }
     public mutating func putPause() { code += [0xf3, 0x90] }
+    public mutating func putNop() { code.append(0x90) }
     public mutating func putSyscall() { code += [0x0f, 0x05] }
     public mutating func putInt3() { code.append(0xcc) }
 

@@ -67,6 +67,11 @@ import Testing
         for kind in RelocationPlan.Kind.allCases where kind != .refuse {
             #expect(tally.runs[kind, default: 0] > 0, "no \(kind.rawValue) plan was run")
         }
+        // The way back a detach writes into an abandoned step's slot, run for every kind of step plan.
+        for kind in [RelocationPlan.Kind.copy, .retarget, .scratchRegister] {
+            #expect(tally.waysBack[kind, default: 0] > 0, "no \(kind.rawValue) step was finished by its slot's way back")
+        }
+        #expect(tally.waysBackClearingTrapFlag > 0, "no way back cleared a stepped pushf's trap flag")
         #expect(tally.noNearPage.isEmpty, "instructions with no near page: \(tally.noNearPage.prefix(5))")
         #expect(tally.unchecked.isEmpty, "engine plans the oracle did not run: \(tally.unchecked.prefix(5))")
         #expect(tally.missingRetarget.isEmpty,

@@ -28,6 +28,10 @@ extension Oracle {
         opcode(insn) == 0x9c
     }
 
+    static func popsFlags(_ insn: Instruction) -> Bool {
+        opcode(insn) == 0x9d
+    }
+
     /// Registers no run can be expected to reproduce, each with why. Kept to the few instructions
     /// whose result is not a function of the state; every other register of every instruction is
     /// compared.

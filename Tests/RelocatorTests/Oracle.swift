@@ -66,6 +66,21 @@ final class Oracle {
                     tally.mismatch(Mismatch(entry: entry, plan: plan, variant: variant, original: original.outcome,
                                             differences: differences))
                 }
+                // (Not a popf: the word it pops from the oracle's stack may carry TF — a stepped pushf
+                // left it — and run natively that traps, as the original would after its own next
+                // instruction; the kernel then also keeps TF for the runs after.)
+                guard [.copy, .retarget, .scratchRegister].contains(plan.kind), !Oracle.popsFlags(insn) else { continue }
+                // The same step finished by the slot's way back instead of the tracer's fix-up.
+                try memory.restore(after: observed, tracee)
+                let wayBack = try runWayBack(plan, state, memory)
+                observed = wayBack.memory
+                tally.waysBack[plan.kind, default: 0] += 1
+                if plan.clearsTrapFlagOnStack { tally.waysBackClearingTrapFlag += 1 }
+                let wayBackDifferences = comparison.differences(original: original, relocated: wayBack)
+                if !wayBackDifferences.isEmpty {
+                    tally.mismatch(Mismatch(entry: entry, plan: plan, variant: variant, original: original.outcome,
+                                            differences: wayBackDifferences.map { "by the slot's way back: \($0)" }))
+                }
             }
             try memory.restore(after: observed, tracee)
         }
@@ -108,6 +123,45 @@ final class Oracle {
         if outcome.isFault, regs.rip == plan.runAt { regs.rip = insn.address }
         if let scratch = plan.scratch { regs[gpr: scratch.register] = state.registers[gpr: scratch.register] }
         if outcome == .completed, plan.clearsTrapFlagOnStack { try clearTrapFlag(at: regs.rsp) }
+        return try observe(outcome, regs, memory)
+    }
+
+    /// copy / retarget / scratch-register as a thread let go inside its slot by a detach finishes it:
+    /// the relocated instruction stepped (a stepped pushf pushes TF, as for such a thread), then the
+    /// slot's way back (`slotWayBack`) run natively instead of the tracer's fix-up, up to a hardware
+    /// breakpoint on `resumeAt`. A fault of the relocated instruction is the engine's to handle as
+    /// ever, as in `stepInSlot`.
+    private func runWayBack(_ plan: RelocationPlan, _ state: MachineState, _ memory: TouchedMemory) throws -> RunResult {
+        let insn = plan.instruction
+        var start = state
+        if let scratch = plan.scratch { start.registers[gpr: scratch.register] = scratch.value }
+        let end = plan.runAt &+ UInt64(plan.code.count)
+        let wayBack = plan.slotWayBack(at: end, savedScratch: plan.scratch.map { state.registers[gpr: $0.register] })
+        try tracee.write(plan.code + wayBack + [UInt8](repeating: 0xcc, count: 16), at: plan.runAt)
+        try load(start, rip: plan.runAt)
+        let (stop, stepped) = try step(insn, at: plan.runAt)
+        var regs = stepped
+        var outcome = Self.outcome(stop, relocatedFrom: plan)
+        if outcome.isFault {
+            if regs.rip == plan.runAt { regs.rip = insn.address }
+            if let scratch = plan.scratch { regs[gpr: scratch.register] = state.registers[gpr: scratch.register] }
+            return try observe(outcome, regs, memory)
+        }
+        // Run on as a thread let go does: without the trap flag, which the kernel may have left set
+        // from an earlier run's stepped popf (then taking it for the program's own).
+        regs.eflags &= ~0x100
+        try tracee.setRegisters(regs)
+        switch try tracee.continueUntil(plan.resumeAt, deadline: 2) {
+        case .reached:
+            regs = try tracee.registers()
+            if regs.rip != plan.resumeAt { outcome = .lost("the way back stopped at 0x\(String(regs.rip, radix: 16))") }
+        case .signal(let signal, let code, let address):
+            regs = try tracee.registers()
+            outcome = .lost("the way back stopped with signal \(signal) code \(code) at 0x\(String(address, radix: 16))")
+        case .timedOut:
+            regs = try tracee.registers()
+            outcome = .lost("the way back never reached resumeAt")
+        }
         return try observe(outcome, regs, memory)
     }
 

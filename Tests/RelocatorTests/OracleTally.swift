@@ -29,6 +29,10 @@ struct OracleTally {
     var states = 0
     /// Relocated runs, by plan kind.
     var runs: [RelocationPlan.Kind: Int] = [:]
+    /// Steps finished by the slot's way back (`RelocationPlan.slotWayBack`), by plan kind; and those of
+    /// them whose way back clears the trap flag a stepped pushf pushed.
+    var waysBack: [RelocationPlan.Kind: Int] = [:]
+    var waysBackClearingTrapFlag = 0
     /// Instructions for which the Relocator offered each kind.
     var plansOffered: [RelocationPlan.Kind: Int] = [:]
     var refusals: [String: Int] = [:]
@@ -84,6 +88,9 @@ struct OracleTally {
                      + (originalFaults.isEmpty ? "none" : originalFaults.sorted { $0.key < $1.key }
                          .map { "\(String(cString: strsignal($0.key))) \($0.value)" }.joined(separator: ", ")))
         lines.append("  emulations that threw where the original faulted: \(emulationFaults)")
+        lines.append("  steps finished by the slot's way back: "
+                     + waysBack.sorted { $0.key.rawValue < $1.key.rawValue }.map { "\($0.key.rawValue) \($0.value)" }.joined(separator: ", ")
+                     + "; \(waysBackClearingTrapFlag) clearing a pushed trap flag")
         return lines.joined(separator: "\n")
     }
 }

@@ -2,6 +2,7 @@ import CShim
 import Glibc
 import Relocator
 
+/// The inline strategy's windows, written into the code during one brief all-stop.
 extension Engine {
     /// Writes inline windows into the code. Five bytes over code other threads run are safe only with
     /// every thread stopped and none of them — nor any saved PC on their stacks, a signal frame's
@@ -13,7 +14,7 @@ extension Engine {
         let stoppedHere = try stopAllThreads(of: process, except: thread)
         defer {
             for t in stoppedHere where threads[t.tid] != nil {
-                if case .groupStopped = t.state { try? listen(t) } else { try? resume(t) }
+                if t.isInGroupStop { try? listen(t) } else { try? resume(t) }
             }
         }
         var interior: [UInt64: Int] = [:]
@@ -133,7 +134,7 @@ extension Engine {
                 return false
             }
             thread.heldSignals += injection.held
-            thread.hold = .signalDelivery
+            thread.holdStop(.signalDelivery)
             guard let regs = try? Ptrace.getRegs(thread.tid) else { return false }
             if interior[regs.rip] == nil { return true }
         }
@@ -198,108 +199,5 @@ extension Engine {
             stacks.append((low, high))
         }
         return stacks
-    }
-
-    /// PTRACE_INTERRUPT to every running thread of the process, and wait until each has stopped. What
-    /// arrives meanwhile is kept: a signal is held for delivery, a hit of one of nstrace's int3s is
-    /// rewound to be taken again, a new thread or child is registered, and stops of other processes
-    /// are handled after. Returns the threads it stopped.
-    func stopAllThreads(of process: TracedProcess, except holder: TraceeThread?) throws(TraceError) -> [TraceeThread] {
-        var stopped: [TraceeThread] = []
-        for t in process.threads.values where t !== holder && !t.inVfork {
-            guard case .running = t.state else { continue }
-            do {
-                try Ptrace.interrupt(t.tid)
-            } catch {
-                if error.threadGone { continue }
-                throw error
-            }
-            t.interruptPending = true
-            stopped.append(t)
-        }
-        let deadline = monotonicNow() &+ 5_000_000_000
-        while stopped.contains(where: { $0.interruptPending && threads[$0.tid] != nil }) {
-            guard let result = try Wait.next() else {
-                if monotonicNow() > deadline {
-                    throw TraceError("stop every thread: \(stopped.filter(\.interruptPending).map(\.tid)) never stopped",
-                                     tid: process.pid, errno: ETIMEDOUT)
-                }
-                continue
-            }
-            guard let t = threads[result.tid], t.process === process, t.interruptPending else {
-                if threads[result.tid] == nil { early[result.tid, default: []].append(result) } else { deferredStops.append(result) }
-                continue
-            }
-            try settleForAllStop(t, result)
-        }
-        return stopped.filter { threads[$0.tid] != nil }
-    }
-
-    /// One stop of a thread being stopped for an all-stop.
-    private func settleForAllStop(_ t: TraceeThread, _ result: WaitResult) throws(TraceError) {
-        switch result {
-        case .exited(let tid, let status):
-            threadEnded(tid, .exited(status))
-            return
-        case .killed(let tid, let signal, let core):
-            threadEnded(tid, .killed(signal: signal, coreDumped: core))
-            return
-        case .signalStop(let tid, let signal) where Engine.isGroupStop(signal):
-            // A stop signal goes through at once; the group-stop it starts is this thread's stop.
-            try proceed(tid, signal: signal)
-            return
-        case .signalStop(let tid, SIGTRAP):
-            var regs = try Ptrace.getRegs(tid)
-            let info = try Ptrace.getSigInfo(tid)
-            let space = t.process.space
-            if info.si_code == 0x80, space.site(at: regs.rip &- 1) != nil || space.trap(at: regs.rip &- 1) != nil {
-                // One of nstrace's int3s, not yet handled: back onto it, to be hit again once resumed.
-                regs.rip &-= 1
-                try Ptrace.setRegs(tid, regs)
-                t.hold = .event
-            } else {
-                t.heldSignals.append(info)
-                t.hold = .signalDelivery
-            }
-        case .signalStop(let tid, _):
-            t.heldSignals.append(try Ptrace.getSigInfo(tid))
-            t.hold = .signalDelivery
-        case .syscallStop:
-            // Stopped at a syscall before the interrupt: as good a stop as the interrupt's (which comes
-            // later, and is a plain event stop then).
-            try syscallStopped(t)
-            t.hold = .event
-        case .eventStop(_, .clone, _), .eventStop(_, .fork, _), .eventStop(_, .vfork, _):
-            guard case .eventStop(_, let event, _) = result else { break }
-            let child = pid_t(truncatingIfNeeded: try Ptrace.eventMessage(t.tid))
-            // Registered, but its first stop waits for the loop: it must not run while code is rewritten.
-            if event == .clone, ProcFS.threadGroup(of: child) ?? t.process.pid == t.process.pid {
-                let newThread = TraceeThread(tid: child, process: t.process)
-                t.process.threads[child] = newThread
-                threads[child] = newThread
-                emit(t.process, child, .threadStart)
-            } else {
-                try registerChildProcess(child, of: t, event: event)
-            }
-            deferredStops += early.removeValue(forKey: child) ?? []
-            t.hold = .event
-        case .eventStop(_, .exec, _):
-            // The image is gone: nothing to patch. The loop handles the exec next.
-            deferredStops.append(result)
-            t.interruptPending = false
-            throw TraceError("stop every thread: an exec came first", tid: t.tid, errno: EINTR)
-        case .eventStop(_, .stop, let signal) where Engine.isGroupStop(signal):
-            t.state = .groupStopped
-            t.interruptPending = false
-            t.hold = .event
-            return
-        case .eventStop(_, .vforkDone, _):
-            t.inVfork = false
-            t.hold = .event
-        case .eventStop:
-            t.hold = .event
-        }
-        t.interruptPending = false
-        t.state = .stopped
     }
 }

@@ -2,6 +2,8 @@ import CShim
 import Foundation
 import Glibc
 
+/// Getting hold of tracees: attaching to a running process (every thread stopped and collected) and
+/// launching a program under the tracer. Letting go of them is Engine+Detach.swift.
 extension Engine {
     static let options: Ptrace.Options = [.traceClone, .traceFork, .traceVFork, .traceVForkDone, .traceExec, .traceSysGood]
 
@@ -72,7 +74,7 @@ extension Engine {
             try collectStops(of: process)
             emit(process, pid, .attach)
             // Injection needs a thread in a trap or event stop it can step (not one held in group-stop).
-            if let runnable = process.threads.values.first(where: { if case .stopped = $0.state { return true }; return false }) {
+            if let runnable = process.threads.values.first(where: \.isHeldOutsideGroupStop) {
                 // Near the program itself: its functions are the likeliest to be traced.
                 var near = ProcFS.entryPoint(of: pid) ?? 0
                 if near == 0 { near = try Ptrace.getRegs(runnable.tid).rip }
@@ -82,7 +84,7 @@ extension Engine {
                 notice(process, "process \(pid) is stopped; breakpoints go in when it continues")
             }
             for thread in process.threads.values {
-                if case .groupStopped = thread.state { try listen(thread) } else { try resume(thread) }
+                if thread.isInGroupStop { try listen(thread) } else { try resume(thread) }
             }
         } catch {
             if !(error.errno == EINTR) { fail("attach: \(error)") }
@@ -96,7 +98,7 @@ extension Engine {
     private func registerAttaching(_ tid: pid_t, in process: TracedProcess) {
         guard threads[tid] == nil else { return }
         let thread = TraceeThread(tid: tid, process: process)
-        thread.interruptPending = true
+        thread.state = .interruptPending(redo: nil)
         process.threads[tid] = thread
         threads[tid] = thread
     }
@@ -109,7 +111,7 @@ extension Engine {
     /// request ends it.
     func collectStops(of process: TracedProcess) throws(TraceError) {
         let deadline = monotonicNow() + 10_000_000_000
-        func pending() -> [TraceeThread] { process.threads.values.filter { $0.interruptPending } }
+        func pending() -> [TraceeThread] { process.threads.values.filter(\.awaitsStop) }
         var replay: [WaitResult] = []
         while !pending().isEmpty {
             if StopRequest.pending != nil { throw TraceError("attach", tid: process.pid, errno: EINTR) }
@@ -163,18 +165,18 @@ extension Engine {
                     threads[other.tid] = nil
                 }
                 process.space = AddressSpace(memory: try TraceeMemory(pid: process.pid))
-            case .eventStop(_, .vforkDone, _):
-                thread.inVfork = false
             case .eventStop:
                 break
             }
-            thread.interruptPending = false
+            let stop: TraceeThread.Stop = { if case .signalStop = result { return .signalDelivery }; return .event }()
             if case .eventStop(_, .stop, let signal) = result, Engine.isGroupStop(signal) {
-                thread.state = .groupStopped
+                thread.state = .held(stop, .groupStop(redo: nil))
+            } else if case .eventStop(_, .vfork, _) = result {
+                // Let go, it blocks until its child execs or exits.
+                thread.state = .held(stop, .vforked)
             } else {
-                thread.state = .stopped
+                thread.state = .held(stop, .stop)
             }
-            thread.hold = { if case .signalStop = result { return .signalDelivery }; return .event }()
         }
         if processes[process.pid] == nil { throw TraceError("attach", tid: process.pid, errno: ESRCH) }
     }
@@ -221,7 +223,7 @@ extension Engine {
                 let process = TracedProcess(pid: pid, space: AddressSpace(memory: memory), reportsEvents: true, launched: true)
                 processes[pid] = process
                 let thread = TraceeThread(tid: pid, process: process)
-                thread.state = .stopped
+                thread.state = .held(.event, .stop)
                 process.threads[pid] = thread
                 threads[pid] = thread
                 do {
