@@ -5,7 +5,10 @@ import Glibc
 /// Getting hold of tracees: attaching to a running process (every thread stopped and collected) and
 /// launching a program under the tracer. Letting go of them is Engine+Detach.swift.
 extension Engine {
-    static let options: Ptrace.Options = [.traceClone, .traceFork, .traceVFork, .traceVForkDone, .traceExec, .traceSysGood]
+    /// TRACEEXIT: a thread stops once more as it exits, with its memory still mapped, so that the
+    /// records it left in the ring are read while the stacks they were written on can still be told
+    /// apart (a process's records read after it has gone see no mappings at all).
+    static let options: Ptrace.Options = [.traceClone, .traceFork, .traceVFork, .traceVForkDone, .traceExec, .traceSysGood, .traceExit]
 
     /// Attaches to every thread of a running process, stops them all, puts the breakpoints in, and lets
     /// them go. PTRACE_SEIZE (no stray SIGSTOP); the task list is re-read until no new thread appears,

@@ -99,7 +99,11 @@ extension Engine {
                     afterRecords(of: thread.process, tid: tid) { trace.vforkChildren[tid] = nil }
                 }
                 try resume(thread)
-            case .exit: try resume(thread)
+            case .exit:
+                // The thread's records are read while its stack, and its process's, are still mapped:
+                // after the exit the stack mappings that tell fibers and sigaltstacks apart are gone.
+                _ = drainRecords()
+                try resume(thread)
             }
         case .syscallStop:
             try syscallStopped(thread)

@@ -10,26 +10,35 @@ final class StackMappings {
     /// Sorted by start; half-open [start, end).
     private var mappings: [(start: UInt64, end: UInt64)] = []
     private var last: (start: UInt64, end: UInt64) = (0, 0)
-    /// CLOCK_MONOTONIC of the last read: at most one read per millisecond, whatever the stack pointers.
+    /// CLOCK_MONOTONIC of the last read.
     private var readAt: UInt64 = 0
+    /// Pages stack pointers were in that the last read did not have: a stack unmapped since its
+    /// records were written (a thread's that ended). Such a page is looked for again at most once per
+    /// millisecond; any other unknown stack pointer gets a fresh read at once, so a stack mapped just
+    /// after a read (a fiber's, a sigaltstack) is never taken for no stack at all.
+    private var missing: Set<UInt64> = []
 
     init(pid: pid_t) { self.pid = pid }
 
-    /// The end of the mapping holding `sp`; 0 when none is known (frames then fall back to distance).
+    /// The end of the mapping holding `sp`; 0 when none is (frames then fall back to distance).
     func stack(of sp: UInt64) -> UInt64 {
         if sp >= last.start, sp < last.end { return last.end }
         if let found = lookup(sp) { return found }
-        let now = monotonicNow()
-        guard now &- readAt >= 1_000_000 else { return 0 }
+        let page = sp >> 12, now = monotonicNow()
+        if missing.contains(page), now &- readAt < 1_000_000 { return 0 }
         readAt = now
+        missing = []
         reload()
-        return lookup(sp) ?? 0
+        if let found = lookup(sp) { return found }
+        missing.insert(page)
+        return 0
     }
 
     /// After an exec: a new address space.
     func forget() {
         mappings = []
         last = (0, 0)
+        missing = []
     }
 
     private func lookup(_ sp: UInt64) -> UInt64? {
@@ -44,7 +53,8 @@ final class StackMappings {
     }
 
     private func reload() {
-        guard let maps = ProcFS.text("/proc/\(pid)/maps") else { return }
+        // A process that has ended has no mappings to read: what was read last stays.
+        guard let maps = ProcFS.text("/proc/\(pid)/maps"), !maps.isEmpty else { return }
         mappings = maps.split(separator: "\n").compactMap { line in
             let range = line.prefix { $0 != " " }.split(separator: "-")
             guard range.count == 2, let start = UInt64(range[0], radix: 16), let end = UInt64(range[1], radix: 16),

@@ -1,4 +1,6 @@
 import Foundation
+import Glibc
+@testable import NonStop
 import Testing
 import TestSupport
 
@@ -34,4 +36,22 @@ import TestSupport
         let depths = Set(log.of("call").filter { $0["function"] as? String == jit }.compactMap { $0["depth"] as? Int })
         #expect(depths.count == 1, "calls from the same place at depths \(depths.sorted().prefix(5))…")
     }
+}
+
+/// A stack mapped just after /proc/PID/maps was read is found at once, not taken for no stack (which
+/// made frames on a fiber's stack close by distance when a sigaltstack handler ran, under load).
+@Test func aStackMappedJustAfterAReadIsFoundAtOnce() throws {
+    let mappings = StackMappings(pid: getpid())
+    var local = 0
+    let here = withUnsafeMutablePointer(to: &local) { UInt64(UInt(bitPattern: $0)) }
+    #expect(mappings.stack(of: here) != 0, "this thread's own stack")
+    // Within the millisecond after that read: a new mapping, split by a guard page as fibers' are.
+    let size = 3 * 4096
+    let base = try #require(mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0))
+    defer { munmap(base, size) }
+    #expect(mprotect(base + 4096, 4096, PROT_NONE) == 0)
+    let start = UInt64(UInt(bitPattern: base))
+    // The upper part may have merged with a mapping above it; it ends at its end or higher.
+    #expect(mappings.stack(of: start + 8192 + 64) >= start + UInt64(size))
+    #expect(mappings.stack(of: start + 64) == start + 4096)
 }
