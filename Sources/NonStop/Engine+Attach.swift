@@ -6,8 +6,8 @@ import Glibc
 /// launching a program under the tracer. Letting go of them is Engine+Detach.swift.
 extension Engine {
     /// TRACEEXIT: a thread stops once more as it exits, with its memory still mapped, so that the
-    /// records it left in the ring are read while the stacks they were written on can still be told
-    /// apart (a process's records read after it has gone see no mappings at all).
+    /// stacks its records were written on can still be told apart when they are read after the process
+    /// has gone (its maps are empty then).
     static let options: Ptrace.Options = [.traceClone, .traceFork, .traceVFork, .traceVForkDone, .traceExec, .traceSysGood, .traceExit]
 
     /// Attaches to every thread of a running process, stops them all, puts the breakpoints in, and lets

@@ -100,9 +100,10 @@ extension Engine {
                 }
                 try resume(thread)
             case .exit:
-                // The thread's records are read while its stack, and its process's, are still mapped:
-                // after the exit the stack mappings that tell fibers and sigaltstacks apart are gone.
-                _ = drainRecords()
+                // Its memory is still mapped. Records read after the process is gone (the ring is
+                // drained later) find their stacks in what is read now: afterwards /proc/PID/maps is
+                // empty, and fibers' and sigaltstacks' frames could no longer be told apart.
+                thread.process.stacks.refresh()
                 try resume(thread)
             }
         case .syscallStop:

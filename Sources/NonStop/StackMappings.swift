@@ -34,6 +34,16 @@ final class StackMappings {
         return 0
     }
 
+    /// Reads the mappings again unless they were read in the last millisecond (threads exiting in a
+    /// burst, an exit_group, read them once).
+    func refresh() {
+        let now = monotonicNow()
+        guard now &- readAt >= 1_000_000 else { return }
+        readAt = now
+        missing = []
+        reload()
+    }
+
     /// After an exec: a new address space.
     func forget() {
         mappings = []
