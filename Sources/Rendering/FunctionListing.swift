@@ -83,8 +83,6 @@ public enum FunctionListing {
 
 }
 
-func hex(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }
-
 extension String {
     func leftPadded(to width: Int) -> String {
         count >= width ? self : String(repeating: " ", count: width - count) + self

@@ -1,4 +1,5 @@
 import NonStop
+import Relocator
 
 /// One JSON object per event and line. Every object has `event`, `ts_ns`, `pid` and `tid`.
 public final class JSONLinesRenderer: Renderer {

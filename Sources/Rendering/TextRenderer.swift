@@ -1,5 +1,6 @@
 import Foundation
 import NonStop
+import Relocator
 
 /// One line per event: `[time] [tid] <indent>→ fn(name=value, …)` and `← fn = value  <duration>`,
 /// indented by call depth per thread so interleaved threads stay readable.
