@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Symbols
 
 /// What /proc says about a process.
 enum ProcFS {
@@ -55,10 +56,7 @@ enum ProcFS {
 
     /// Gone, or a zombie or dead task that can no longer be traced.
     static func isExiting(_ tid: pid_t, of pid: pid_t) -> Bool {
-        guard let stat = text("/proc/\(pid)/task/\(tid)/stat"),
-              let close = stat.lastIndex(of: ")"),
-              let state = stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first
-        else { return true }
+        guard let state = ProcStat.state(of: pid, task: tid) else { return true }
         return state == "Z" || state == "X" || state == "x"
     }
 

@@ -1,0 +1,31 @@
+import Glibc
+
+/// What /proc/PID/stat (or /proc/PID/task/TID/stat) says of a task.
+public enum ProcStat {
+    /// The task's state letter (R, S, D, T, t, Z, X…); nil when it is gone. The command name before it
+    /// is in parentheses and may hold spaces and ")" itself: the state is the first field after the
+    /// last ")".
+    public static func state(of pid: pid_t, task tid: pid_t? = nil) -> Character? {
+        guard let line = read(tid.map { "/proc/\(pid)/task/\($0)/stat" } ?? "/proc/\(pid)/stat"),
+              let end = line.lastIndex(of: UInt8(ascii: ")")),
+              let state = line[(end + 1)...].first(where: { $0 != UInt8(ascii: " ") })
+        else { return nil }
+        return Character(Unicode.Scalar(state))
+    }
+
+    /// The whole file, read until read() returns 0 (/proc reports its size as 0).
+    private static func read(_ path: String) -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1024)
+        while true {
+            let n = Glibc.read(fd, &chunk, chunk.count)
+            if n < 0, errno == EINTR { continue }
+            if n < 0 { return nil }
+            if n == 0 { return bytes }
+            bytes += chunk[..<n]
+        }
+    }
+}
