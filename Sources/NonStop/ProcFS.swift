@@ -10,23 +10,8 @@ enum ProcFS {
         return names.compactMap { pid_t($0) }.sorted()
     }
 
-    /// A /proc file read to its end: its size is reported as 0, so it is read until read() returns 0.
-    static func contents(_ path: String) -> [UInt8]? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var out: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = read(fd, &chunk, chunk.count)
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { return n == 0 ? out : nil }
-            out += chunk[..<n]
-        }
-    }
-
     static func text(_ path: String) -> String? {
-        contents(path).map { String(decoding: $0, as: UTF8.self) }
+        ProcFile.contents(path).map { String(decoding: $0, as: UTF8.self) }
     }
 
     static func statusField(_ name: String, of tid: pid_t) -> String? {
@@ -71,7 +56,7 @@ enum ProcFS {
 
     /// AT_ENTRY from /proc/PID/auxv: the program's entry point.
     static func entryPoint(of pid: pid_t) -> UInt64? {
-        guard let data = contents("/proc/\(pid)/auxv") else { return nil }
+        guard let data = ProcFile.contents("/proc/\(pid)/auxv") else { return nil }
         let words = data.withUnsafeBytes { raw in
             (0..<(raw.count / 8)).map { raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self) }
         }

@@ -6,26 +6,10 @@ public enum ProcStat {
     /// is in parentheses and may hold spaces and ")" itself: the state is the first field after the
     /// last ")".
     public static func state(of pid: pid_t, task tid: pid_t? = nil) -> Character? {
-        guard let line = read(tid.map { "/proc/\(pid)/task/\($0)/stat" } ?? "/proc/\(pid)/stat"),
+        guard let line = ProcFile.contents(tid.map { "/proc/\(pid)/task/\($0)/stat" } ?? "/proc/\(pid)/stat"),
               let end = line.lastIndex(of: UInt8(ascii: ")")),
               let state = line[(end + 1)...].first(where: { $0 != UInt8(ascii: " ") })
         else { return nil }
         return Character(Unicode.Scalar(state))
-    }
-
-    /// The whole file, read until read() returns 0 (/proc reports its size as 0).
-    private static func read(_ path: String) -> [UInt8]? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 1024)
-        while true {
-            let n = Glibc.read(fd, &chunk, chunk.count)
-            if n < 0, errno == EINTR { continue }
-            if n < 0 { return nil }
-            if n == 0 { return bytes }
-            bytes += chunk[..<n]
-        }
     }
 }
