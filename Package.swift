@@ -45,15 +45,18 @@ let package = Package(
         // perf on a redis trace); the engine owns its state on one thread.
         .target(name: "NonStop", dependencies: ["Symbols", "Relocator", "CShim"],
                 swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]),
+        // How events look: the renderers, the filters before them, `nstrace list`'s lines. A library so
+        // that the CLI and the render benchmark run the same code. The renderers write every event byte
+        // by byte through one buffer: dynamic exclusivity checks on it cost them more than the
+        // formatting does.
+        .target(name: "Rendering", dependencies: ["Symbols", "Relocator", "NonStop", "CShim"],
+                swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]),
         .executableTarget(
             name: "CLI",
             dependencies: [
-                "Symbols", "Relocator", "NonStop", "CShim", "CBuildInfo",
+                "Symbols", "Relocator", "NonStop", "Rendering", "CBuildInfo",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ],
-            // The renderers write every event byte by byte through one buffer: dynamic exclusivity checks
-            // on it cost them more than the formatting does.
-            swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+            ]
         ),
 
         .testTarget(name: "SymbolsTests", dependencies: ["Symbols", "TestSupport"]),
@@ -74,13 +77,11 @@ let package = Package(
         .executableTarget(
             name: "nstrace-bench",
             dependencies: [
-                "Symbols", "Relocator", "NonStop", "CShim", "BenchSupport",
+                "Symbols", "Relocator", "NonStop", "Rendering", "CShim", "BenchSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Benchmark", package: "swift-benchmark"),
             ],
-            path: "Benchmarks/Sources/nstrace-bench",
-            // Compiles the renderers (Rendering/) as the CLI does.
-            swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+            path: "Benchmarks/Sources/nstrace-bench"
         ),
         .target(name: "BenchSupport", path: "Benchmarks/Sources/BenchSupport"),
     ],

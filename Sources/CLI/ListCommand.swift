@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import NonStop
 import Relocator
+import Rendering
 import Symbols
 
 struct ListCommand: ParsableCommand {

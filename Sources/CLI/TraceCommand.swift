@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import NonStop
+import Rendering
 import Symbols
 
 struct TraceCommand: ParsableCommand {

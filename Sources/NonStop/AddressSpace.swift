@@ -1,5 +1,6 @@
 import Glibc
 import Relocator
+import Symbols
 
 /// One address space's breakpoints and scratch memory. Threads of a process share it, and so does a
 /// vfork child until it execs.
@@ -266,7 +267,7 @@ final class AddressSpace {
                   Array(head[0..<2]) == ScratchRegion.gadget,
                   Array(head[Int(ScratchRegion.nameOffset)..<Int(ScratchRegion.nameOffset) + 8]) == Array("nstrace".utf8) + [0]
             else { continue }
-            let used = head[Int(ScratchRegion.usedOffset)...].enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+            let used = littleEndianWord(head[Int(ScratchRegion.usedOffset)...])
             guard used <= end - start else { continue }
             let region = ScratchRegion(start: start, size: end - start, used: used)
             regions.append(region)

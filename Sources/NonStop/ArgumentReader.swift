@@ -73,11 +73,7 @@ struct ArgumentReader<Source: ValueSource> {
         }
     }
 
-    private func word(_ raw: [UInt8], _ index: Int = 0) -> UInt64 {
-        var value: UInt64 = 0
-        for (i, byte) in raw.dropFirst(index * 8).prefix(8).enumerated() { value |= UInt64(byte) << (8 * UInt64(i)) }
-        return value
-    }
+    private func word(_ raw: [UInt8], _ index: Int = 0) -> UInt64 { littleEndianWord(raw.dropFirst(index * 8)) }
 
     /// The first few elements of a Go slice, for element types that print on their own.
     private mutating func sliceElements(at address: UInt64, length: UInt64, of element: ValueType?) -> [ArgumentValue] {
@@ -128,7 +124,7 @@ struct ArgumentReader<Source: ValueSource> {
         case .signed, .unsigned:
             guard type.byteSize == 16 else { return nil }
             guard raw.count >= 16 else { return .unavailable }
-            return .int128(low: littleEndian(raw.prefix(8)), high: littleEndian(raw.dropFirst(8).prefix(8)),
+            return .int128(low: littleEndianWord(raw.prefix(8)), high: littleEndianWord(raw.dropFirst(8).prefix(8)),
                            signed: type.kind == .signed)
         case .float:
             // The x87 format's 10 bytes (in a 12- or 16-byte slot), taken as they are.
@@ -143,11 +139,6 @@ struct ArgumentReader<Source: ValueSource> {
         }
     }
 
-    static func littleEndian(_ bytes: ArraySlice<UInt8>) -> UInt64 {
-        var value: UInt64 = 0
-        for (i, byte) in bytes.prefix(8).enumerated() { value |= UInt64(byte) << (8 * UInt64(i)) }
-        return value
-    }
 
     /// A value of `type` from its bytes in memory (a struct's field, an array's element, a pointee):
     /// what cannot be read from them, because DWARF's sizes or offsets point past them, is unavailable.
@@ -179,7 +170,7 @@ struct ArgumentReader<Source: ValueSource> {
         default:
             let size = type.byteSize > 0 ? type.byteSize : 8
             guard raw.count >= min(size, 8) else { return .unavailable }
-            return type.scalar(littleEndian(raw)) ?? .unavailable
+            return type.scalar(littleEndianWord(raw)) ?? .unavailable
         }
     }
 

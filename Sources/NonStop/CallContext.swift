@@ -35,9 +35,7 @@ extension Engine {
         guard let bytes = try? thread.process.space.memory.read(regs.r14, count: span), bytes.count == span else {
             return CallContext(goroutine: nil, stackPointer: regs.rsp)
         }
-        func word(_ offset: Int) -> UInt64 {
-            bytes[offset..<offset + 8].enumerated().reduce(0) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
-        }
+        func word(_ offset: Int) -> UInt64 { littleEndianWord(bytes[offset..<offset + 8]) }
         let low = word(go.stackLowOffset), high = word(go.stackHighOffset)
         guard low < high, regs.rsp >= low, regs.rsp < high else {
             return CallContext(goroutine: nil, stackPointer: regs.rsp)

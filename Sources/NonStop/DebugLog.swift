@@ -12,5 +12,3 @@ public enum DebugLog {
         line.withCString { _ = fputs($0, stderr) }
     }
 }
-
-func hex(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }

@@ -144,7 +144,7 @@ extension Engine {
             case .eventStop(_, .clone, _), .eventStop(_, .fork, _), .eventStop(_, .vfork, _):
                 let child = pid_t(truncatingIfNeeded: try Ptrace.eventMessage(thread.tid))
                 guard case .eventStop(_, let event, _) = result else { break }
-                if event == .clone, ProcFS.threadGroup(of: child) ?? process.pid == process.pid {
+                if event.madeThread(child, of: process.pid) {
                     registerAttaching(child, in: process)
                     replay += early.removeValue(forKey: child) ?? []
                 } else {

@@ -192,7 +192,7 @@ extension Engine {
                 // A task born during detach: wait for its first stop too, so it can be let go cleanly.
                 let child = pid_t(truncatingIfNeeded: try Ptrace.eventMessage(tid))
                 let process: TracedProcess
-                if event == .clone, ProcFS.threadGroup(of: child) ?? thread.process.pid == thread.process.pid {
+                if event.madeThread(child, of: thread.process.pid) {
                     process = thread.process
                 } else {
                     let shares = event == .vfork || nst_same_address_space(tid, child) == 1

@@ -256,7 +256,7 @@ extension Engine {
               let descriptor = image.address(ofSymbol: "_thread_db_pthread_tid", in: libc),
               let bytes = try? process.space.memory.read(descriptor, count: 12), bytes.count == 12
         else { return identity }
-        let fields = (0..<3).map { i in bytes[(i * 4)..<(i * 4 + 4)].enumerated().reduce(UInt32(0)) { $0 | UInt32($1.element) << (8 * UInt32($1.offset)) } }
+        let fields = (0..<3).map { i in UInt32(truncatingIfNeeded: littleEndianWord(bytes[(i * 4)..<(i * 4 + 4)])) }
         guard fields[0] == 32, fields[2] < 0x4000, let offset = Int32(exactly: fields[2]) else { return identity }
         for thread in process.threads.values {
             guard let regs = try? Ptrace.getRegs(thread.tid) else { continue }

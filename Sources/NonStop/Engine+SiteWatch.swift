@@ -1,4 +1,5 @@
 import Glibc
+import Relocator
 
 /// Other tracers write the same code nstrace does. A uprobe (bpftrace, perf, SystemTap) put on an
 /// instruction that already holds nstrace's int3 takes its traps in the kernel, and when it is removed

@@ -317,7 +317,7 @@ extension Engine {
             guard case .eventStop(_, let event, _) = result else { break }
             let child = pid_t(truncatingIfNeeded: try Ptrace.eventMessage(t.tid))
             // Registered, but its first stop waits for the loop: it must not run while code is rewritten.
-            if event == .clone, ProcFS.threadGroup(of: child) ?? t.process.pid == t.process.pid {
+            if event.madeThread(child, of: t.process.pid) {
                 let newThread = TraceeThread(tid: child, process: t.process)
                 t.process.threads[child] = newThread
                 threads[child] = newThread

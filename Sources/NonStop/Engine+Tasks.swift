@@ -70,7 +70,7 @@ extension Engine {
     func newTask(from parent: TraceeThread, event: Ptrace.Event) throws(TraceError) {
         let child = pid_t(truncatingIfNeeded: try Ptrace.eventMessage(parent.tid))
         let process = parent.process
-        if event == .clone, ProcFS.threadGroup(of: child) ?? process.pid == process.pid {
+        if event.madeThread(child, of: process.pid) {
             DebugLog.log("\(process.pid): new thread \(child)")
             try adopt(child, into: process, announce: true)
             try resume(parent)

@@ -1,6 +1,7 @@
 import CShim
 import Glibc
 import Relocator
+import Symbols
 
 /// The inline strategy's windows, written into the code during one brief all-stop.
 extension Engine {
@@ -98,7 +99,7 @@ extension Engine {
         guard let site = try? memory.read(p.window.start, count: 5), site.count == 5 else { return false }
         func target(ofJumpAt address: UInt64, _ bytes: [UInt8]) -> UInt64? {
             guard bytes.count == 5, bytes[0] == 0xe9 else { return nil }
-            let rel = bytes[1...4].enumerated().reduce(UInt32(0)) { $0 | UInt32($1.element) << (8 * UInt32($1.offset)) }
+            let rel = UInt32(truncatingIfNeeded: littleEndianWord(bytes[1...4]))
             return address &+ 5 &+ UInt64(bitPattern: Int64(Int32(bitPattern: rel)))
         }
         var jump = target(ofJumpAt: p.window.start, site)
@@ -180,9 +181,7 @@ extension Engine {
               let allgs = image.address(ofSymbol: "runtime.allgs", in: module),
               let header = try? process.space.memory.read(allgs, count: 16), header.count == 16
         else { return [] }
-        func word(_ bytes: [UInt8], _ at: Int) -> UInt64 {
-            bytes[at..<at + 8].enumerated().reduce(0) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
-        }
+        func word(_ bytes: [UInt8], _ at: Int) -> UInt64 { littleEndianWord(bytes[at..<at + 8]) }
         let count = Int(min(word(header, 8), 1 << 20))
         guard count > 0, let pointers = try? process.space.memory.read(word(header, 0), count: count * 8),
               pointers.count == count * 8 else { return [] }

@@ -86,7 +86,7 @@ public enum InlineSites {
         guard let word = memory(slot, 8), word.count == 8 else {
             return .failure(Refusal(reason: "the GOT slot of a PLT call cannot be read"))
         }
-        let target = word.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+        let target = littleEndianWord(word)
         guard let function = image.function(containing: target), function.address == target else {
             return .failure(Refusal(reason: "a call through the PLT not bound yet (lazy binding)"))
         }

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Symbols
 
 /// What /proc says about a process.
 enum ProcFS {
@@ -9,23 +10,8 @@ enum ProcFS {
         return names.compactMap { pid_t($0) }.sorted()
     }
 
-    /// A /proc file read to its end: its size is reported as 0, so it is read until read() returns 0.
-    static func contents(_ path: String) -> [UInt8]? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var out: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = read(fd, &chunk, chunk.count)
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { return n == 0 ? out : nil }
-            out += chunk[..<n]
-        }
-    }
-
     static func text(_ path: String) -> String? {
-        contents(path).map { String(decoding: $0, as: UTF8.self) }
+        ProcFile.contents(path).map { String(decoding: $0, as: UTF8.self) }
     }
 
     static func statusField(_ name: String, of tid: pid_t) -> String? {
@@ -55,10 +41,7 @@ enum ProcFS {
 
     /// Gone, or a zombie or dead task that can no longer be traced.
     static func isExiting(_ tid: pid_t, of pid: pid_t) -> Bool {
-        guard let stat = text("/proc/\(pid)/task/\(tid)/stat"),
-              let close = stat.lastIndex(of: ")"),
-              let state = stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first
-        else { return true }
+        guard let state = ProcStat.state(of: pid, task: tid) else { return true }
         return state == "Z" || state == "X" || state == "x"
     }
 
@@ -73,7 +56,7 @@ enum ProcFS {
 
     /// AT_ENTRY from /proc/PID/auxv: the program's entry point.
     static func entryPoint(of pid: pid_t) -> UInt64? {
-        guard let data = contents("/proc/\(pid)/auxv") else { return nil }
+        guard let data = ProcFile.contents("/proc/\(pid)/auxv") else { return nil }
         let words = data.withUnsafeBytes { raw in
             (0..<(raw.count / 8)).map { raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self) }
         }

@@ -34,6 +34,13 @@ enum Ptrace {
 
     enum Event: Int32 {
         case fork = 1, vfork = 2, clone = 3, exec = 4, vforkDone = 5, exit = 6, stop = 128
+
+        /// Whether the task this event reports (`child`, its event message) is a new thread of `pid`:
+        /// a clone with CLONE_THREAD. A clone without it is a new process, as a fork is. A child already
+        /// gone from /proc, with nothing left to tell by, is taken for a thread.
+        func madeThread(_ child: pid_t, of pid: pid_t) -> Bool {
+            self == .clone && (ProcFS.threadGroup(of: child) ?? pid) == pid
+        }
     }
 
     @discardableResult

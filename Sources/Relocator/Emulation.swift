@@ -226,5 +226,3 @@ extension user_regs_struct {
         }
     }
 }
-
-func hex(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }

@@ -29,7 +29,7 @@ extension ProcessImage {
         }
         for slot in slots {
             guard let word = memory(slot, 8), word.count == 8 else { continue }
-            let target = word.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+            let target = littleEndianWord(word)
             // A slot not relocated yet holds a link-time value, or a PLT address in its own module.
             if let implementation = implementation(of: ifunc, at: target) { return .success(implementation) }
         }

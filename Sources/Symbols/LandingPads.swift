@@ -149,10 +149,8 @@ struct EHCursor {
 
     mutating func unsigned(_ size: Int) -> UInt64? {
         guard size <= remaining else { return nil }
-        var value: UInt64 = 0
-        for i in 0..<size { value |= UInt64(section.bytes[offset + i]) << (8 * i) }
-        offset += size
-        return value
+        defer { offset += size }
+        return littleEndianWord(section.bytes[offset..<offset + size])
     }
 
     mutating func signed(_ size: Int) -> UInt64? {

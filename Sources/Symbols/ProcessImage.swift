@@ -250,16 +250,11 @@ public final class ProcessImage {
     /// The process's maps are read through a live thread: a leader that called pthread_exit is a
     /// zombie whose /proc/PID/maps is empty while the other threads run on.
     static func liveTask(of pid: pid_t) -> pid_t {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")"),
-              stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first == "Z",
+        guard ProcStat.state(of: pid) == "Z",
               let tasks = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")
         else { return pid }
         for name in tasks {
-            guard let tid = pid_t(name), tid != pid,
-                  let s = try? String(contentsOfFile: "/proc/\(pid)/task/\(name)/stat", encoding: .utf8),
-                  let c = s.lastIndex(of: ")"),
-                  s[s.index(after: c)...].trimmingCharacters(in: .whitespaces).first != "Z"
+            guard let tid = pid_t(name), tid != pid, let state = ProcStat.state(of: pid, task: tid), state != "Z"
             else { continue }
             return tid
         }

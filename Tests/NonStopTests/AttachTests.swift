@@ -62,17 +62,17 @@ import TestSupport
         let fixture = try RunningFixture(try server(), ["2"])
         defer { fixture.stop() }
         kill(fixture.pid, SIGSTOP)
-        #expect(waitFor { TestSupport.processState(fixture.pid) == "T" })
+        #expect(waitFor { ProcStat.state(of: fixture.pid) == "T" })
         let traceFile = Paths.scratch.appendingPathComponent("stopped.jsonl").path
         let trace = try BackgroundTrace(["--json", "-o", traceFile, "-p", "\(fixture.pid)", "^srv_"], outputFile: traceFile)
         #expect(trace.waitForLines(containing: "\"attach\"", count: 1))
         #expect(trace.waitForLines(containing: "is stopped", count: 1))
         // Traced and stopped: every thread in a tracing stop, none running.
-        let states = Set(tasks(fixture.pid).compactMap { threadState($0, of: fixture.pid) })
+        let states = Set(tasks(fixture.pid).compactMap { ProcStat.state(of: fixture.pid, task: $0) })
         #expect(states.isSubset(of: ["t", "T"]), "\(states)")
         let end = try #require(trace.stop())
         #expect(end.status == 0, "\(end.stderr)")
-        #expect(TestSupport.processState(fixture.pid) == "T", "the process must still be stopped after detach")
+        #expect(ProcStat.state(of: fixture.pid) == "T", "the process must still be stopped after detach")
         fixture.skipPrinted()
         #expect(fixture.waitForLine(containing: "tick", timeout: 0.3) == nil, "it ran while it should be stopped")
         kill(fixture.pid, SIGCONT)
@@ -83,7 +83,7 @@ import TestSupport
         let fixture = try RunningFixture(try server(), ["2"])
         defer { fixture.stop() }
         kill(fixture.pid, SIGSTOP)
-        #expect(waitFor { TestSupport.processState(fixture.pid) == "T" })
+        #expect(waitFor { ProcStat.state(of: fixture.pid) == "T" })
         let traceFile = Paths.scratch.appendingPathComponent("continued.jsonl").path
         let trace = try BackgroundTrace(["--json", "-o", traceFile, "-p", "\(fixture.pid)", "^srv_handle$"], outputFile: traceFile)
         #expect(trace.waitForLines(containing: "is stopped", count: 1))
@@ -159,12 +159,6 @@ import TestSupport
 
     func tasks(_ pid: pid_t) -> [pid_t] {
         ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []).compactMap { pid_t($0) }
-    }
-
-    func threadState(_ tid: pid_t, of pid: pid_t) -> Character? {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/task/\(tid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return nil }
-        return stat[stat.index(close, offsetBy: 2)...].first
     }
 }
 

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Symbols
 import Testing
 import TestSupport
 
@@ -21,7 +22,7 @@ import TestSupport
         #expect(trace.waitForLines(containing: "\"return\"", count: 50))
         for round in 1...25 {
             kill(fixture.pid, SIGSTOP)
-            #expect(waitFor { processState(fixture.pid) == "T" || processState(fixture.pid) == "t" }, "round \(round)")
+            #expect(waitFor { ProcStat.state(of: fixture.pid) == "T" || ProcStat.state(of: fixture.pid) == "t" }, "round \(round)")
             kill(fixture.pid, SIGCONT)
             #expect(fixture.isRunning, "round \(round): \(fixture.state)")
         }

@@ -181,10 +181,3 @@ public func tracers(of pid: pid_t) -> [pid_t: Int] {
     }
     return result
 }
-
-/// The state letter of /proc/PID/stat (R, S, T, t, Z…).
-public func processState(_ pid: pid_t) -> Character? {
-    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-          let close = stat.lastIndex(of: ")") else { return nil }
-    return stat[stat.index(close, offsetBy: 2)...].first
-}

@@ -1,4 +1,5 @@
 import Foundation
+import Rendering
 
 /// The medians of every tool's runs, as a text table, Markdown and JSON.
 struct RedisReport {

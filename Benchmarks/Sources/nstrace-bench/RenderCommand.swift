@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Glibc
 import NonStop
+import Rendering
 import Symbols
 
 /// `nstrace-bench render`: how many events per second nstrace turns into output on one core, from

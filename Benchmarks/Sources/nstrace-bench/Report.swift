@@ -1,4 +1,5 @@
 import Foundation
+import Rendering
 
 /// The medians of one cell, and what they mean against the untraced run and the floor.
 struct Summary {

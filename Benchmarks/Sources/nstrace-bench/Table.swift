@@ -1,4 +1,5 @@
 import Foundation
+import Rendering
 
 /// One column of a results table: its title, how a row shows in it, and whether it is right-aligned.
 struct Column<Row> {

@@ -5,7 +5,7 @@ import NonStop
 /// one complete ("X") event on its thread's track, written when it returns (or unwinds); calls still
 /// open at the end get an "X" up to the last timestamp, marked incomplete. Streamed, so memory stays
 /// flat however long the trace.
-final class ChromeTraceRenderer: Renderer {
+public final class ChromeTraceRenderer: Renderer {
     /// A thread's open calls — a goroutine's in Go, whose calls can return on another thread than the
     /// one they began on; their arguments, already JSON, kept one after the other in `arguments`.
     private struct Track {
@@ -24,13 +24,13 @@ final class ChromeTraceRenderer: Renderer {
     /// Scratch output for one call's arguments.
     private let scratch: Output
 
-    init(output: Output) throws {
+    public init(output: Output) throws {
         self.output = output
         scratch = try Output(path: nil, memoryOnly: true)
         output.write("{\"displayTimeUnit\":\"ns\",\"traceEvents\":[")
     }
 
-    func render(_ event: Event, _ batch: BatchContext) {
+    public func render(_ event: Event, _ batch: BatchContext) {
         lastTimestamp = max(lastTimestamp, event.timestamp)
         switch event.kind {
         case .call:
@@ -187,9 +187,9 @@ final class ChromeTraceRenderer: Renderer {
         first = false
     }
 
-    func flush() { output.flush() }
+    public func flush() { output.flush() }
 
-    func finish() {
+    public func finish() {
         for key in tracks.keys.sorted() {
             while let track = tracks[key], !track.calls.isEmpty {
                 scratch.append("\"incomplete\":true" as StaticString)

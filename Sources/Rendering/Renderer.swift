@@ -3,7 +3,7 @@ import Foundation
 import NonStop
 
 /// Turns events into output. Runs on its own thread, fed batch by batch from the engine's queue.
-protocol Renderer: AnyObject {
+public protocol Renderer: AnyObject {
     func render(_ event: Event, _ batch: BatchContext)
     /// Called after each batch of events taken from the queue.
     func flush()
@@ -12,7 +12,7 @@ protocol Renderer: AnyObject {
 }
 
 /// What an event refers to beyond itself: its batch (values, details) and the functions by number.
-struct BatchContext {
+public struct BatchContext {
     let batch: EventBatch
     /// The batch's value bytes, valid while the batch is rendered.
     let values: UnsafeRawBufferPointer
@@ -79,7 +79,7 @@ final class FunctionText {
 
 /// Buffered output to stderr or a file, built byte by byte (no string per event) and written in large
 /// pieces; a failed write asks the engine to stop (and detach).
-final class Output {
+public final class Output {
     private let handle: UnsafeMutablePointer<FILE>
     private let owned: Bool
     /// Bytes are kept (the buffer grows) until taken, never written.
@@ -90,7 +90,7 @@ final class Output {
     private var count = 0
 
     /// `memoryOnly`: a scratch output whose bytes are taken with `take`.
-    init(path: String?, memoryOnly: Bool = false) throws {
+    public init(path: String?, memoryOnly: Bool = false) throws {
         self.memoryOnly = memoryOnly
         if let path {
             guard let file = fopen(path, "w") else {
@@ -275,7 +275,7 @@ final class Output {
         }
     }
 
-    func flush() {
+    public func flush() {
         guard !memoryOnly, !closed else { return }
         drain()
         fflush(handle)
@@ -284,7 +284,7 @@ final class Output {
     private var closed = false
 
     /// Flushes and closes the file (once, whoever asks).
-    func close() {
+    public func close() {
         guard !closed else { return }
         flush()
         closed = true
@@ -292,6 +292,6 @@ final class Output {
     }
 }
 
-struct OutputError: Error, CustomStringConvertible {
-    let description: String
+public struct OutputError: Error, CustomStringConvertible {
+    public let description: String
 }

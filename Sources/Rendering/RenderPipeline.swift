@@ -4,7 +4,7 @@ import NonStop
 /// Hands each event to every renderer, after the filters the user asked for: which calls (`CallFilter`:
 /// `--min-duration`, `--max-depth`, `--exclude`, `--caller`), only some threads (`--tid`), at most so
 /// many calls (`--max-calls`, then nstrace detaches).
-final class RenderPipeline {
+public final class RenderPipeline {
     private let renderers: [Renderer]
     private let threads: Set<Int32>
     private let maxCalls: Int?
@@ -20,7 +20,7 @@ final class RenderPipeline {
     /// are not shown either.
     private var shownDepth: [CallKey: Int32] = [:]
 
-    init(renderers: [Renderer], threads: Set<Int32>, maxCalls: Int?, status: StatusLine?,
+    public init(renderers: [Renderer], threads: Set<Int32>, maxCalls: Int?, status: StatusLine?,
          filters: CallFilter.Options = .init()) {
         self.renderers = renderers
         filter = filters.isEmpty ? nil : CallFilter(options: filters, functions: functions)
@@ -30,7 +30,7 @@ final class RenderPipeline {
         self.status = status
     }
 
-    func render(_ batch: EventBatch) {
+    public func render(_ batch: EventBatch) {
         functions.add(batch.newFunctions)
         var callsSeen = 0
         batch.withValues { values in
@@ -86,9 +86,9 @@ final class RenderPipeline {
         return true
     }
 
-    func flush() { renderers.forEach { $0.flush() } }
+    public func flush() { renderers.forEach { $0.flush() } }
 
-    func finish() {
+    public func finish() {
         filter?.finish(deliver)
         status?.finish()
         renderers.forEach { $0.finish() }
@@ -107,7 +107,7 @@ final class RenderPipeline {
 
 /// A live line on the terminal while the trace goes to a file: events per second, calls, threads,
 /// breakpoints.
-final class StatusLine: @unchecked Sendable {
+public final class StatusLine: @unchecked Sendable {
     private let lock = NSLock()
     private var events = 0
     private var calls = 0
@@ -115,7 +115,7 @@ final class StatusLine: @unchecked Sendable {
     private var lost = 0
     private var done = false
 
-    init(engine: EngineStatus) {
+    public init(engine: EngineStatus) {
         Thread.detachNewThread { [self] in
             var previous = 0
             while true {

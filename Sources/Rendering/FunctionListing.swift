@@ -3,9 +3,9 @@ import Relocator
 import Symbols
 
 /// How `nstrace list` shows one function.
-enum FunctionListing {
+public enum FunctionListing {
     /// `demangling`: the demangled name first and the symbol beside it, else the other way round.
-    static func text(_ f: Function, _ signature: Signature?, _ refusal: Refusal?, _ plan: InlinePlan,
+    public static func text(_ f: Function, _ signature: Signature?, _ refusal: Refusal?, _ plan: InlinePlan,
                      demangling: Bool = true) -> String {
         var line = "\(hex(f.address)) \(String(f.size).leftPadded(to: 6)) \(f.module.name)  \(f.shownName(demangling: demangling))"
         if let signature { line += prototype(signature) }
@@ -36,7 +36,7 @@ enum FunctionListing {
 
     /// `function` as shown (see `text`); `symbol` when it differs, as in trace events; `demangled` when
     /// `function` is the symbol of a mangled name.
-    static func json(_ f: Function, _ signature: Signature?, _ refusal: Refusal?, _ plan: InlinePlan,
+    public static func json(_ f: Function, _ signature: Signature?, _ refusal: Refusal?, _ plan: InlinePlan,
                      demangling: Bool = true) -> String {
         var o = JSONWriter()
         o.field("function", f.shownName(demangling: demangling))
@@ -82,8 +82,6 @@ enum FunctionListing {
     }
 
 }
-
-func hex(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }
 
 extension String {
     func leftPadded(to width: Int) -> String {

@@ -1,13 +1,20 @@
 import Foundation
 import NonStop
+import Relocator
 
 /// One line per event: `[time] [tid] <indent>→ fn(name=value, …)` and `← fn = value  <duration>`,
 /// indented by call depth per thread so interleaved threads stay readable.
-final class TextRenderer: Renderer {
-    struct Options {
-        var timestamps = false
-        var durations = false
-        var colour = false
+public final class TextRenderer: Renderer {
+    public struct Options {
+        public var timestamps = false
+        public var durations = false
+        public var colour = false
+
+        public init(timestamps: Bool = false, durations: Bool = false, colour: Bool = false) {
+            self.timestamps = timestamps
+            self.durations = durations
+            self.colour = colour
+        }
     }
 
     private let output: Output
@@ -19,13 +26,13 @@ final class TextRenderer: Renderer {
     private var clockSecond: UInt64 = .max
     private var clockText: [UInt8] = []
 
-    init(output: Output, options: Options) {
+    public init(output: Output, options: Options) {
         self.output = output
         self.options = options
         style = Style(enabled: options.colour)
     }
 
-    func render(_ event: Event, _ batch: BatchContext) {
+    public func render(_ event: Event, _ batch: BatchContext) {
         if event.kind == .notice {
             output.append("nstrace: " as StaticString)
             if case .notice(let message) = batch.detail(of: event) { output.append(message) }
@@ -157,9 +164,9 @@ final class TextRenderer: Renderer {
         output.newline()
     }
 
-    func flush() { output.flush() }
+    public func flush() { output.flush() }
 
-    func finish() { output.flush() }
+    public func finish() { output.flush() }
 
     private func indent(_ depth: Int32) {
         for _ in 0..<min(max(depth, 0), 40) { output.append("  " as StaticString) }
@@ -196,10 +203,10 @@ final class TextRenderer: Renderer {
 }
 
 /// ANSI colour, only on a terminal and never with NO_COLOR set.
-struct Style {
+public struct Style {
     let enabled: Bool
 
-    static func wanted(for output: Output) -> Bool {
+    public static func wanted(for output: Output) -> Bool {
         output.isTerminal && getenv("NO_COLOR") == nil && (getenv("TERM").map { String(cString: $0) } ?? "dumb") != "dumb"
     }
 

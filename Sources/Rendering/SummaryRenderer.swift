@@ -3,7 +3,7 @@ import NonStop
 
 /// `-c`: at exit, per function — calls, total, mean, min, max, p50, p99 of the time between call and
 /// return — sorted by total time, then a log2 latency histogram of each.
-final class SummaryRenderer: Renderer {
+public final class SummaryRenderer: Renderer {
     private struct Entry {
         let name: String
         var calls = 0
@@ -18,11 +18,11 @@ final class SummaryRenderer: Renderer {
     private var lost: [String: LostEvents] = [:]
     private var syscalls = SyscallSummary()
 
-    init(output: Output) {
+    public init(output: Output) {
         self.output = output
     }
 
-    func render(_ event: Event, _ batch: BatchContext) {
+    public func render(_ event: Event, _ batch: BatchContext) {
         switch event.kind {
         case .call:
             guard let i = entry(event, batch) else { return }
@@ -50,9 +50,9 @@ final class SummaryRenderer: Renderer {
         batch.functions.index(of: event, in: &entries) { Entry(name: $0.name) }
     }
 
-    func flush() {}
+    public func flush() {}
 
-    func finish() {
+    public func finish() {
         for line in lines() { output.write(line) }
         output.flush()
     }

@@ -1,7 +1,8 @@
 import NonStop
+import Relocator
 
 /// One JSON object per event and line. Every object has `event`, `ts_ns`, `pid` and `tid`.
-final class JSONLinesRenderer: Renderer {
+public final class JSONLinesRenderer: Renderer {
     private let output: Output
     /// Per function number, the fields a call shows before its arguments — `"function":…,` (then
     /// `"symbol":…,` for a demangled name) `"module":…,"address":…` — and each parameter's
@@ -9,11 +10,11 @@ final class JSONLinesRenderer: Renderer {
     private var functions: [FunctionText] = []
     private var lastIDs: (pid: Int32, tid: Int32, text: [UInt8]) = (0, 0, Array(",\"pid\":0,\"tid\":0".utf8))
 
-    init(output: Output) {
+    public init(output: Output) {
         self.output = output
     }
 
-    func render(_ event: Event, _ batch: BatchContext) {
+    public func render(_ event: Event, _ batch: BatchContext) {
         let o = output
         o.append(JSONLinesRenderer.opening(event.kind))
         o.timestamp(event.timestamp)
@@ -152,9 +153,9 @@ final class JSONLinesRenderer: Renderer {
         return index.map { functions[$0] }
     }
 
-    func flush() { output.flush() }
+    public func flush() { output.flush() }
 
-    func finish() { output.flush() }
+    public func finish() { output.flush() }
 
     /// `{"event":"…","ts_ns":` for each kind of event.
     private static func opening(_ kind: Event.Kind) -> StaticString {

@@ -15,18 +15,27 @@ import Symbols
 /// a copy of its values) and released, ahead of the first return long enough — its own or one inside
 /// it — in the order the calls were made. What is held is capped per thread; past the cap the oldest
 /// held call is given up, and if it turns out long enough, it is counted and told at the end.
-final class CallFilter {
-    struct Options {
+public final class CallFilter {
+    public struct Options {
         /// Nanoseconds.
-        var minDuration: UInt64?
+        public var minDuration: UInt64?
         /// Levels of nesting shown: 1 is the outermost traced calls alone (depth 0).
-        var maxDepth: Int32?
-        var exclude: NamePattern?
+        public var maxDepth: Int32?
+        public var exclude: NamePattern?
         /// The module a call must be made from (its return address in it); the engine marks the calls.
-        var callerFiltered = false
+        public var callerFiltered = false
         /// `--follow-calls N`: a callee's call (`TracedFunction.isCallee`) is shown only inside a call of
         /// a root (a function REGEX matches), at most N levels below the innermost one.
-        var followCalls: Int32?
+        public var followCalls: Int32?
+
+        public init(minDuration: UInt64? = nil, maxDepth: Int32? = nil, exclude: NamePattern? = nil, callerFiltered: Bool = false,
+                    followCalls: Int32? = nil) {
+            self.minDuration = minDuration
+            self.maxDepth = maxDepth
+            self.exclude = exclude
+            self.callerFiltered = callerFiltered
+            self.followCalls = followCalls
+        }
 
         var isEmpty: Bool { minDuration == nil && maxDepth == nil && exclude == nil && !callerFiltered && followCalls == nil }
     }

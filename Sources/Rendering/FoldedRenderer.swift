@@ -14,8 +14,8 @@ import NonStop
 /// exception, thread exit) weighs up to its unwinding, as the engine measures it; a call still open at
 /// the end weighs up to the last event seen, as the Chrome trace's incomplete calls do. Lines are
 /// sorted, so that the same trace gives the same file.
-final class FoldedRenderer: Renderer {
-    enum Weight: String {
+public final class FoldedRenderer: Renderer {
+    public enum Weight: String {
         case time, calls
     }
 
@@ -47,12 +47,12 @@ final class FoldedRenderer: Renderer {
     private var names: [String] = []
     private var lastTimestamp: UInt64 = 0
 
-    init(output: Output, weight: Weight) {
+    public init(output: Output, weight: Weight) {
         self.output = output
         self.weight = weight
     }
 
-    func render(_ event: Event, _ batch: BatchContext) {
+    public func render(_ event: Event, _ batch: BatchContext) {
         switch event.kind {
         case .call:
             lastTimestamp = max(lastTimestamp, event.timestamp)
@@ -90,9 +90,9 @@ final class FoldedRenderer: Renderer {
         }
     }
 
-    func flush() {}
+    public func flush() {}
 
-    func finish() {
+    public func finish() {
         for key in stacks.keys.sorted() {
             guard var stack = stacks[key] else { continue }
             while let innermost = stack.last {

@@ -1,8 +1,10 @@
 /// Writes one JSON object by appending to a string: several times faster than JSONSerialization on
 /// the hot path of a busy trace, and fields keep the order they are written in.
-struct JSONWriter {
-    private(set) var text = "{"
+public struct JSONWriter {
+    public private(set) var text = "{"
     private var empty = true
+
+    public init() {}
 
     private mutating func key(_ name: String) {
         if !empty { text += "," }
@@ -12,51 +14,51 @@ struct JSONWriter {
         text += "\":"
     }
 
-    mutating func field(_ name: String, _ value: String) {
+    public mutating func field(_ name: String, _ value: String) {
         key(name)
         JSONWriter.appendString(value, to: &text)
     }
 
-    mutating func field<I: BinaryInteger>(_ name: String, _ value: I) {
+    public mutating func field<I: BinaryInteger>(_ name: String, _ value: I) {
         key(name)
         text += String(value)
     }
 
-    mutating func field(_ name: String, _ value: Double) {
+    public mutating func field(_ name: String, _ value: Double) {
         key(name)
         text += value.isFinite ? "\(value)" : "null"
     }
 
-    mutating func field(_ name: String, _ value: Bool) {
+    public mutating func field(_ name: String, _ value: Bool) {
         key(name)
         text += value ? "true" : "false"
     }
 
     /// A value already encoded as JSON.
-    mutating func field(_ name: String, json: String) {
+    public mutating func field(_ name: String, json: String) {
         key(name)
         text += json
     }
 
-    mutating func fieldNull(_ name: String) {
+    public mutating func fieldNull(_ name: String) {
         key(name)
         text += "null"
     }
 
-    var finished: String { text + "}" }
+    public var finished: String { text + "}" }
 
     /// The fields written so far, each after a comma: to follow other fields of an object.
-    var members: String { empty ? "" : "," + text.dropFirst() }
+    public var members: String { empty ? "" : "," + text.dropFirst() }
 
-    static func array(_ elements: [String]) -> String { "[" + elements.joined(separator: ",") + "]" }
+    public static func array(_ elements: [String]) -> String { "[" + elements.joined(separator: ",") + "]" }
 
-    static func string(_ value: String) -> String {
+    public static func string(_ value: String) -> String {
         var out = ""
         appendString(value, to: &out)
         return out
     }
 
-    static func appendString(_ value: String, to out: inout String) {
+    public static func appendString(_ value: String, to out: inout String) {
         out += "\""
         for scalar in value.unicodeScalars {
             switch scalar {

@@ -1,1 +1,0 @@
-../../../../Sources/CLI/FunctionListing.swift

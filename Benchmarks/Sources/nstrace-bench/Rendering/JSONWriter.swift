@@ -1,1 +1,0 @@
-../../../../Sources/CLI/JSONWriter.swift

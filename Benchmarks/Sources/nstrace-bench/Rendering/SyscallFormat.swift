@@ -1,1 +1,0 @@
-../../../../Sources/CLI/SyscallFormat.swift
