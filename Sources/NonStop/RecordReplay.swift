@@ -22,6 +22,11 @@ public final class RecordReplay {
     /// The string every `char *` argument points at, and where it seems to be.
     private let text: [UInt8]
     private static let textAddress: UInt64 = 0x7ffc_5000_1000
+    /// Address space reserved (PROT_NONE, nothing committed) for the replayed threads' stack pointers,
+    /// 16 MiB each: a stack pointer in no mapping would send the engine to /proc/self/maps again and
+    /// again, which real threads never do.
+    private let stacks: UnsafeMutableRawPointer
+    private static let stacksSize = 16 << 24
 
     /// `function`'s calls as its entry and exit pads would record them (with its signature's captures
     /// when `decodesValues`), read into batches pushed to `events`.
@@ -50,9 +55,16 @@ public final class RecordReplay {
         exit = (trace.register(exitProbe), exitProbe)
         heads = Array(repeating: 0, count: geometry.bucketCount)
         self.text = Array(text.utf8) + [0]
+        guard let reserved = mmap(nil, RecordReplay.stacksSize, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0),
+              reserved != MAP_FAILED
+        else { throw TraceError("reserve replayed stacks", tid: getpid(), errno: errno) }
+        stacks = reserved
     }
 
-    deinit { munmap(writer, geometry.totalSize) }
+    deinit {
+        munmap(writer, geometry.totalSize)
+        munmap(stacks, RecordReplay.stacksSize)
+    }
 
     /// Writes `calls` calls (an entry record and an exit record each) from `threads` threads, round
     /// after round, each round read by the engine as one drain; the events go to the queue in batches,
@@ -67,7 +79,7 @@ public final class RecordReplay {
             for t in 0..<threads where left > 0 {
                 let tid = pid_t(100_000 + t)
                 let b = Int(tid) & (geometry.bucketCount - 1)
-                let sp = 0x7ffd_0000_0000 &+ UInt64(t) << 24
+                let sp = UInt64(UInt(bitPattern: stacks)) &+ UInt64(t) << 24 &+ 0x80_0000
                 for _ in 0..<min(perRound, left) {
                     write(entry, bucket: b, tid: tid, stackPointer: sp, counter: i)
                     write(exit, bucket: b, tid: tid, stackPointer: sp, counter: i)

@@ -12,10 +12,10 @@ final class StackMappings {
     private var last: (start: UInt64, end: UInt64) = (0, 0)
     /// CLOCK_MONOTONIC of the last read.
     private var readAt: UInt64 = 0
-    /// Pages stack pointers were in that the last read did not have: a stack unmapped since its
-    /// records were written (a thread's that ended). Such a page is looked for again at most once per
-    /// millisecond; any other unknown stack pointer gets a fresh read at once, so a stack mapped just
-    /// after a read (a fiber's, a sigaltstack) is never taken for no stack at all.
+    /// Pages stack pointers were in that a read did not have: a stack unmapped since its records were
+    /// written (a thread's that ended). Such a page is looked for again at most once per millisecond;
+    /// any other unknown stack pointer gets a fresh read at once, so a stack mapped just after a read (a
+    /// fiber's, a sigaltstack) is never taken for no stack at all.
     private var missing: Set<UInt64> = []
 
     init(pid: pid_t) { self.pid = pid }
@@ -27,9 +27,12 @@ final class StackMappings {
         let page = sp >> 12, now = monotonicNow()
         if missing.contains(page), now &- readAt < 1_000_000 { return 0 }
         readAt = now
-        missing = []
         reload()
-        if let found = lookup(sp) { return found }
+        if let found = lookup(sp) {
+            missing.remove(page)
+            return found
+        }
+        if missing.count >= 4096 { missing.removeAll() }
         missing.insert(page)
         return 0
     }
@@ -40,7 +43,6 @@ final class StackMappings {
         let now = monotonicNow()
         guard now &- readAt >= 1_000_000 else { return }
         readAt = now
-        missing = []
         reload()
     }
 
