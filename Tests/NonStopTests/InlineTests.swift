@@ -131,7 +131,7 @@ import TestSupport
         // A ring large enough for every record: what is lost is lost on the way out, not in the ring.
         let result = try nstrace(["--strategy", "inline", "--ring-size", "256", "--json", "-o", trace, "^vx_hot$", "--",
                                   binary, "hot", "4", "100000"],
-                                 timeout: 600, environment: ["NSTRACE_TEST_RENDER_DELAY_MS": "50"])
+                                 timeout: 600, environment: ["NSTRACE_TEST_RENDER_DELAY_MS": "150"])
         #expect(result.status == 0, "\(result)")
         let tally = try TraceTally(file: trace)
         let seen = tally.calls["vx_hot"] ?? 0
