@@ -29,6 +29,10 @@ final class AddressSpace {
     var watchedFunctions: Set<UInt64> = []
     /// How pads here learn their thread id, once worked out.
     var threadIdentity: PadEnvironment.ThreadIdentity?
+    /// Where trap pads leave a stopping thread's registers (shared with a fork child, as the memory is);
+    /// nil until made, or when they cannot be (`stopSlotsTried`).
+    var stopSlots: StopSlots?
+    var stopSlotsTried = false
 
     static let regionSize: UInt64 = 256 * 1024
     static let slotSize = 32
@@ -85,6 +89,8 @@ final class AddressSpace {
         space.inlineFunctions = inlineFunctions
         space.watchedFunctions = watchedFunctions
         space.threadIdentity = threadIdentity
+        space.stopSlots = stopSlots
+        space.stopSlotsTried = stopSlotsTried
         for site in space.sites.values { space.guardPatches(site.address, [(site.address, [site.originalByte], [0xcc])], kind: .int3) }
         for installed in space.windows.values { space.guardWindow(installed) }
         for trap in space.traps.values { space.guardPatches(trap.address, [(trap.address, [0x90], [0xcc])], kind: .trapPad) }

@@ -7,6 +7,13 @@ extension Engine {
     /// A SIGTRAP stop: one of nstrace's int3s (SI_KERNEL, RIP just past a site), or a trap of the
     /// program's own, which is passed on (returns false).
     func breakpointHit(_ thread: TraceeThread) throws(TraceError) -> Bool {
+        let space = thread.process.space
+        if let slots = space.stopSlots, let left = slots.take(thread.tid), let trap = space.trap(at: left.trap) {
+            // A trap pad left the registers in the thread's slot: no GETREGS.
+            statistics.registersFromSlots += 1
+            try trapHit(trap, thread, regs: left.regs)
+            return true
+        }
         var regs = try Ptrace.getRegs(thread.tid)
         let address = regs.rip &- 1
         if let trap = thread.process.space.trap(at: address) {

@@ -184,38 +184,21 @@ extension Engine {
 
     // MARK: The ring
 
-    /// The process's ring, made on first use: a memfd the tracee creates and maps (MAP_SHARED, so a
-    /// fork child writes into it too), which nstrace opens through /proc and maps as well; the
-    /// tracee's descriptor is closed again. nil (with a notice) when it cannot be made.
+    /// The process's ring, made on first use (`sharedMemory`). nil (with a notice) when it cannot be made.
     func inlineTrace(for process: TracedProcess, using thread: TraceeThread) throws(TraceError) -> InlineTrace? {
         if let trace = process.space.inline { return trace }
         if ProcFS.statusField("Seccomp", of: process.pid) == "2" {
             notice(process, "process \(process.pid) runs under a seccomp filter: nstrace makes no system call in it for a ring; traced with int3s (jump strategy)")
             return nil
         }
-        guard let region = process.space.regions.first else { return nil }
+        guard !process.space.regions.isEmpty else { return nil }
         let geometry = InlineTrace.geometry(megabytes: configuration.ringMegabytes)
         let size = UInt64(geometry.totalSize)
-        var ringFD: Int32 = -1
-        let mapped: UInt64? = try inject(in: process, using: thread) { (injection) throws(TraceError) -> UInt64? in
-            let name = region.start + ScratchRegion.nameOffset  // "nstrace"
-            let fd = try injection.call(SystemCall.memfdCreate, [name, 1 /* MFD_CLOEXEC */], gadget: region.syscallAddress)
-            guard fd >= 0 else { return nil }
-            defer { _ = try? injection.call(SystemCall.close, [UInt64(fd)], gadget: region.syscallAddress) }
-            guard try injection.call(SystemCall.ftruncate, [UInt64(fd), size], gadget: region.syscallAddress) == 0 else { return nil }
-            // MAP_POPULATE: every page mapped now, rather than a page fault in a pad each 64 records.
-            let flags = UInt64(MAP_SHARED) | 0x8000
-            let address = try injection.call(SystemCall.mmap, [0, size, UInt64(PROT_READ | PROT_WRITE), flags, UInt64(fd), 0],
-                                             gadget: region.syscallAddress)
-            guard address > 0, address < 0x8000_0000_0000 else { return nil }
-            ringFD = open("/proc/\(process.pid)/fd/\(fd)", O_RDWR | O_CLOEXEC)
-            return UInt64(address)
-        }
-        defer { if ringFD >= 0 { close(ringFD) } }
-        guard let mapped, ringFD >= 0 else {
+        guard let (mapped, ringFD) = try sharedMemory(size, in: process, using: thread) else {
             notice(process, "the inline ring could not be made in process \(process.pid): traced with int3s (jump strategy)")
             return nil
         }
+        defer { close(ringFD) }
         let ring: EventRing
         do { ring = try EventRing(geometry: geometry, fd: ringFD) } catch {
             notice(process, "the inline ring could not be mapped (\(error)): traced with int3s (jump strategy)")
@@ -230,6 +213,34 @@ extension Engine {
         ticker?.keepAlive(ring)
         DebugLog.log("\(process.pid): ring of \(size >> 20) MiB at \(hex(mapped))")
         return trace
+    }
+
+    /// Memory the tracee and nstrace share: a memfd the tracee creates and maps (MAP_SHARED, so a fork
+    /// child writes into it too, and MAP_POPULATE, so no pad takes a page fault in it), which nstrace
+    /// opens through /proc; the tracee's descriptor is closed again. The tracee's address and nstrace's
+    /// descriptor (the caller closes it), or nil when it cannot be made.
+    func sharedMemory(_ size: UInt64, in process: TracedProcess,
+                      using thread: TraceeThread) throws(TraceError) -> (address: UInt64, fd: Int32)? {
+        guard let region = process.space.regions.first else { return nil }
+        var ours: Int32 = -1
+        let mapped: UInt64? = try inject(in: process, using: thread) { (injection) throws(TraceError) -> UInt64? in
+            let name = region.start + ScratchRegion.nameOffset  // "nstrace"
+            let fd = try injection.call(SystemCall.memfdCreate, [name, 1 /* MFD_CLOEXEC */], gadget: region.syscallAddress)
+            guard fd >= 0 else { return nil }
+            defer { _ = try? injection.call(SystemCall.close, [UInt64(fd)], gadget: region.syscallAddress) }
+            guard try injection.call(SystemCall.ftruncate, [UInt64(fd), size], gadget: region.syscallAddress) == 0 else { return nil }
+            let flags = UInt64(MAP_SHARED) | 0x8000
+            let address = try injection.call(SystemCall.mmap, [0, size, UInt64(PROT_READ | PROT_WRITE), flags, UInt64(fd), 0],
+                                             gadget: region.syscallAddress)
+            guard address > 0, address < 0x8000_0000_0000 else { return nil }
+            ours = open("/proc/\(process.pid)/fd/\(fd)", O_RDWR | O_CLOEXEC)
+            return UInt64(address)
+        }
+        guard let mapped, ours >= 0 else {
+            if ours >= 0 { close(ours) }
+            return nil
+        }
+        return (mapped, ours)
     }
 
     /// How pads in this module learn their thread and bucket: in Go code from the goroutine (R14), else

@@ -54,6 +54,8 @@ extension Engine {
         }
         detachAll()
         flushEvents()
+        DebugLog.log("\(statistics.stops) stops, \(statistics.breakpointHits) breakpoint hits, "
+                     + "\(statistics.registersFromSlots) of them with registers from stop slots")
         StopRequest.acknowledge()
     }
 
@@ -66,6 +68,7 @@ extension Engine {
         if !result.isEnd {
             if case .signalStop = result { thread.reaped(.signalDelivery) } else { thread.reaped(.event) }
         }
+        if !result.isTrap { thread.process.space.stopSlots?.release(thread.tid) }
         if thread.process.cleanUpAndDetach, !(result.isEnd) {
             releaseChild(thread)
             return
@@ -281,6 +284,7 @@ extension Engine {
 
     /// One stop of a thread being stopped for an all-stop.
     private func settleForAllStop(_ t: TraceeThread, _ result: WaitResult) throws(TraceError) {
+        if !result.isTrap { t.process.space.stopSlots?.release(t.tid) }
         switch result {
         case .exited(let tid, let status):
             threadEnded(tid, .exited(status))

@@ -34,8 +34,10 @@ extension Engine {
             space.inlineFunctions.insert(function.address)
             let tracedFunction = traced(function, signature: image.signature(of: function), returnsSeenAtExits: seenAtExits)
             var missing = fallbacks
+            // Go code has no glibc TCB to find its thread's slot by: its stops ask the kernel.
+            let slots = go == nil ? try stopSlots(for: process, image: image, using: thread) : nil
             for window in windows {
-                guard let pad = try buildTrapPad(window, in: process, using: thread) else {
+                guard let pad = try buildTrapPad(window, slots: slots, in: process, using: thread) else {
                     if window.recordsEntry { missing.append(InlineFallback(address: entry, kind: .entry, reason: "no pad within ±2 GiB")) }
                     if window.recordsReturn, let ret = window.instructions.last {
                         missing.append(InlineFallback(address: ret.address, kind: .exit, reason: "no pad within ±2 GiB"))
@@ -80,14 +82,44 @@ extension Engine {
     }
 
     /// The trap pad for a window, in scratch memory near it; nil when none can be had.
-    private func buildTrapPad(_ window: InlineWindow, in process: TracedProcess, using thread: TraceeThread) throws(TraceError) -> TrapPad? {
+    private func buildTrapPad(_ window: InlineWindow, slots: StopSlotTarget?, in process: TracedProcess,
+                              using thread: TraceeThread) throws(TraceError) -> TrapPad? {
         // Its size first (a branch's form depends a little on the distance), with room for a longer form.
-        guard case .success(let draft) = TrapPad.build(window: window, at: window.start &+ 0x1000) else { return nil }
+        guard case .success(let draft) = TrapPad.build(window: window, at: window.start &+ 0x1000, slots: slots) else { return nil }
         guard let address = try scratch(draft.code.count + 16, near: window.start, in: process, using: thread),
-              case .success(let pad) = TrapPad.build(window: window, at: address), pad.code.count <= draft.code.count + 16
+              case .success(let pad) = TrapPad.build(window: window, at: address, slots: slots), pad.code.count <= draft.code.count + 16
         else { return nil }
         try process.space.memory.write(pad.code, at: pad.address)
         return pad
+    }
+
+    /// The process's stop slots, made on first use where pads can find their thread's slot (glibc's
+    /// TCB holds each thread's tid); nil where they cannot be had, and every stop asks the kernel.
+    private func stopSlots(for process: TracedProcess, image: ProcessImage,
+                           using thread: TraceeThread) throws(TraceError) -> StopSlotTarget? {
+        let space = process.space
+        if let slots = space.stopSlots { return slots.target }
+        guard !space.stopSlotsTried else { return nil }
+        space.stopSlotsTried = true
+        guard case .tcb(let offset) = threadIdentity(of: process, image: image) else {
+            DebugLog.log("\(process.pid): no stop slots: threads are not told apart by glibc's TCB")
+            return nil
+        }
+        guard ProcFS.statusField("Seccomp", of: process.pid) != "2",
+              let (address, fd) = try sharedMemory(UInt64(StopSlots.bytes), in: process, using: thread) else {
+            DebugLog.log("\(process.pid): no stop slots: no shared memory could be made")
+            return nil
+        }
+        defer { close(fd) }
+        do {
+            let slots = try StopSlots(target: StopSlotTarget(base: address, count: StopSlots.count, tidOffset: offset), fd: fd)
+            space.stopSlots = slots
+            DebugLog.log("\(process.pid): \(StopSlots.count) stop slots at \(hex(address))")
+            return slots.target
+        } catch {
+            DebugLog.log("\(process.pid): no stop slots: \(error)")
+            return nil
+        }
     }
 
     /// A stop at a trap pad's int3: certainly nstrace's (nothing else reaches its scratch memory), so no

@@ -62,6 +62,8 @@ public struct EngineConfiguration: Sendable {
 public struct EngineStatistics: Sendable {
     public var stops = 0
     public var breakpointHits = 0
+    /// Trap-pad hits whose registers came from the thread's stop slot, not PTRACE_GETREGS.
+    public var registersFromSlots = 0
     public var singleSteps = 0
     public var emulations = 0
     public var trampolineEntries = 0

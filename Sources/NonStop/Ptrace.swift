@@ -180,6 +180,12 @@ enum WaitResult {
     /// resumed with PTRACE_SYSCALL (`-S`) make them; no signal is delivered from one.
     case syscallStop(tid: pid_t)
 
+    /// A SIGTRAP signal-delivery-stop: an int3's (or a step's, or a SIGTRAP someone sent).
+    var isTrap: Bool {
+        if case .signalStop(_, SIGTRAP) = self { return true }
+        return false
+    }
+
     var isEnd: Bool {
         switch self {
         case .exited, .killed: return true

@@ -203,11 +203,20 @@ struct Reexecution {
     }
 }
 
-/// A relocated instruction being single-stepped, and what the fixup needs.
-struct StepInFlight {
+/// A relocated instruction being single-stepped, and what the fixup needs. A class: the thread's state
+/// carries it from case to case at every transition of every stop, and a reference is one word to copy
+/// where the plan (instruction, code, emulation) is hundreds of bytes.
+final class StepInFlight {
     let site: Site
     let plan: RelocationPlan
     let slot: UInt64
     /// The thread's own value of the borrowed register, to put back after the step.
     let savedScratch: UInt64?
+
+    init(site: Site, plan: RelocationPlan, slot: UInt64, savedScratch: UInt64?) {
+        self.site = site
+        self.plan = plan
+        self.slot = slot
+        self.savedScratch = savedScratch
+    }
 }

@@ -6,8 +6,10 @@
 /// pad:  [int3]  relocated instructions (with [int3] before a last `ret`)  | jmp window end
 /// ```
 ///
-/// The thread needs no new RIP after the stop (it is already past the int3, on the relocated code), so
-/// a hit costs the floor's stop and continue plus one GETREGS.
+/// The thread needs no new RIP after the stop (it is already past the int3, on the relocated code).
+/// With stop slots (`StopSlotTarget`), the pad also leaves the thread's registers in memory nstrace
+/// shares before each int3, so a hit costs the floor's stop and continue and nothing else; without,
+/// one GETREGS more.
 public struct TrapPad: Sendable, WindowTarget {
     public let address: UInt64
     public let code: [UInt8]
@@ -24,19 +26,17 @@ public struct TrapPad: Sendable, WindowTarget {
     /// The pad for `window` at `address` (within ±2 GiB of the window). Traps at the entry when the
     /// window records the entry, before the `ret` when it records the return; nothing else of the
     /// window's roles (tail calls are followed at the caller's return address by the jump strategy).
-    public static func build(window: InlineWindow, at address: UInt64) -> Result<TrapPad, Refusal> {
+    public static func build(window: InlineWindow, at address: UInt64, slots: StopSlotTarget? = nil) -> Result<TrapPad, Refusal> {
         var w = X86Writer(base: address)
         var entryTrap: UInt64?, exitTrap: UInt64?
         var origins: [(pad: UInt64, original: UInt64)] = []
         if window.recordsEntry {
-            entryTrap = w.pc
-            w.putInt3()
+            entryTrap = putTrap(slots, into: &w)
         }
         for (i, insn) in window.instructions.enumerated() {
             let isLast = i == window.instructions.count - 1
             if isLast, window.recordsReturn {
-                exitTrap = w.pc
-                w.putInt3()
+                exitTrap = putTrap(slots, into: &w)
             }
             origins.append((w.pc, insn.address))
             if let refusal = WindowRelocator.relocate(insn, isLast: isLast, into: &w) { return .failure(refusal) }
@@ -45,6 +45,117 @@ public struct TrapPad: Sendable, WindowTarget {
         guard let code = w.finish() else { return .failure(Refusal(reason: "internal: a pad label was never bound")) }
         return .success(TrapPad(address: address, code: code, entryTrap: entryTrap, exitTrap: exitTrap, origins: origins))
     }
+
+    /// An int3, after the code that leaves the registers in the thread's stop slot; the int3's address.
+    private static func putTrap(_ slots: StopSlotTarget?, into w: inout X86Writer) -> UInt64 {
+        if let slots {
+            // Drafts tell where the int3 lands (the address stored is shorter to write below 4 GiB: two
+            // drafts settle it). Were it ever wrong, nstrace would find no trap there and ask the kernel.
+            var trap = w.pc
+            for _ in 0..<2 {
+                var draft = X86Writer(base: w.pc)
+                slots.putPublish(trap: trap, into: &draft)
+                trap = w.pc &+ UInt64(draft.code.count)
+            }
+            slots.putPublish(trap: trap, into: &w)
+        }
+        let trap = w.pc
+        w.putInt3()
+        return trap
+    }
+}
+
+/// Where trap pads leave a stopping thread's registers: a table of slots in memory nstrace maps too
+/// (a memfd), one per thread by `tid & (count - 1)`. A thread claims its slot with a compare-and-swap
+/// of its tid into the owner word, fills it, and stops at the int3 right after; nstrace reads the
+/// registers there instead of asking the kernel (PTRACE_GETREGS), and frees the slot before letting
+/// the thread go. A slot another thread holds is left alone (that stop falls back to GETREGS); a slot
+/// the thread itself still holds (it left a pad between claim and int3 without a stop nstrace saw, as
+/// a vfork child using its parent's TCB does) is marked spoiled, and that stop falls back too.
+public struct StopSlotTarget: Sendable, Hashable {
+    /// The table's address in the tracee.
+    public let base: UInt64
+    /// Slots in the table: a power of two.
+    public let count: Int
+    /// The TCB offset of glibc's tid (`PadEnvironment.ThreadIdentity.tcb`).
+    public let tidOffset: Int32
+
+    public init(base: UInt64, count: Int, tidOffset: Int32) {
+        self.base = base
+        self.count = count
+        self.tidOffset = tidOffset
+    }
+
+    /// Saved on the stack below the red zone: flags, rax, rcx, rdx (rdx at the top).
+    private static let redZone: Int32 = 128
+    private static let frame = redZone + 4 * 8
+
+    /// Claims the thread's slot and fills it; every register and flag as it was afterwards.
+    func putPublish(trap: UInt64, into w: inout X86Writer) {
+        let layout = StopSlotLayout.self
+        let done = w.newLabel(), claimed = w.newLabel()
+        w.putLea(.rsp, base: .rsp, displacement: -Self.redZone)
+        w.putPushfq()
+        w.putPush(.rax)
+        w.putPush(.rcx)
+        w.putPush(.rdx)
+        // rdx = the tid, rcx = its slot.
+        w.putLoadFS32(.rdx, displacement: tidOffset)
+        w.putMov32(.rcx, .rdx)
+        w.putAnd32(.rcx, UInt32(count - 1))
+        w.putShl(.rcx, layout.slotShift)
+        w.putMovImm64(.rax, base)
+        w.putAdd(.rcx, .rax)
+        w.putAnd32(.rax, 0)
+        w.putLockCmpxchg(base: .rcx, displacement: layout.ownerOffset, .rdx)
+        w.putJcc(.e, claimed)
+        // Held already: by this thread, spoil it; by another, leave it.
+        w.putCmp(.rax, .rdx)
+        w.putJcc(.ne, done)
+        w.putStoreImm64(1, base: .rcx, displacement: layout.spoiledOffset)
+        w.putJmp(done)
+
+        w.bind(claimed)
+        for r in GPR.allCases where r != .rip && r != .rsp && r != .rax && r != .rcx && r != .rdx {
+            w.putStore(r, base: .rcx, displacement: layout.offset(of: r))
+        }
+        for (r, saved) in [(GPR.rdx, Int32(0)), (.rcx, 8), (.rax, 16)] {
+            w.putLoad(.rax, base: .rsp, displacement: saved)
+            w.putStore(.rax, base: .rcx, displacement: layout.offset(of: r))
+        }
+        w.putLoad(.rax, base: .rsp, displacement: 24)
+        w.putStore(.rax, base: .rcx, displacement: layout.flagsOffset)
+        w.putLea(.rax, base: .rsp, displacement: Self.frame)
+        w.putStore(.rax, base: .rcx, displacement: layout.offset(of: .rsp))
+        w.putLoad(.rax, base: .rsp, displacement: Self.frame)
+        w.putStore(.rax, base: .rcx, displacement: layout.stackWordOffset)
+        w.putMovImm64(.rax, trap)
+        w.putStore(.rax, base: .rcx, displacement: layout.trapOffset)
+
+        w.bind(done)
+        w.putPop(.rdx)
+        w.putPop(.rcx)
+        w.putPop(.rax)
+        w.putPopfq()
+        w.putLea(.rsp, base: .rsp, displacement: Self.redZone)
+    }
+}
+
+/// One stop slot: 256 bytes.
+public enum StopSlotLayout {
+    public static let slotShift: UInt8 = 8
+    public static var slotSize: Int { 1 << Int(slotShift) }
+    /// The tid of the thread holding the slot; 0 when free.
+    public static let ownerOffset: Int32 = 0
+    /// Non-zero: the holder re-entered a pad before nstrace freed the slot, and its contents are stale.
+    public static let spoiledOffset: Int32 = 8
+    /// The int3 the thread stops at next.
+    public static let trapOffset: Int32 = 16
+    /// The word at the stack pointer (a return address, at an entry).
+    public static let stackWordOffset: Int32 = 24
+    public static let flagsOffset: Int32 = 32
+    /// The general registers, in encoding order (rax first), RSP as it was before the pad's code.
+    public static func offset(of r: GPR) -> Int32 { 40 + 8 * Int32(r.rawValue) }
 }
 
 /// Code a window's jump goes to: an inline pad, or the jump strategy's trap pad.

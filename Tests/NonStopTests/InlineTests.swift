@@ -68,6 +68,53 @@ import TestSupport
         }
     }
 
+    /// `--debug`'s closing count: (breakpoint hits, hits whose registers came from a stop slot).
+    func slotCounts(_ stderr: String) -> (hits: Int, fromSlots: Int)? {
+        guard let line = stderr.split(separator: "\n").last(where: { $0.hasSuffix("with registers from stop slots") }) else { return nil }
+        let numbers = line.split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) }
+        guard numbers.count >= 3 else { return nil }
+        return (numbers[numbers.count - 2], numbers[numbers.count - 1])
+    }
+
+    /// Under the jump strategy a trap pad leaves the thread's registers in its stop slot before the
+    /// int3, and the stop needs no PTRACE_GETREGS. With every thread's tid mapped to one slot
+    /// (`NSTRACE_TEST_STOP_SLOTS=1`), a thread that finds the slot held by another stops without and
+    /// is read through the kernel: both ways report exactly what the inline strategy reports.
+    @Test func trapPadsLeaveRegistersInStopSlotsAndThreadsThatShareOneFallBack() throws {
+        let binary = try values(cet: true)
+        var reports: [String: [String: Int]] = [:]
+        for (name, environment) in [("inline", [String: String]()), ("jump", [:]), ("jump-one-slot", ["NSTRACE_TEST_STOP_SLOTS": "1"])] {
+            let trace = file("slots-\(name).jsonl")
+            let strategy = name == "inline" ? "inline" : "jump"
+            let result = try nstrace(["--strategy", strategy, "--debug", "--json", "-o", trace, "^vx_", "--", binary, "calls", "4", "50"],
+                                     environment: environment)
+            #expect(result.status == 0 && result.stdoutLines.contains("wrong 0"), "\(result.stdout)")
+            let log = try TraceLog(file: trace)
+            let made = fixtureCounts(result.stdout).filter { $0.key.hasPrefix("vx_") }
+            #expect(!made.isEmpty && log.calls() == made && log.returns() == made, "\(name): calls seen vs made")
+            reports[name] = reported(log)
+            guard strategy == "jump" else { continue }
+            let counts = try #require(slotCounts(result.stderr), "no closing count in --debug")
+            #expect(counts.fromSlots > 0 && counts.fromSlots <= counts.hits, "\(name): \(counts)")
+        }
+        let inline = reports["inline"] ?? [:]
+        for name in ["jump", "jump-one-slot"] {
+            let report = reports[name] ?? [:]
+            let same = report == inline
+            #expect(same, "\(name) differs from inline: \(Set(report.keys).symmetricDifference(inline.keys).prefix(4))")
+        }
+
+        // Four threads calling as fast as they can through one slot: many stops find it held (counted
+        // as hits without registers from a slot), and none is lost.
+        let result = try nstrace(["--strategy", "jump", "--debug", "-c", "^vx_hot$", "--", binary, "hot", "4", "2000"],
+                                 environment: ["NSTRACE_TEST_STOP_SLOTS": "1"])
+        #expect(result.status == 0 && result.stdoutLines.contains("wrong 0"), "\(result.stdout)")
+        let row = result.stderr.split(separator: "\n").first { $0.hasPrefix("vx_hot ") }
+        #expect(row?.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first == "8000", "\(row ?? "no row")")
+        let counts = try #require(slotCounts(result.stderr))
+        #expect(counts.fromSlots > 0 && counts.fromSlots < counts.hits, "\(counts)")
+    }
+
     @Test func losslessRingMakesTheProgramWaitAndMissesNothing() throws {
         let binary = try values(cet: true)
         #expect(try fullyInline(binary, "^vx_hot$") == ["vx_hot"])

@@ -68,6 +68,11 @@ int nst_format_fixed(char *out, size_t size, double value, int decimals);
 // memfd_create(name, MFD_CLOEXEC): an anonymous file to map twice (the benchmarks' ring in memory).
 int nst_memfd(const char *name);
 
+// A store the loads before it cannot pass: a stop slot freed once its registers are read.
+static inline void nst_release_store(uint64_t *word, uint64_t value) {
+    __atomic_store_n(word, value, __ATOMIC_RELEASE);
+}
+
 // Takes one from a counter shared with tracee code, never below zero.
 static inline void nst_atomic_decrement_to_zero(uint64_t *counter) {
     uint64_t value = __atomic_load_n(counter, __ATOMIC_RELAXED);
