@@ -11,7 +11,7 @@ extension Engine {
         if let slots = space.stopSlots, let left = slots.take(thread.tid), let trap = space.trap(at: left.trap) {
             // A trap pad left the registers in the thread's slot: no GETREGS.
             statistics.registersFromSlots += 1
-            try trapHit(trap, thread, regs: left.regs)
+            try trapHit(trap, thread, regs: left.regs, stackWord: left.stackWord)
             return true
         }
         var regs = try Ptrace.getRegs(thread.tid)
@@ -55,20 +55,22 @@ extension Engine {
     /// breakpoint on the return address.
     /// `unwindFrom`: the registers a stack trace starts from when they are not `regs` (a trap pad's stop:
     /// RIP on the window in the program's code, where its unwind information is).
+    /// `stackWord`: the word at `regs.rsp` when known already (a trap pad left it in the stop slot).
     func entered(_ function: TracedFunction, _ thread: TraceeThread, regs: user_regs_struct,
-                 unwindFrom: user_regs_struct? = nil) throws(TraceError) {
+                 unwindFrom: user_regs_struct? = nil, stackWord: UInt64? = nil) throws(TraceError) {
         let process = thread.process
         let context = callContext(thread, regs: regs)
         let memory = process.space.memory
         // The return address, stack arguments and strings, in one read where they can be.
         let readsReturnAddress = !function.returnsSeenAtExits || configuration.callerModule != nil
         let prefetched = StopPrefetch(memory: memory, regs: regs, signature: function.signature,
-                                      stackBytes: readsReturnAddress ? 8 : 0, maxString: configuration.maxStringLength)
+                                      stackBytes: readsReturnAddress && stackWord == nil ? 8 : 0,
+                                      maxString: configuration.maxStringLength)
         var reader = ArgumentReader(StoppedThreadValues(tid: thread.tid, regs: regs, memory: memory, prefetched: prefetched),
                                     maxString: configuration.maxStringLength, deref: configuration.derefPointers)
         let arguments = reader.arguments(function.signature)
         var returnAddress: UInt64 = 0, caller: UInt64?
-        if readsReturnAddress, let word = prefetched.word(at: regs.rsp) ?? (try? memory.readWord(at: regs.rsp)) {
+        if readsReturnAddress, let word = stackWord ?? prefetched.word(at: regs.rsp) ?? (try? memory.readWord(at: regs.rsp)) {
             if configuration.callerModule != nil { caller = word }
             // Only a return address a breakpoint watches is kept: a frame whose return cannot be seen
             // is closed by the next call made from the same place (see popReturnedUnseen).
