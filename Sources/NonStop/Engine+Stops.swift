@@ -29,8 +29,11 @@ extension Engine {
                     if !deferredStops.isEmpty {
                         result = deferredStops.removeFirst()
                     } else {
-                        // Block only when there is nothing else to do.
-                        let wait = moreRecords || handled > 0 ? Wait.noHang : 0
+                        // Block only when there is nothing else to do: no records left to drain and,
+                        // once a stop has been handled, none of the loop's own work due. (Polling first
+                        // after every stop cost a second wait4 per stop: the tracee has rarely stopped
+                        // again so soon.)
+                        let wait = moreRecords || (handled > 0 && loopWorkDue()) ? Wait.noHang : 0
                         guard let next = try Wait.next(flags: wait) else { break }
                         result = next
                     }
@@ -57,6 +60,14 @@ extension Engine {
         DebugLog.log("\(statistics.stops) stops, \(statistics.breakpointHits) breakpoint hits, "
                      + "\(statistics.registersFromSlots) of them with registers from stop slots")
         StopRequest.acknowledge()
+    }
+
+    /// What the outer loop does between stops, due now: rings to drain (the inline strategy's records
+    /// come without stops), a batch to hand over, the check of nstrace's bytes.
+    private func loopWorkDue() -> Bool {
+        if !inlineTraces.isEmpty || outbox.events.count >= 1024 { return true }
+        let now = monotonicNow()
+        return now &- lastFlush >= Engine.flushInterval || now &- lastSiteCheck >= Engine.siteCheckInterval
     }
 
     func handle(_ result: WaitResult) throws(TraceError) {
