@@ -206,12 +206,19 @@ struct ArgumentReader<Source: ValueSource> {
 }
 
 /// A thread stopped at a breakpoint: its registers as read at the stop, its memory live.
+/// A stopped thread's FXSAVE area, read once.
+final class FPRegisters {
+    let registers: user_fpregs_struct
+    init(_ registers: user_fpregs_struct) { self.registers = registers }
+}
+
 struct StoppedThreadValues: ValueSource {
     let tid: pid_t
     let regs: user_regs_struct
     let memory: TraceeMemory
-    /// Fetched once, only if a value lives in an XMM register.
-    private var fpRegs: user_fpregs_struct?
+    /// Fetched once, only if a value lives in an XMM or x87 register; boxed, so that the values (copied
+    /// into every reader) carry a pointer and not 512 bytes that are rarely there.
+    private var fpRegs: FPRegisters?
     /// What the stop read ahead, looked at before the tracee's memory.
     let prefetched: StopPrefetch
 
@@ -226,14 +233,14 @@ struct StoppedThreadValues: ValueSource {
 
     mutating func registerBytes(_ register: Register) -> [UInt8] {
         if case .xmm(let i) = register {
-            if fpRegs == nil { fpRegs = try? Ptrace.getFPRegs(tid) }
-            guard let fp = fpRegs, i >= 0, i < 16 else { return [] }
+            if fpRegs == nil { fpRegs = (try? Ptrace.getFPRegs(tid)).map(FPRegisters.init) }
+            guard let fp = fpRegs?.registers, i >= 0, i < 16 else { return [] }
             return withUnsafeBytes(of: fp.xmm_space) { Array($0[(i * 16)..<(i * 16 + 16)]) }
         }
         if case .st(let i) = register {
             // FXSAVE keeps st(0)…st(7) in stack order, 16 bytes each (10 of them the value).
-            if fpRegs == nil { fpRegs = try? Ptrace.getFPRegs(tid) }
-            guard let fp = fpRegs, i >= 0, i < 8 else { return [] }
+            if fpRegs == nil { fpRegs = (try? Ptrace.getFPRegs(tid)).map(FPRegisters.init) }
+            guard let fp = fpRegs?.registers, i >= 0, i < 8 else { return [] }
             return withUnsafeBytes(of: fp.st_space) { Array($0[(i * 16)..<(i * 16 + 16)]) }
         }
         guard let gpr = register.gpr else { return [] }
