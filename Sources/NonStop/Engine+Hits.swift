@@ -15,6 +15,7 @@ extension Engine {
             return true
         }
         var regs = try Ptrace.getRegs(thread.tid)
+        space.stopSlots?.settle(thread.tid, regs: regs)
         let address = regs.rip &- 1
         if let trap = thread.process.space.trap(at: address) {
             try trapHit(trap, thread, regs: regs)

@@ -79,7 +79,7 @@ extension Engine {
         if !result.isEnd {
             if case .signalStop = result { thread.reaped(.signalDelivery) } else { thread.reaped(.event) }
         }
-        if !result.isTrap { thread.process.space.stopSlots?.release(thread.tid) }
+        if let slots = thread.process.space.stopSlots, !result.isTrap { slots.settleAtStop(result) }
         if thread.process.cleanUpAndDetach, !(result.isEnd) {
             releaseChild(thread)
             return
@@ -295,7 +295,7 @@ extension Engine {
 
     /// One stop of a thread being stopped for an all-stop.
     private func settleForAllStop(_ t: TraceeThread, _ result: WaitResult) throws(TraceError) {
-        if !result.isTrap { t.process.space.stopSlots?.release(t.tid) }
+        if let slots = t.process.space.stopSlots, !result.isTrap { slots.settleAtStop(result) }
         switch result {
         case .exited(let tid, let status):
             threadEnded(tid, .exited(status))

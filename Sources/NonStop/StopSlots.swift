@@ -29,7 +29,14 @@ final class StopSlots {
         base = p
     }
 
-    deinit { munmap(base, size) }
+    /// Claims spoiled by another stop of their holder, and spoiled slots freed at their own int3: for
+    /// `--debug`.
+    private var spoiled = 0, settled = 0
+
+    deinit {
+        if spoiled > 0 { DebugLog.log("stop slots at \(hex(target.base)): \(spoiled) spoiled by other stops, \(settled) freed at their int3") }
+        munmap(base, size)
+    }
 
     private func slot(of tid: pid_t) -> UnsafeMutableRawPointer {
         base.advanced(by: (Int(UInt32(bitPattern: tid)) & (target.count - 1)) << Int(StopSlotLayout.slotShift))
@@ -41,14 +48,16 @@ final class StopSlots {
 
     /// What the thread left in its slot before the int3 it stopped at: the int3's address, its
     /// registers (RIP just past that int3, as the kernel would give it) and the word at its stack
-    /// pointer. The slot is freed. nil when the thread holds no slot, or a spoiled one.
+    /// pointer; the slot is freed. nil when the thread holds no slot, a spoiled one, or one it has not
+    /// finished writing (a SIGTRAP someone sent came first): that stop asks the kernel.
     func take(_ tid: pid_t) -> (trap: UInt64, regs: user_regs_struct, stackWord: UInt64)? {
         let s = slot(of: tid)
-        guard word(s, StopSlotLayout.ownerOffset) == UInt64(UInt32(bitPattern: tid)) else { return nil }
-        defer { free(s) }
-        guard word(s, StopSlotLayout.spoiledOffset) == 0 else { return nil }
-        func r(_ g: GPR) -> UInt64 { word(s, StopSlotLayout.offset(of: g)) }
+        guard word(s, StopSlotLayout.ownerOffset) == UInt64(UInt32(bitPattern: tid)),
+              word(s, StopSlotLayout.spoiledOffset) == 0 else { return nil }
+        // Written last: 0 while the pad is still writing.
         let trap = word(s, StopSlotLayout.trapOffset)
+        guard trap != 0 else { return nil }
+        func r(_ g: GPR) -> UInt64 { word(s, StopSlotLayout.offset(of: g)) }
         var regs = user_regs_struct()
         regs.rax = r(.rax); regs.rcx = r(.rcx); regs.rdx = r(.rdx); regs.rbx = r(.rbx)
         regs.rsp = r(.rsp); regs.rbp = r(.rbp); regs.rsi = r(.rsi); regs.rdi = r(.rdi)
@@ -59,18 +68,57 @@ final class StopSlots {
         regs.orig_rax = UInt64.max
         regs.cs = 0x33
         regs.ss = 0x2b
-        return (trap, regs, word(s, StopSlotLayout.stackWordOffset))
+        let stackWord = word(s, StopSlotLayout.stackWordOffset)
+        free(s)
+        return (trap, regs, stackWord)
     }
 
-    /// Frees the thread's slot if it holds one: at any stop but a trap's, whatever it had claimed the
-    /// slot for may never reach its int3 (a signal handler that longjmps out of the pad).
+    /// Any other stop of a thread that holds its slot: whatever it claimed the slot for may not reach
+    /// its int3 as written (a signal handler runs first, and may hit pads itself or longjmp away). The
+    /// slot is spoiled, not freed: the thread may still be writing it once the handler returns, and a
+    /// freed slot could be another thread's by then. Its stops ask the kernel until `settle` frees it.
+    func spoil(_ tid: pid_t) {
+        let s = slot(of: tid)
+        guard word(s, StopSlotLayout.ownerOffset) == UInt64(UInt32(bitPattern: tid)) else { return }
+        s.storeBytes(of: 1, toByteOffset: Int(StopSlotLayout.spoiledOffset), as: UInt64.self)
+        spoiled += 1
+    }
+
+    /// A SIGTRAP stop whose registers came from the kernel: a spoiled slot is freed once the thread
+    /// stands at the very int3 its claim was written for, with the stack pointer it wrote (so no claim
+    /// of an interrupted pad is pending on its stack any more).
+    func settle(_ tid: pid_t, regs: user_regs_struct) {
+        let s = slot(of: tid)
+        guard word(s, StopSlotLayout.ownerOffset) == UInt64(UInt32(bitPattern: tid)),
+              word(s, StopSlotLayout.spoiledOffset) != 0 else { return }
+        let trap = word(s, StopSlotLayout.trapOffset)
+        if trap != 0, regs.rip == trap &+ 1, regs.rsp == word(s, StopSlotLayout.offset(of: .rsp)) {
+            free(s)
+            settled += 1
+        }
+    }
+
+    /// Frees the thread's slot if it holds one, when nothing of it can be pending: the thread is gone,
+    /// or it is a vfork parent whose child (which ran on its TCB, and so under its tid) is done.
     func release(_ tid: pid_t) {
         let s = slot(of: tid)
         if word(s, StopSlotLayout.ownerOffset) == UInt64(UInt32(bitPattern: tid)) { free(s) }
     }
 
     private func free(_ s: UnsafeMutableRawPointer) {
+        s.storeBytes(of: 0, toByteOffset: Int(StopSlotLayout.trapOffset), as: UInt64.self)
         s.storeBytes(of: 0, toByteOffset: Int(StopSlotLayout.spoiledOffset), as: UInt64.self)
         nst_release_store(s.advanced(by: Int(StopSlotLayout.ownerOffset)).assumingMemoryBound(to: UInt64.self), 0)
+    }
+}
+
+extension StopSlots {
+    /// A stop other than a SIGTRAP: the thread's end or a vfork parent's release frees its slot, any
+    /// other stop spoils it.
+    func settleAtStop(_ result: WaitResult) {
+        switch result {
+        case .exited, .killed, .eventStop(_, .vforkDone, _): release(result.tid)
+        default: spoil(result.tid)
+        }
     }
 }

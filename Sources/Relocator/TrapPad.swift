@@ -69,9 +69,12 @@ public struct TrapPad: Sendable, WindowTarget {
 /// (a memfd), one per thread by `tid & (count - 1)`. A thread claims its slot with a compare-and-swap
 /// of its tid into the owner word, fills it, and stops at the int3 right after; nstrace reads the
 /// registers there instead of asking the kernel (PTRACE_GETREGS), and frees the slot before letting
-/// the thread go. A slot another thread holds is left alone (that stop falls back to GETREGS); a slot
-/// the thread itself still holds (it left a pad between claim and int3 without a stop nstrace saw, as
-/// a vfork child using its parent's TCB does) is marked spoiled, and that stop falls back too.
+/// the thread go. The int3's address is written last: until it is, nstrace does not read the slot. A
+/// slot another thread holds is left alone (that stop falls back to GETREGS); a slot the thread itself
+/// still holds (a signal handler that interrupted its pad hits a pad too, or a vfork child ran on its
+/// parent's TCB) is marked spoiled, and that stop falls back too. nstrace spoils it as well at any
+/// other stop of the holder, and frees a spoiled slot only once the thread stands at the int3 the
+/// slot was written for (see `StopSlots` in NonStop).
 public struct StopSlotTarget: Sendable, Hashable {
     /// The table's address in the tracee.
     public let base: UInt64

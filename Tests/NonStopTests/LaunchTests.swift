@@ -13,12 +13,15 @@ import TestSupport
                            variant: cet ? "cet" : "plain")
     }
 
-    @Test(arguments: ["inline", "jump", "step"], [false, true])
+    /// `jump-one-slot`: the jump strategy with every thread's tid on one stop slot, so that signals
+    /// land while a trap pad holds a slot, pads find it held, and spoiled slots are settled.
+    @Test(arguments: ["inline", "jump", "jump-one-slot", "step"], [false, true])
     func eightThreadsUnderSignalStormMissNoCall(strategy: String, cet: Bool) throws {
         let binary = try workers(cet: cet)
         let traceFile = Paths.scratch.appendingPathComponent("workers-\(strategy)-\(cet).jsonl").path
-        let result = try nstrace(["--strategy", strategy, "--json", "-o", traceFile, "^fx_", "--", binary, "8", "250"],
-                                 timeout: 300)
+        let oneSlot = strategy == "jump-one-slot"
+        let result = try nstrace(["--strategy", oneSlot ? "jump" : strategy, "--json", "-o", traceFile, "^fx_", "--", binary, "8", "250"],
+                                 timeout: 300, environment: oneSlot ? ["NSTRACE_TEST_STOP_SLOTS": "1"] : [:])
         #expect(result.status == 0, "\(result)")
         // The program's own results and its children are unharmed.
         #expect(result.stdoutLines.contains("wrong results 0"), "\(result)")
