@@ -115,6 +115,52 @@ import TestSupport
         #expect(counts.fromSlots > 0 && counts.fromSlots < counts.hits, "\(counts)")
     }
 
+    /// A signal storm whose handler calls a traced function, under the jump strategy with the default
+    /// slots and with every tid on one slot: signals land while pads write slots, handlers' pads meet
+    /// slots their thread still holds. Every call's arguments and every result are the program's own,
+    /// each exactly as often as it made them.
+    @Test(arguments: ["1", "1024"])
+    func stopSlotsUnderASignalStormWhoseHandlerIsTracedReportEveryValue(slots: String) throws {
+        // With endbr64 first, both functions are whole windows: trap pads at entry and `ret`.
+        let binary = try Fixtures.build("slots", flags: ["-O1", "-g", "-pthread", "-fcf-protection=full"])
+        #expect(try fullyInline(binary, "^sl_") == ["sl_work", "sl_in_handler"])
+        let trace = file("slots-storm-\(slots).jsonl")
+        let threads = 4, calls = 1000
+        let result = try nstrace(["--strategy", "jump", "--json", "-o", trace, "^sl_", "--", binary, "\(threads)", "\(calls)"],
+                                 timeout: 300, environment: ["NSTRACE_TEST_STOP_SLOTS": slots])
+        #expect(result.status == 0 && result.stdoutLines.contains("wrong 0"), "\(result)")
+        let made = fixtureCounts(result.stdout)
+        #expect(made["sl_work"] == threads * calls && (made["sl_in_handler"] ?? 0) > 0, "\(made)")
+        let log = try TraceLog(file: trace)
+        #expect(log.calls() == made && log.returns() == made, "seen \(log.calls()), returns \(log.returns()), made \(made)")
+
+        func ints(_ event: [String: Any]) -> [Int] {
+            ((event["args"] as? [[String: Any]]) ?? []).compactMap { $0["value"] as? Int }
+        }
+        var pairs: [[Int]: Int] = [:], results: [Int: Int] = [:], handlerArgs: [[Int]: Int] = [:], handlerResults: [Int: Int] = [:]
+        for event in log.events {
+            switch (event["event"] as? String, event["function"] as? String) {
+            case ("call", "sl_work"): pairs[ints(event), default: 0] += 1
+            case ("return", "sl_work"): results[event["retval"] as? Int ?? -1, default: 0] += 1
+            case ("call", "sl_in_handler"): handlerArgs[ints(event), default: 0] += 1
+            case ("return", "sl_in_handler"): handlerResults[event["retval"] as? Int ?? -1, default: 0] += 1
+            default: break
+            }
+        }
+        var expectedPairs: [[Int]: Int] = [:], expectedResults: [Int: Int] = [:]
+        for t in 0..<threads {
+            for i in 0..<calls {
+                expectedPairs[[i, t], default: 0] += 1
+                expectedResults[i + t, default: 0] += 1
+            }
+        }
+        let samePairs = pairs == expectedPairs, sameResults = results == expectedResults
+        #expect(samePairs, "sl_work arguments: \(Set(pairs.keys).symmetricDifference(expectedPairs.keys).prefix(6))")
+        #expect(sameResults, "sl_work results: \(results.filter { expectedResults[$0.key] != $0.value }.prefix(6))")
+        let handled = made["sl_in_handler"] ?? -1
+        #expect(handlerArgs == [[7]: handled] && handlerResults == [14: handled], "\(handlerArgs) \(handlerResults)")
+    }
+
     @Test func losslessRingMakesTheProgramWaitAndMissesNothing() throws {
         let binary = try values(cet: true)
         #expect(try fullyInline(binary, "^vx_hot$") == ["vx_hot"])

@@ -24,21 +24,21 @@ struct TouchedMemory {
         }
         let code = Set(codePages)
         let wanted = pages.filter { page in !code.contains(page) && readable.contains { $0.contains(page) } }.sorted()
-        var ranges: [Range<UInt64>] = []
+        // A page of a readable mapping that cannot be read (a file mapping's pages past the end of its
+        // file: SIGBUS to the program too) cannot be touched by either run either: left out.
+        var ranges: [Range<UInt64>] = [], pristine: [[UInt8]] = []
         for page in wanted {
+            guard let bytes = tracee.read(page, count: Int(Self.page)) else { continue }
             if let last = ranges.last, last.upperBound == page {
                 ranges[ranges.count - 1] = last.lowerBound..<page + Self.page
+                pristine[pristine.count - 1] += bytes
             } else {
                 ranges.append(page..<page + Self.page)
+                pristine.append(bytes)
             }
         }
         self.ranges = ranges
-        pristine = try ranges.map { range in
-            guard let bytes = tracee.read(range.lowerBound, count: Int(range.upperBound - range.lowerBound)) else {
-                throw TraceeError(operation: "read \(range) of a readable mapping", pid: tracee.pid, errno: EIO)
-            }
-            return bytes
-        }
+        self.pristine = pristine
     }
 
     /// Every address the instruction may access, computed from `regs` as the CPU would.
