@@ -205,13 +205,13 @@ struct ArgumentReader<Source: ValueSource> {
     }
 }
 
-/// A thread stopped at a breakpoint: its registers as read at the stop, its memory live.
 /// A stopped thread's FXSAVE area, read once.
 final class FPRegisters {
     let registers: user_fpregs_struct
     init(_ registers: user_fpregs_struct) { self.registers = registers }
 }
 
+/// A thread stopped at a breakpoint: its registers as read at the stop, its memory live.
 struct StoppedThreadValues: ValueSource {
     let tid: pid_t
     let regs: user_regs_struct

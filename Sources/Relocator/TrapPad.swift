@@ -150,7 +150,8 @@ public enum StopSlotLayout {
     public static var slotSize: Int { 1 << Int(slotShift) }
     /// The tid of the thread holding the slot; 0 when free.
     public static let ownerOffset: Int32 = 0
-    /// Non-zero: the holder re-entered a pad before nstrace freed the slot, and its contents are stale.
+    /// Non-zero: the holder met its own claim in a pad, or nstrace saw it stop elsewhere, before the
+    /// slot was freed: its contents may not be this stop's.
     public static let spoiledOffset: Int32 = 8
     /// The int3 the thread stops at next.
     public static let trapOffset: Int32 = 16
