@@ -205,10 +205,15 @@ struct ArgumentReader<Source: ValueSource> {
     }
 }
 
-/// A stopped thread's FXSAVE area, read once.
+/// A stopped thread's FXSAVE area, read once; or only its xmm0–7, as a trap pad left them in the
+/// stop slot (`complete` false: the rest is read from the kernel when asked for).
 final class FPRegisters {
     let registers: user_fpregs_struct
-    init(_ registers: user_fpregs_struct) { self.registers = registers }
+    let complete: Bool
+    init(_ registers: user_fpregs_struct, complete: Bool = true) {
+        self.registers = registers
+        self.complete = complete
+    }
 }
 
 /// A thread stopped at a breakpoint: its registers as read at the stop, its memory live.
@@ -222,24 +227,29 @@ struct StoppedThreadValues: ValueSource {
     /// What the stop read ahead, looked at before the tracee's memory.
     let prefetched: StopPrefetch
 
-    init(tid: pid_t, regs: user_regs_struct, memory: TraceeMemory, prefetched: StopPrefetch = StopPrefetch()) {
+    /// `vectors`: xmm0–7 known already (from a stop slot).
+    init(tid: pid_t, regs: user_regs_struct, memory: TraceeMemory, prefetched: StopPrefetch = StopPrefetch(),
+         vectors: FPRegisters? = nil) {
         self.tid = tid
         self.regs = regs
         self.memory = memory
         self.prefetched = prefetched
+        fpRegs = vectors
     }
 
     var stackPointer: UInt64 { regs.rsp }
 
     mutating func registerBytes(_ register: Register) -> [UInt8] {
         if case .xmm(let i) = register {
-            if fpRegs == nil { fpRegs = (try? Ptrace.getFPRegs(tid)).map(FPRegisters.init) }
+            if fpRegs == nil || (i >= StopSlotLayout.vectorCount && fpRegs?.complete == false) {
+                fpRegs = (try? Ptrace.getFPRegs(tid)).map { FPRegisters($0) }
+            }
             guard let fp = fpRegs?.registers, i >= 0, i < 16 else { return [] }
             return withUnsafeBytes(of: fp.xmm_space) { Array($0[(i * 16)..<(i * 16 + 16)]) }
         }
         if case .st(let i) = register {
             // FXSAVE keeps st(0)…st(7) in stack order, 16 bytes each (10 of them the value).
-            if fpRegs == nil { fpRegs = (try? Ptrace.getFPRegs(tid)).map(FPRegisters.init) }
+            if fpRegs?.complete != true { fpRegs = (try? Ptrace.getFPRegs(tid)).map { FPRegisters($0) } }
             guard let fp = fpRegs?.registers, i >= 0, i < 8 else { return [] }
             return withUnsafeBytes(of: fp.st_space) { Array($0[(i * 16)..<(i * 16 + 16)]) }
         }

@@ -8,10 +8,12 @@ extension Engine {
     /// program's own, which is passed on (returns false).
     func breakpointHit(_ thread: TraceeThread) throws(TraceError) -> Bool {
         let space = thread.process.space
-        if let slots = space.stopSlots, let left = slots.take(thread.tid), let trap = space.trap(at: left.trap) {
-            // A trap pad left the registers in the thread's slot: no GETREGS.
+        if let slots = space.stopSlots,
+           let left = slots.take(thread.tid, wantsVectors: { space.trap(at: $0)?.function.usesVectorRegisters ?? false }),
+           let trap = space.trap(at: left.trap) {
+            // A trap pad left the registers in the thread's slot: no GETREGS (nor GETFPREGS).
             statistics.registersFromSlots += 1
-            try trapHit(trap, thread, regs: left.regs, stackWord: left.stackWord)
+            try trapHit(trap, thread, regs: left.regs, stackWord: left.stackWord, vectors: left.vectors)
             return true
         }
         var regs = try Ptrace.getRegs(thread.tid)
@@ -56,9 +58,10 @@ extension Engine {
     /// breakpoint on the return address.
     /// `unwindFrom`: the registers a stack trace starts from when they are not `regs` (a trap pad's stop:
     /// RIP on the window in the program's code, where its unwind information is).
-    /// `stackWord`: the word at `regs.rsp` when known already (a trap pad left it in the stop slot).
+    /// `stackWord`, `vectors`: the word at `regs.rsp` and xmm0–7, when known already (a trap pad left
+    /// them in the stop slot).
     func entered(_ function: TracedFunction, _ thread: TraceeThread, regs: user_regs_struct,
-                 unwindFrom: user_regs_struct? = nil, stackWord: UInt64? = nil) throws(TraceError) {
+                 unwindFrom: user_regs_struct? = nil, stackWord: UInt64? = nil, vectors: FPRegisters? = nil) throws(TraceError) {
         let process = thread.process
         let context = callContext(thread, regs: regs)
         let memory = process.space.memory
@@ -67,7 +70,8 @@ extension Engine {
         let prefetched = StopPrefetch(memory: memory, regs: regs, signature: function.signature,
                                       stackBytes: readsReturnAddress && stackWord == nil ? 8 : 0,
                                       maxString: configuration.maxStringLength)
-        var reader = ArgumentReader(StoppedThreadValues(tid: thread.tid, regs: regs, memory: memory, prefetched: prefetched),
+        var reader = ArgumentReader(StoppedThreadValues(tid: thread.tid, regs: regs, memory: memory, prefetched: prefetched,
+                                                        vectors: vectors),
                                     maxString: configuration.maxStringLength, deref: configuration.derefPointers)
         let arguments = reader.arguments(function.signature)
         var returnAddress: UInt64 = 0, caller: UInt64?
@@ -86,9 +90,10 @@ extension Engine {
     }
 
     /// A `ret` of a traced function that keeps an int3 (inline strategy): its return.
-    func exited(_ function: TracedFunction, _ thread: TraceeThread, regs: user_regs_struct) {
+    func exited(_ function: TracedFunction, _ thread: TraceeThread, regs: user_regs_struct, vectors: FPRegisters? = nil) {
         let context = callContext(thread, regs: regs)
-        var reader = ArgumentReader(StoppedThreadValues(tid: thread.tid, regs: regs, memory: thread.process.space.memory),
+        var reader = ArgumentReader(StoppedThreadValues(tid: thread.tid, regs: regs, memory: thread.process.space.memory,
+                                                        vectors: vectors),
                                     maxString: configuration.maxStringLength, deref: configuration.derefPointers)
         let value = reader.returnValue(function.signature)
         deliver(Observation(kind: .exit(function, value: { _ in value }),

@@ -124,14 +124,15 @@ extension Engine {
 
     /// A stop at a trap pad's int3: certainly nstrace's (nothing else reaches its scratch memory), so no
     /// siginfo is asked for and RIP is left where it is, on the relocated window. The registers (from
-    /// the stop slot, or GETREGS), the values, and the continue. `stackWord`: the word at RSP, when the
-    /// pad left it in the stop slot.
+    /// the stop slot, or GETREGS), the values, and the continue. `stackWord`, `vectors`: the word at RSP
+    /// and xmm0–7, when the pad left them in the stop slot.
     ///
     /// A SIGTRAP someone sent that was already pending when the int3 ran is merged into this stop by the
     /// kernel and not seen; the classic int3 sites, which ask for the siginfo, pass such a signal on.
     /// One sent while the thread runs the pad's slot code, before the int3, is taken for the hit (the
     /// slot says so) and not passed on; the int3 that follows is then a second hit.
-    func trapHit(_ trap: TrapSite, _ thread: TraceeThread, regs: user_regs_struct, stackWord: UInt64? = nil) throws(TraceError) {
+    func trapHit(_ trap: TrapSite, _ thread: TraceeThread, regs: user_regs_struct, stackWord: UInt64? = nil,
+                 vectors: FPRegisters? = nil) throws(TraceError) {
         statistics.breakpointHits += 1
         DebugLog.log("\(thread.tid): trap \(hex(trap.address)) (window \(hex(trap.window))) sp \(hex(regs.rsp))")
         if let reexecution = thread.reexecution, reexecution.matches(trap.window, regs) {
@@ -147,9 +148,9 @@ extension Engine {
                 var programRegs = regs
                 programRegs.rip = trap.window
                 try entered(function, thread, regs: entryRegs, unwindFrom: programRegs,
-                            stackWord: stackAdjust == 0 ? stackWord : nil)
+                            stackWord: stackAdjust == 0 ? stackWord : nil, vectors: vectors)
             case .exit(let function):
-                exited(function, thread, regs: regs)
+                exited(function, thread, regs: regs, vectors: vectors)
             }
         }
         try resume(thread)

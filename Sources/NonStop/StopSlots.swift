@@ -50,7 +50,10 @@ final class StopSlots {
     /// registers (RIP just past that int3, as the kernel would give it) and the word at its stack
     /// pointer; the slot is freed. nil when the thread holds no slot, a spoiled one, or one it has not
     /// finished writing (a SIGTRAP someone sent came first): that stop asks the kernel.
-    func take(_ tid: pid_t) -> (trap: UInt64, regs: user_regs_struct, stackWord: UInt64)? {
+    /// `wantsVectors(trap)`: whether xmm0–7 are wanted too (copied before the slot is freed: another
+    /// thread may claim it at once).
+    func take(_ tid: pid_t, wantsVectors: (UInt64) -> Bool)
+        -> (trap: UInt64, regs: user_regs_struct, stackWord: UInt64, vectors: FPRegisters?)? {
         let s = slot(of: tid)
         guard word(s, StopSlotLayout.ownerOffset) == UInt64(UInt32(bitPattern: tid)),
               word(s, StopSlotLayout.spoiledOffset) == 0 else { return nil }
@@ -69,8 +72,19 @@ final class StopSlots {
         regs.cs = 0x33
         regs.ss = 0x2b
         let stackWord = word(s, StopSlotLayout.stackWordOffset)
+        let vectors = wantsVectors(trap) ? Self.vectors(in: s) : nil
         free(s)
-        return (trap, regs, stackWord)
+        return (trap, regs, stackWord, vectors)
+    }
+
+    /// xmm0–7 as the pad left them; the rest of the FXSAVE area is read from the kernel if asked for.
+    private static func vectors(in slot: UnsafeMutableRawPointer) -> FPRegisters {
+        var fp = user_fpregs_struct()
+        withUnsafeMutableBytes(of: &fp.xmm_space) { xmm in
+            xmm.copyMemory(from: UnsafeRawBufferPointer(start: slot + Int(StopSlotLayout.offset(ofVector: 0)),
+                                                        count: 16 * StopSlotLayout.vectorCount))
+        }
+        return FPRegisters(fp, complete: false)
     }
 
     /// Any other stop of a thread that holds its slot: whatever it claimed the slot for may not reach

@@ -25,6 +25,10 @@ public final class TracedFunction: @unchecked Sendable, CustomStringConvertible 
     /// call, to the depth asked for, and nowhere else.
     public let isCallee: Bool
 
+    /// An argument or its result is in an xmm register: a trap pad's stop passes on the xmm0–7 it left
+    /// in the stop slot, and no PTRACE_GETFPREGS is needed.
+    let usesVectorRegisters: Bool
+
     public init(name: String, symbol: String? = nil, module: String, address: UInt64, signature: Signature?,
                 returnsSeenAtExits: Bool = false, returnsTwice: Bool = false, isCallee: Bool = false) {
         self.name = name
@@ -35,6 +39,14 @@ public final class TracedFunction: @unchecked Sendable, CustomStringConvertible 
         self.returnsSeenAtExits = returnsSeenAtExits
         self.returnsTwice = returnsTwice
         self.isCallee = isCallee
+        usesVectorRegisters = ((signature?.parameters ?? []) + (signature?.results ?? [])).contains { parameter in
+            func vector(_ r: Register) -> Bool { if case .xmm = r { return true }; return false }
+            switch parameter.location {
+            case .register(let r): return vector(r)
+            case .pieces(let pieces): return pieces.contains { vector($0.register) }
+            default: return false
+            }
+        }
     }
 
     public var description: String { name }

@@ -13,6 +13,13 @@ final class TrapSite {
         case exit(TracedFunction)
     }
 
+    /// The traced function whose entry or return this is.
+    var function: TracedFunction {
+        switch role {
+        case .entry(let function, _), .exit(let function): function
+        }
+    }
+
     /// The int3's address, in the pad.
     let address: UInt64
     /// The window's start in the program's code: where a fault of its first instruction is delivered.

@@ -67,7 +67,8 @@ public struct TrapPad: Sendable, WindowTarget {
 
 /// Where trap pads leave a stopping thread's registers: a table of slots in memory nstrace maps too
 /// (a memfd), one per thread by `tid & (count - 1)`. A thread claims its slot with a compare-and-swap
-/// of its tid into the owner word, fills it, and stops at the int3 right after; nstrace reads the
+/// of its tid into the owner word, fills it (general registers, flags, xmm0–7, the word at RSP), and
+/// stops at the int3 right after; nstrace reads the
 /// registers there instead of asking the kernel (PTRACE_GETREGS), and frees the slot before letting
 /// the thread go. The int3's address is written last: until it is, nstrace does not read the slot. A
 /// slot another thread holds is left alone (that stop falls back to GETREGS); a slot the thread itself
@@ -132,6 +133,9 @@ public struct StopSlotTarget: Sendable, Hashable {
         w.putStore(.rax, base: .rcx, displacement: layout.offset(of: .rsp))
         w.putLoad(.rax, base: .rsp, displacement: Self.frame)
         w.putStore(.rax, base: .rcx, displacement: layout.stackWordOffset)
+        for i in 0..<StopSlotLayout.vectorCount {
+            w.putStoreXMM128(i, base: .rcx, displacement: layout.offset(ofVector: i))
+        }
         w.putMovImm64(.rax, trap)
         w.putStore(.rax, base: .rcx, displacement: layout.trapOffset)
 
@@ -144,9 +148,9 @@ public struct StopSlotTarget: Sendable, Hashable {
     }
 }
 
-/// One stop slot: 256 bytes.
+/// One stop slot: 512 bytes.
 public enum StopSlotLayout {
-    public static let slotShift: UInt8 = 8
+    public static let slotShift: UInt8 = 9
     public static var slotSize: Int { 1 << Int(slotShift) }
     /// The tid of the thread holding the slot; 0 when free.
     public static let ownerOffset: Int32 = 0
@@ -160,6 +164,9 @@ public enum StopSlotLayout {
     public static let flagsOffset: Int32 = 32
     /// The general registers, in encoding order (rax first), RSP as it was before the pad's code.
     public static func offset(of r: GPR) -> Int32 { 40 + 8 * Int32(r.rawValue) }
+    /// xmm0–xmm7, where floating-point arguments and results are: 16 bytes each, from 176.
+    public static let vectorCount = 8
+    public static func offset(ofVector i: Int) -> Int32 { 176 + 16 * Int32(i) }
 }
 
 /// Code a window's jump goes to: an inline pad, or the jump strategy's trap pad.
