@@ -135,11 +135,8 @@ extension Engine {
                 continue
             }
             switch result {
-            case .exited(let tid, let status):
-                threadEnded(tid, .exited(status))
-                continue
-            case .killed(let tid, let signal, let core):
-                threadEnded(tid, .killed(signal: signal, coreDumped: core))
+            case .exited, .killed:
+                if let ending = result.ending { threadEnded(result.tid, ending) }
                 continue
             case .eventStop(_, .clone, _), .eventStop(_, .fork, _), .eventStop(_, .vfork, _):
                 let child = pid_t(truncatingIfNeeded: try Ptrace.eventMessage(thread.tid))

@@ -136,10 +136,8 @@ extension Engine {
             if case .signalStop = result { thread.reaped(.signalDelivery) } else { thread.reaped(.event) }
         }
         switch result {
-        case .exited(let tid, let status):
-            threadEnded(tid, .exited(status))
-        case .killed(let tid, let signal, let core):
-            threadEnded(tid, .killed(signal: signal, coreDumped: core))
+        case .exited, .killed:
+            if let ending = result.ending { threadEnded(result.tid, ending) }
         case .signalStop(let tid, let signal):
             if case .held(_, .midStep(let step)) = thread.state {
                 try stepStoppedWhileDetaching(thread, step, signal: signal)

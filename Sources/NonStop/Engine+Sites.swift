@@ -237,13 +237,7 @@ extension Engine {
         defer {
             thread.heldSignals += injection.held
             if injection.stepped { thread.holdStop(.signalDelivery) }
-            if let end = injection.ended {
-                switch end {
-                case .exited(let tid, let status): threadEnded(tid, .exited(status))
-                case .killed(let tid, let signal, let core): threadEnded(tid, .killed(signal: signal, coreDumped: core))
-                default: break
-                }
-            }
+            if let end = injection.ended, let ending = end.ending { threadEnded(end.tid, ending) }
         }
         return try body(&injection)
     }

@@ -85,10 +85,8 @@ extension Engine {
             return
         }
         switch result {
-        case .exited(let tid, let status):
-            threadEnded(tid, .exited(status))
-        case .killed(let tid, let signal, let core):
-            threadEnded(tid, .killed(signal: signal, coreDumped: core))
+        case .exited, .killed:
+            if let ending = result.ending { threadEnded(result.tid, ending) }
         case .eventStop(_, let event, let signal):
             DebugLog.log("\(thread.tid): event \(event) sig \(signal)")
             if case .held(_, .midStep(let step)) = thread.state {
@@ -297,11 +295,8 @@ extension Engine {
     private func settleForAllStop(_ t: TraceeThread, _ result: WaitResult) throws(TraceError) {
         if let slots = t.process.space.stopSlots, !result.isTrap { slots.settleAtStop(result) }
         switch result {
-        case .exited(let tid, let status):
-            threadEnded(tid, .exited(status))
-            return
-        case .killed(let tid, let signal, let core):
-            threadEnded(tid, .killed(signal: signal, coreDumped: core))
+        case .exited, .killed:
+            if let ending = result.ending { threadEnded(result.tid, ending) }
             return
         case .signalStop(let tid, let signal) where Engine.isGroupStop(signal):
             // A stop signal goes through at once; the group-stop it starts is this thread's stop.

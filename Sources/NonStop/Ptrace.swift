@@ -186,10 +186,14 @@ enum WaitResult {
         return false
     }
 
-    var isEnd: Bool {
+    var isEnd: Bool { ending != nil }
+
+    /// How the thread ended, when this is its end.
+    var ending: ExitStatus? {
         switch self {
-        case .exited, .killed: return true
-        default: return false
+        case .exited(_, let status): .exited(status)
+        case .killed(_, let signal, let core): .killed(signal: signal, coreDumped: core)
+        default: nil
         }
     }
 
