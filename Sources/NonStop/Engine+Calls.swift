@@ -49,8 +49,9 @@ struct ThreadMoment {
     let stackPointer: UInt64
     /// CLOCK_MONOTONIC nanoseconds.
     let time: UInt64
-    /// The stack it runs on (`StackMappings`), 0 when not known. A goroutine's is its own.
-    let stack: UInt64
+    /// The mapping of the stack it runs on (`StackMappings`), empty when not known. A goroutine's is
+    /// its own.
+    let stack: Range<UInt64>
 
     init(process: TracedProcess, tid: pid_t, goroutine: CallContext.Goroutine?, stackPointer: UInt64, time: UInt64) {
         self.process = process
@@ -58,7 +59,7 @@ struct ThreadMoment {
         self.goroutine = goroutine
         self.stackPointer = stackPointer
         self.time = time
-        stack = goroutine == nil ? process.stacks.stack(of: stackPointer) : 0
+        stack = goroutine == nil ? process.stacks.stack(of: stackPointer) : 0..<0
     }
 }
 
@@ -155,7 +156,7 @@ extension Engine {
             shadow.popFrames(at: nil, sp: m.stackPointer, stack: m.stack, into: &closedFrames)
             shadow.popReturnedUnseen(sp: m.stackPointer, stack: m.stack, into: &closedFrames)
             depth = shadow.depth
-            evicted = shadow.push(.init(function: function, entrySP: m.stackPointer, stack: m.stack, returnAddress: returnAddress, start: m.time))
+            evicted = shadow.push(.init(function: function, entrySP: m.stackPointer, returnAddress: returnAddress, start: m.time))
         }
         if !closedFrames.isEmpty { closeFrames(m, .none) }
         if evicted > 0 {

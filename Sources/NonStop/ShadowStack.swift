@@ -1,15 +1,14 @@
-/// A thread's traced calls still open, keyed by the stack they run on and the stack pointer at entry
-/// (which points at the return address). A frame is over once execution is seen above its entry stack
-/// pointer on the same stack: that covers a plain return, a tail call (the tail-callee entered with the
-/// same stack pointer and returns for both), recursion (each level has its own stack pointer), and
-/// longjmp or an exception unwinding past frames (they are closed as unwound). Frames on another stack
-/// (a fiber's, a sigaltstack's) are left alone: their thread will come back to them.
+/// A thread's traced calls still open, with the stack pointer at entry (which points at the return
+/// address). A frame is over once execution is seen above its entry stack pointer on the same stack
+/// (the mapping that holds the stack pointer now holds the frame's too, `StackMappings`): that covers
+/// a plain return, a tail call (the tail-callee entered with the same stack pointer and returns for
+/// both), recursion (each level has its own stack pointer), and longjmp or an exception unwinding past
+/// frames (they are closed as unwound). Frames on another stack (a fiber's, a sigaltstack's) are left
+/// alone: their thread will come back to them.
 struct ShadowStack {
     struct Frame {
         let function: TracedFunction
         let entrySP: UInt64
-        /// The stack it runs on (`StackMappings`: its mapping's end), 0 when not known.
-        var stack: UInt64 = 0
         /// Where the call returns to, when its return is watched there (0 when it is seen at the
         /// function's own `ret`s, as the inline strategy sees it).
         var returnAddress: UInt64
@@ -55,14 +54,15 @@ struct ShadowStack {
     /// a frame's entry stack pointer execution may be seen and still be on the same stack.
     static let sameStackReach: UInt64 = 64 << 20
 
-    /// Whether a frame is on `stack` (where either is not known: near enough below `sp`).
-    private static func onStack(_ frame: Frame, _ stack: UInt64, sp: UInt64) -> Bool {
-        if frame.stack != 0, stack != 0 { return frame.stack == stack }
+    /// Whether a frame is on `stack`, the mapping `sp` is in (where that is not known: near enough
+    /// below `sp`).
+    private static func onStack(_ frame: Frame, _ stack: Range<UInt64>, sp: UInt64) -> Bool {
+        if !stack.isEmpty { return stack.contains(frame.entrySP) }
         return frame.entrySP >= sp || sp - frame.entrySP <= sameStackReach
     }
 
     /// The innermost open frame on `stack`, by index (frames of other stacks above it are skipped).
-    private func top(on stack: UInt64, sp: UInt64) -> Int? {
+    private func top(on stack: Range<UInt64>, sp: UInt64) -> Int? {
         var i = frames.count - 1
         while i >= 0, !ShadowStack.onStack(frames[i], stack, sp: sp) { i -= 1 }
         return i >= 0 ? i : nil
@@ -76,7 +76,7 @@ struct ShadowStack {
     /// Removes and returns the frames on `stack` that are over when the thread runs at `site` with
     /// `sp`, innermost first; `returned` says whether a frame returned here (its return address, with
     /// the stack pointer just past it) or was unwound past.
-    mutating func popFrames(at site: UInt64?, sp: UInt64, stack: UInt64, into closed: inout [Closed]) {
+    mutating func popFrames(at site: UInt64?, sp: UInt64, stack: Range<UInt64>, into closed: inout [Closed]) {
         while let i = top(on: stack, sp: sp), frames[i].entrySP < sp {
             let frame = frames[i]
             let returnedHere = site != nil && (site == frame.returnAddress || frame.tailPending) && sp == frame.entrySP &+ 8
@@ -90,7 +90,7 @@ struct ShadowStack {
     /// address in anonymous memory): the caller is calling again from the same place, and a loop of
     /// such calls must not pile up frames. A frame watched at a return address (a tail call's caller,
     /// or the jump strategy's) stays: the tail-callee enters at its stack pointer.
-    mutating func popReturnedUnseen(sp: UInt64, stack: UInt64, into closed: inout [Closed]) {
+    mutating func popReturnedUnseen(sp: UInt64, stack: Range<UInt64>, into closed: inout [Closed]) {
         guard let i = top(on: stack, sp: sp), frames[i].entrySP == sp, frames[i].returnAddress == 0,
               !frames[i].tailPending else { return }
         close(i, returned: false, into: &closed)
@@ -98,7 +98,7 @@ struct ShadowStack {
 
     /// The function's `ret` ran with `sp`: frames below it are over (unwound), and the frame entered at
     /// `sp` returns.
-    mutating func popReturn(of function: TracedFunction, sp: UInt64, stack: UInt64, into closed: inout [Closed]) {
+    mutating func popReturn(of function: TracedFunction, sp: UInt64, stack: Range<UInt64>, into closed: inout [Closed]) {
         popFrames(at: nil, sp: sp, stack: stack, into: &closed)
         if let i = top(on: stack, sp: sp), frames[i].entrySP == sp, frames[i].function === function {
             close(i, returned: true, into: &closed)
@@ -110,7 +110,7 @@ struct ShadowStack {
 
     /// A return with `sp` (of a traced function, or of a callee watched for its tail-callers): the
     /// frames that tail-called into it return too.
-    mutating func popTailCallers(sp: UInt64, stack: UInt64, into closed: inout [Closed]) {
+    mutating func popTailCallers(sp: UInt64, stack: Range<UInt64>, into closed: inout [Closed]) {
         while let i = top(on: stack, sp: sp), frames[i].entrySP == sp, frames[i].tailPending {
             close(i, returned: true, into: &closed)
         }

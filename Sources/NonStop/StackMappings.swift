@@ -1,8 +1,11 @@
 import Glibc
 
-/// Which memory mapping a stack pointer is in, named by the mapping's end (a stack grows down, so its
-/// end stays put while its start moves). Frames on different mappings — a fiber's stack, a signal
-/// handler's sigaltstack, another thread's — never close each other, however near their addresses.
+/// Which memory mapping a stack pointer is in. A frame is on the stack a thread runs on when its entry
+/// stack pointer is in the mapping that holds the thread's stack pointer now: frames on different
+/// mappings — a fiber's stack, a signal handler's sigaltstack, another thread's — never close each
+/// other, however near their addresses. A mapping is not an identity to keep, only a range to test
+/// against: its ends move (the main stack grows down; a new thread's stack block, read before glibc
+/// made its guard page, is one mapping with the guard page of the stack above it, and two after).
 /// /proc/PID/maps is read again only when a stack pointer falls outside every mapping known (a new
 /// thread's stack, a fiber's): records come in runs on one stack, and the last one is checked first.
 final class StackMappings {
@@ -20,12 +23,12 @@ final class StackMappings {
 
     init(pid: pid_t) { self.pid = pid }
 
-    /// The end of the mapping holding `sp`; 0 when none is (frames then fall back to distance).
-    func stack(of sp: UInt64) -> UInt64 {
-        if sp >= last.start, sp < last.end { return last.end }
+    /// The mapping holding `sp`; empty when none is (frames then fall back to distance).
+    func stack(of sp: UInt64) -> Range<UInt64> {
+        if sp >= last.start, sp < last.end { return last.start..<last.end }
         if let found = lookup(sp) { return found }
         let page = sp >> 12, now = monotonicNow()
-        if missing.contains(page), now &- readAt < 1_000_000 { return 0 }
+        if missing.contains(page), now &- readAt < 1_000_000 { return 0..<0 }
         readAt = now
         reload()
         if let found = lookup(sp) {
@@ -34,7 +37,7 @@ final class StackMappings {
         }
         if missing.count >= 4096 { missing.removeAll() }
         missing.insert(page)
-        return 0
+        return 0..<0
     }
 
     /// Reads the mappings again unless they were read in the last millisecond (threads exiting in a
@@ -53,7 +56,7 @@ final class StackMappings {
         missing = []
     }
 
-    private func lookup(_ sp: UInt64) -> UInt64? {
+    private func lookup(_ sp: UInt64) -> Range<UInt64>? {
         var low = 0, high = mappings.count
         while low < high {
             let mid = (low + high) / 2
@@ -61,7 +64,7 @@ final class StackMappings {
         }
         guard low < mappings.count, mappings[low].start <= sp else { return nil }
         last = mappings[low]
-        return last.end
+        return last.start..<last.end
     }
 
     private func reload() {
@@ -73,5 +76,6 @@ final class StackMappings {
                   start < end else { return nil }
             return (start, end)
         }.sorted { $0.start < $1.start }
+        last = (0, 0)
     }
 }
