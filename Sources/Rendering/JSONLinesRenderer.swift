@@ -8,7 +8,6 @@ public final class JSONLinesRenderer: Renderer {
     /// `"symbol":…,` for a demangled name) `"module":…,"address":…` — and each parameter's
     /// `{"name":…,"type":…,"value":`; a return's fields before `depth`.
     private var functions: [FunctionText] = []
-    private var lastIDs: (pid: Int32, tid: Int32, text: [UInt8]) = (0, 0, Array(",\"pid\":0,\"tid\":0".utf8))
 
     public init(output: Output) {
         self.output = output
@@ -18,11 +17,12 @@ public final class JSONLinesRenderer: Renderer {
         let o = output
         o.append(JSONLinesRenderer.opening(event.kind))
         o.timestamp(event.timestamp)
-        // Events come in runs of one thread's: its ids are written once per run.
-        if event.pid != lastIDs.pid || event.tid != lastIDs.tid {
-            lastIDs = (event.pid, event.tid, Array(",\"pid\":\(event.pid),\"tid\":\(event.tid)".utf8))
-        }
-        o.append(lastIDs.text)
+        // Written each time: a ptrace strategy's events alternate between threads, and text kept per run
+        // of one thread's (a String made per change) cost more than the digits.
+        o.append(",\"pid\":" as StaticString)
+        o.decimal(event.pid)
+        o.append(",\"tid\":" as StaticString)
+        o.decimal(event.tid)
         if let goroutine = event.goroutineID {
             o.append(",\"goid\":" as StaticString)
             o.decimal(goroutine)
