@@ -1,5 +1,6 @@
 import Glibc
 import Relocator
+import Symbols
 
 /// Other tracers write the same code nstrace does. A uprobe (bpftrace, perf, SystemTap) put on an
 /// instruction that already holds nstrace's int3 takes its traps in the kernel, and when it is removed
@@ -50,7 +51,9 @@ extension Engine {
     /// The kernel maps `[uprobes]` into a process once a uprobe fires in it: where one sits on an
     /// nstrace int3, the kernel takes the trap and nstrace does not see the call. Told once.
     private func noticeUprobes(_ process: TracedProcess) {
-        guard !process.toldOfUprobes, let maps = ProcFS.text("/proc/\(process.pid)/maps"), maps.contains("[uprobes]") else { return }
+        // Searched as bytes: a String's `contains` goes through Foundation here, many times slower.
+        guard !process.toldOfUprobes, let maps = ProcFile.contents("/proc/\(process.pid)/maps"),
+              maps.firstRange(of: Array("[uprobes]".utf8)) != nil else { return }
         process.toldOfUprobes = true
         notice(process, "a uprobe (bpftrace, perf, SystemTap…) fired in this process: calls at an address where it shares "
                + "an int3 with nstrace go to the uprobe alone while it is there")
