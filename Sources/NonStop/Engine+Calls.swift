@@ -69,6 +69,8 @@ enum ReturnValue {
     case read((TracedFunction) -> ArgumentValue?)
     /// From an inline record (its probe says how it is laid out).
     case record(RecordValues)
+    /// From a trap pad's stop slot, of a thread stopped at that trap.
+    case slot(SlotRegisters, TraceeThread)
 
     init(_ record: RecordValues?) { self = record.map { .record($0) } ?? .none }
 }
@@ -112,18 +114,24 @@ extension Engine {
     /// An entry record: the call, with its arguments read from the record when `values` is given.
     /// `returnAddress`: the entry's, when `--caller` has the pads record it.
     func recordedEntry(_ function: TracedFunction, _ m: ThreadMoment, values: RecordValues?, returnAddress: UInt64?) {
-        let depth = enter(function, m, returnAddress: 0)
         let maxString = self.maxString
-        let fromCaller = returnAddress.map { isFromCallerModule($0, m.process) } ?? false
-        if let values {
-            emitTraced(.call, m.process, m.tid, function: function, depth: depth, goroutine: m.goroutine?.id, at: m.time,
-                       fromCaller: fromCaller) { arena in
+        let encode = values.map { values in
+            { (arena: inout ValueArena) in
                 values.encode(values.probe.values, of: function.signature?.parameters ?? [], maxString: maxString, into: &arena)
             }
-        } else {
-            emitTraced(.call, m.process, m.tid, function: function, depth: depth, goroutine: m.goroutine?.id, at: m.time,
-                       fromCaller: fromCaller, encode: nil)
         }
+        openCall(function, m, returnAddress: 0, caller: returnAddress, encode: encode)
+    }
+
+    /// A call: its frame opened (watched for its return at `returnAddress`; 0 where its returns are
+    /// seen at its own `ret`s), its event with the values `encode` appends. `caller`: its return
+    /// address, for `--caller`.
+    func openCall(_ function: TracedFunction, _ m: ThreadMoment, returnAddress: UInt64, caller: UInt64?,
+                  encode: ((inout ValueArena) -> Int)?) {
+        let depth = enter(function, m, returnAddress: returnAddress)
+        let fromCaller = caller.map { isFromCallerModule($0, m.process) } ?? false
+        emitTraced(.call, m.process, m.tid, function: function, depth: depth, goroutine: m.goroutine?.id, at: m.time,
+                   fromCaller: fromCaller, encode: encode)
     }
 
     /// The function's `ret` ran: frames below it are over (unwound), the frame entered at this stack
@@ -212,9 +220,32 @@ extension Engine {
                         values.encodeResult(of: function.signature, maxString: maxString, into: &arena)
                     }
                 }
+            case .slot(let registers, let thread):
+                let function = frame.function, plan = slotValues(of: function)
+                if plan.inPlace {
+                    emitTraced(.ret, o.process, o.tid, function: function, depth: depth, duration: duration,
+                               goroutine: o.goroutine?.id, at: o.time) { arena in
+                        SlotValuePlan.encode(plan.result, from: registers, into: &arena)
+                    }
+                } else {
+                    // Not the trap's own function (one that tail-called into it): read as any stop reads.
+                    var reader = ArgumentReader(StoppedThreadValues(tid: thread.tid, regs: registers.userRegs, memory: thread.process.space.memory),
+                                                maxString: maxString, deref: configuration.derefPointers)
+                    emit(o.process, o.tid, .ret(function: function, depth: depth, value: reader.returnValue(function.signature), duration: duration),
+                         goroutine: o.goroutine?.id, at: o.time)
+                }
             }
         }
     }
+
+    /// How a trap pad's stop shows the function's values, planned at its first such stop.
+    func slotValues(of function: TracedFunction) -> SlotValuePlan {
+        if let planned = function.slotValues { return planned }
+        let planned = SlotValuePlan(function.signature, derefs: configuration.derefPointers)
+        function.slotValues = planned
+        return planned
+    }
+
     /// Time between two instants, 0 when they come out reversed: the TSCs of two CPUs (a thread that
     /// moved between its call and its return) can differ by a little.
     func elapsed(from start: UInt64, to end: UInt64) -> UInt64 { end > start ? end - start : 0 }

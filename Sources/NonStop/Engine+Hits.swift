@@ -8,12 +8,12 @@ extension Engine {
     /// program's own, which is passed on (returns false).
     func breakpointHit(_ thread: TraceeThread) throws(TraceError) -> Bool {
         let space = thread.process.space
-        if let slots = space.stopSlots,
-           let left = slots.take(thread.tid, wantsVectors: { space.trap(at: $0)?.function.usesVectorRegisters ?? false }),
-           let trap = space.trap(at: left.trap) {
+        if let left = space.stopSlots?.take(thread.tid, known: { space.trap(at: $0) }) {
             // A trap pad left the registers in the thread's slot: no GETREGS (nor GETFPREGS).
             statistics.registersFromSlots += 1
-            try trapHit(trap, thread, regs: left.regs, stackWord: left.stackWord, vectors: left.vectors)
+            if try !slotTrapHit(left.trap, thread, left.registers) {
+                try trapHit(left.trap, thread, regs: left.registers.userRegs, stackWord: left.registers.stackWord, vectors: left.vectors)
+            }
             return true
         }
         var regs = try Ptrace.getRegs(thread.tid)

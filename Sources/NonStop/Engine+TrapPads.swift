@@ -155,4 +155,39 @@ extension Engine {
         }
         try resume(thread)
     }
+
+    /// A trap pad's stop of a function whose values are all words of general registers, in a process
+    /// with no ring to wait for, when a stop is asked for nothing more (no stack trace, no `--caller`):
+    /// taken straight from the stop slot's words, with no `user_regs_struct`, reader or `Observation`
+    /// made — the jump strategy's hot path, whose events are the same as `trapHit` makes. False, with
+    /// nothing done, for any other stop.
+    func slotTrapHit(_ trap: TrapSite, _ thread: TraceeThread, _ registers: SlotRegisters) throws(TraceError) -> Bool {
+        let process = thread.process
+        guard thread.reexecution == nil, process.space.inline == nil, process.goRuntime == nil,
+              configuration.stackDepth == 0, configuration.callerModule == nil, slotValues(of: trap.function).inPlace else { return false }
+        // The word at the stack pointer is an entry's return address only where the window's first
+        // instruction has not pushed.
+        if case .entry(let function, let stackAdjust) = trap.role, stackAdjust != 0, !function.returnsSeenAtExits { return false }
+        statistics.breakpointHits += 1
+        DebugLog.log("\(thread.tid): trap \(hex(trap.address)) (window \(hex(trap.window))) sp \(hex(registers[.rsp]))")
+        switch trap.role {
+        case .entry(let function, let stackAdjust):
+            var returnAddress: UInt64 = 0
+            if !function.returnsSeenAtExits,
+               try ensureReturnSite(at: registers.stackWord, in: process, using: thread, continuationOf: function.returnsTwice ? function : nil) {
+                returnAddress = registers.stackWord
+            }
+            let moment = ThreadMoment(process: process, tid: thread.tid, goroutine: nil,
+                                      stackPointer: registers[.rsp] &+ UInt64(bitPattern: Int64(stackAdjust)), time: monotonicNow())
+            let arguments = slotValues(of: function).arguments
+            openCall(function, moment, returnAddress: returnAddress, caller: nil) { arena in
+                SlotValuePlan.encode(arguments, from: registers, into: &arena)
+            }
+        case .exit(let function):
+            returned(function, ThreadMoment(process: process, tid: thread.tid, goroutine: nil, stackPointer: registers[.rsp], time: monotonicNow()),
+                     .slot(registers, thread))
+        }
+        try resume(thread)
+        return true
+    }
 }

@@ -249,6 +249,48 @@ enum ValueSlot {
             return .other(index: index)
         }
     }
+
+    /// The slots of `parameters` (or results) read from a stop slot's general registers, at offsets 8 ×
+    /// their number (`SlotRegisters.word(at:)`): numbers, pointers and chars in general registers; any
+    /// other value (a float, a string in memory, a pointer `--deref` follows) is `.other`.
+    static func plan(registers parameters: [Parameter], derefs: Bool) -> [ValueSlot] {
+        parameters.enumerated().map { index, parameter in
+            let type = parameter.type
+            guard case .register(let register) = parameter.location, let gpr = register.gpr, gpr != .rip,
+                  type.scalar(0) != nil, type.kind != .float, type.byteSize <= 8,
+                  !(derefs && type.kind == .pointer) else { return .other(index: index) }
+            return .scalar(offset: 8 * gpr.rawValue, kind: type.kind, byteSize: type.byteSize)
+        }
+    }
+}
+
+/// How a trap pad's stop shows a function's values straight from its stop slot's words, when every
+/// one of them is a word of a general register (`inPlace`); other functions' stops read theirs as any
+/// stop does.
+struct SlotValuePlan {
+    let arguments: [ValueSlot]
+    /// Of a function with one result; empty when it has none.
+    let result: [ValueSlot]
+    let inPlace: Bool
+
+    init(_ signature: Signature?, derefs: Bool) {
+        let results = signature?.results ?? []
+        arguments = ValueSlot.plan(registers: signature?.parameters ?? [], derefs: derefs)
+        result = ValueSlot.plan(registers: results, derefs: derefs)
+        inPlace = results.count <= 1 && !(arguments + result).contains { if case .other = $0 { return true }; return false }
+    }
+
+    /// Encodes `slots`, all `.scalar`, from `registers`.
+    static func encode(_ slots: [ValueSlot], from registers: SlotRegisters, into arena: inout ValueArena) -> Int {
+        for slot in slots {
+            if case .scalar(let offset, let kind, let byteSize) = slot {
+                arena.appendScalar(registers.word(at: offset), kind: kind, byteSize: byteSize)
+            } else {
+                arena.appendUnavailable()
+            }
+        }
+        return slots.count
+    }
 }
 
 extension RecordValues {

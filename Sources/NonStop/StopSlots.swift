@@ -46,35 +46,28 @@ final class StopSlots {
         slot.load(fromByteOffset: Int(offset), as: UInt64.self)
     }
 
-    /// What the thread left in its slot before the int3 it stopped at: the int3's address, its
-    /// registers (RIP just past that int3, as the kernel would give it) and the word at its stack
-    /// pointer; the slot is freed. nil when the thread holds no slot, a spoiled one, or one it has not
-    /// finished writing (a SIGTRAP someone sent came first): that stop asks the kernel.
-    /// `wantsVectors(trap)`: whether xmm0–7 are wanted too (copied before the slot is freed: another
-    /// thread may claim it at once).
-    func take(_ tid: pid_t, wantsVectors: (UInt64) -> Bool)
-        -> (trap: UInt64, regs: user_regs_struct, stackWord: UInt64, vectors: FPRegisters?)? {
+    /// What the thread left in its slot before the int3 it stopped at: the int3 (`known` finds it by
+    /// its address), its registers and the word at its stack pointer, and xmm0–7 when the trap's
+    /// function has values there (copied before the slot is freed: another thread may claim it at
+    /// once); the slot is freed. nil when the thread holds no slot, a spoiled one, one it has not
+    /// finished writing (a SIGTRAP someone sent came first), or one naming no trap of nstrace's: that
+    /// stop asks the kernel.
+    func take(_ tid: pid_t, known: (UInt64) -> TrapSite?) -> (trap: TrapSite, registers: SlotRegisters, vectors: FPRegisters?)? {
         let s = slot(of: tid)
         guard word(s, StopSlotLayout.ownerOffset) == UInt64(UInt32(bitPattern: tid)),
               word(s, StopSlotLayout.spoiledOffset) == 0 else { return nil }
         // Written last: 0 while the pad is still writing.
-        let trap = word(s, StopSlotLayout.trapOffset)
-        guard trap != 0 else { return nil }
-        func r(_ g: GPR) -> UInt64 { word(s, StopSlotLayout.offset(of: g)) }
-        var regs = user_regs_struct()
-        regs.rax = r(.rax); regs.rcx = r(.rcx); regs.rdx = r(.rdx); regs.rbx = r(.rbx)
-        regs.rsp = r(.rsp); regs.rbp = r(.rbp); regs.rsi = r(.rsi); regs.rdi = r(.rdi)
-        regs.r8 = r(.r8); regs.r9 = r(.r9); regs.r10 = r(.r10); regs.r11 = r(.r11)
-        regs.r12 = r(.r12); regs.r13 = r(.r13); regs.r14 = r(.r14); regs.r15 = r(.r15)
-        regs.eflags = word(s, StopSlotLayout.flagsOffset)
-        regs.rip = trap &+ 1
-        regs.orig_rax = UInt64.max
-        regs.cs = 0x33
-        regs.ss = 0x2b
-        let stackWord = word(s, StopSlotLayout.stackWordOffset)
-        let vectors = wantsVectors(trap) ? Self.vectors(in: s) : nil
+        let address = word(s, StopSlotLayout.trapOffset)
+        guard address != 0 else { return nil }
+        var registers = SlotRegisters(trap: address, flags: word(s, StopSlotLayout.flagsOffset),
+                                      stackWord: word(s, StopSlotLayout.stackWordOffset))
+        withUnsafeMutableBytes(of: &registers.gprs) { gprs in
+            gprs.copyMemory(from: UnsafeRawBufferPointer(start: s + Int(StopSlotLayout.offset(of: .rax)), count: gprs.count))
+        }
+        let trap = known(address)
+        let vectors = trap?.function.usesVectorRegisters == true ? Self.vectors(in: s) : nil
         free(s)
-        return (trap, regs, stackWord, vectors)
+        return trap.map { ($0, registers, vectors) }
     }
 
     /// xmm0–7 as the pad left them; the rest of the FXSAVE area is read from the kernel if asked for.
@@ -123,6 +116,41 @@ final class StopSlots {
         s.storeBytes(of: 0, toByteOffset: Int(StopSlotLayout.trapOffset), as: UInt64.self)
         s.storeBytes(of: 0, toByteOffset: Int(StopSlotLayout.spoiledOffset), as: UInt64.self)
         nst_release_store(s.advanced(by: Int(StopSlotLayout.ownerOffset)).assumingMemoryBound(to: UInt64.self), 0)
+    }
+}
+
+/// The registers a trap pad left in a stop slot, as plain words (copied with no retain): the general
+/// registers by number, flags, the word at the stack pointer (an entry's return address), the int3.
+struct SlotRegisters {
+    var gprs: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
+               UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    let trap: UInt64
+    let flags: UInt64
+    let stackWord: UInt64
+
+    init(trap: UInt64, flags: UInt64, stackWord: UInt64) {
+        self.trap = trap
+        self.flags = flags
+        self.stackWord = stackWord
+    }
+
+    /// The word of a general register at `offset` (8 × its number: `ValueSlot.plan(registers:)`).
+    func word(at offset: Int) -> UInt64 {
+        withUnsafeBytes(of: gprs) { offset >= 0 && offset <= $0.count - 8 ? $0.load(fromByteOffset: offset, as: UInt64.self) : 0 }
+    }
+
+    subscript(_ gpr: GPR) -> UInt64 { word(at: 8 * gpr.rawValue) }
+
+    /// As the kernel would give them at that int3: RIP just past it.
+    var userRegs: user_regs_struct {
+        var regs = user_regs_struct()
+        for gpr in GPR.allCases where gpr != .rip { regs[gpr] = self[gpr] }
+        regs.eflags = flags
+        regs.rip = trap &+ 1
+        regs.orig_rax = UInt64.max
+        regs.cs = 0x33
+        regs.ss = 0x2b
+        return regs
     }
 }
 

@@ -28,6 +28,9 @@ public final class TracedFunction: @unchecked Sendable, CustomStringConvertible 
     /// An argument or its result is in an xmm register: a trap pad's stop passes on the xmm0–7 it left
     /// in the stop slot, and no PTRACE_GETFPREGS is needed.
     let usesVectorRegisters: Bool
+    /// How a trap pad's stop shows its values from the stop slot: planned at its first such stop (the
+    /// plan depends on `--deref`), by the engine's thread alone.
+    var slotValues: SlotValuePlan?
 
     public init(name: String, symbol: String? = nil, module: String, address: UInt64, signature: Signature?,
                 returnsSeenAtExits: Bool = false, returnsTwice: Bool = false, isCallee: Bool = false) {
