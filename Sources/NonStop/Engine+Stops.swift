@@ -59,6 +59,7 @@ extension Engine {
         flushEvents()
         DebugLog.log("\(statistics.stops) stops, \(statistics.breakpointHits) breakpoint hits, "
                      + "\(statistics.registersFromSlots) of them with registers from stop slots")
+        DebugLog.log("\(statistics.shownFromSlotWords) trap pad stops shown straight from their slot's words")
         StopRequest.acknowledge()
     }
 

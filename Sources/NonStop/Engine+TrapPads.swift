@@ -169,6 +169,7 @@ extension Engine {
         // instruction has not pushed.
         if case .entry(let function, let stackAdjust) = trap.role, stackAdjust != 0, !function.returnsSeenAtExits { return false }
         statistics.breakpointHits += 1
+        statistics.shownFromSlotWords += 1
         DebugLog.log("\(thread.tid): trap \(hex(trap.address)) (window \(hex(trap.window))) sp \(hex(registers[.rsp]))")
         switch trap.role {
         case .entry(let function, let stackAdjust):

@@ -64,6 +64,8 @@ public struct EngineStatistics: Sendable {
     public var breakpointHits = 0
     /// Trap-pad hits whose registers came from the thread's stop slot, not PTRACE_GETREGS.
     public var registersFromSlots = 0
+    /// Of those, the ones shown straight from the slot's words (`Engine.slotTrapHit`).
+    public var shownFromSlotWords = 0
     public var singleSteps = 0
     public var emulations = 0
     public var trampolineEntries = 0

@@ -96,6 +96,11 @@ import TestSupport
             guard strategy == "jump" else { continue }
             let counts = try #require(slotCounts(result.stderr), "no closing count in --debug")
             #expect(counts.fromSlots > 0 && counts.fromSlots <= counts.hits, "\(name): \(counts)")
+            // Both ways of showing a slot's stop ran: from its words (vx_ints, vx_hot: numbers in
+            // registers) and through the general path (strings, floats, a struct, stack arguments).
+            let words = result.stderr.split(separator: "\n").last { $0.hasSuffix("shown straight from their slot's words") }
+            let shown = words.flatMap { $0.split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) }.last } ?? -1
+            #expect(shown > 0 && shown < counts.fromSlots, "\(name): \(shown) of \(counts.fromSlots) from slots shown from words")
         }
         let inline = reports["inline"] ?? [:]
         for name in ["jump", "jump-one-slot"] {
