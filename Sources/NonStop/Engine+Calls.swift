@@ -114,13 +114,11 @@ extension Engine {
     /// An entry record: the call, with its arguments read from the record when `values` is given.
     /// `returnAddress`: the entry's, when `--caller` has the pads record it.
     func recordedEntry(_ function: TracedFunction, _ m: ThreadMoment, values: RecordValues?, returnAddress: UInt64?) {
+        guard let values else { return openCall(function, m, returnAddress: 0, caller: returnAddress, encode: nil) }
         let maxString = self.maxString
-        let encode = values.map { values in
-            { (arena: inout ValueArena) in
-                values.encode(values.probe.values, of: function.signature?.parameters ?? [], maxString: maxString, into: &arena)
-            }
+        openCall(function, m, returnAddress: 0, caller: returnAddress) { arena in
+            values.encode(values.probe.values, of: function.signature?.parameters ?? [], maxString: maxString, into: &arena)
         }
-        openCall(function, m, returnAddress: 0, caller: returnAddress, encode: encode)
     }
 
     /// A call: its frame opened (watched for its return at `returnAddress`; 0 where its returns are
