@@ -128,12 +128,6 @@ struct SlotRegisters {
     let flags: UInt64
     let stackWord: UInt64
 
-    init(trap: UInt64, flags: UInt64, stackWord: UInt64) {
-        self.trap = trap
-        self.flags = flags
-        self.stackWord = stackWord
-    }
-
     /// The word of a general register at `offset` (8 × its number: `ValueSlot.plan(registers:)`).
     func word(at offset: Int) -> UInt64 {
         withUnsafeBytes(of: gprs) { offset >= 0 && offset <= $0.count - 8 ? $0.load(fromByteOffset: offset, as: UInt64.self) : 0 }
