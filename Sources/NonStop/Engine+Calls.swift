@@ -226,7 +226,9 @@ extension Engine {
                         SlotValuePlan.encode(plan.result, from: registers, into: &arena)
                     }
                 } else {
-                    // Not the trap's own function (one that tail-called into it): read as any stop reads.
+                    // A function whose result is not a register's word (not the trap's own function,
+                    // whose plan `slotTrapHit` checked, but one that tail-called into it): read as any
+                    // stop reads, from the registers the slot held and the stopped thread's memory.
                     var reader = ArgumentReader(StoppedThreadValues(tid: thread.tid, regs: registers.userRegs, memory: thread.process.space.memory),
                                                 maxString: maxString, deref: configuration.derefPointers)
                     emit(o.process, o.tid, .ret(function: function, depth: depth, value: reader.returnValue(function.signature), duration: duration),
