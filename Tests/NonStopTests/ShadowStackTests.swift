@@ -47,7 +47,7 @@ import TestSupport
     #expect(mappings.stack(of: here).contains(here), "this thread's own stack")
     // Within the millisecond after that read: a new mapping, split by a guard page as fibers' are.
     let size = 3 * 4096
-    let base = try mapUntouched(size, PROT_READ | PROT_WRITE)
+    let base = try mapUntouched(size, PROT_READ | PROT_WRITE, region: 1)
     defer { munmap(base, size) }
     #expect(mprotect(base + 4096, 4096, PROT_NONE) == 0)
     let start = UInt64(UInt(bitPattern: base))
@@ -62,7 +62,7 @@ import TestSupport
 @Test func framesOpenedBeforeAThreadStacksGuardWasMadeReturnAfter() throws {
     let page = 4096, size = 4 * page
     // The guard page of "the stack above" is the top page; the new block is the three below it.
-    let base = try mapUntouched(size, PROT_NONE)
+    let base = try mapUntouched(size, PROT_NONE, region: 2)
     defer { munmap(base, size) }
     let start = UInt64(UInt(bitPattern: base))
     let mappings = StackMappings(pid: getpid())
@@ -87,13 +87,15 @@ import TestSupport
     #expect(closed.count == 1 && shadow.depth == 1)
 }
 
-/// `size` bytes mapped far from this process's other mappings (other tests map and unmap meanwhile: a
-/// neighbour would merge with them, a read of the maps could still hold one that was there before), so
-/// that the ranges StackMappings finds are exactly these.
-private func mapUntouched(_ size: Int, _ protection: Int32) throws -> UnsafeMutableRawPointer {
+/// `size` bytes mapped far from this process's other mappings, in a `region` of the address space
+/// each test has to itself (tests run side by side: another's mapping there would merge with these, or
+/// still be in this test's read of the maps after it is gone, where these now are), so that the ranges
+/// StackMappings finds are exactly these.
+private func mapUntouched(_ size: Int, _ protection: Int32, region: UInt) throws -> UnsafeMutableRawPointer {
     for attempt in 0..<64 {
-        let hint = UnsafeMutableRawPointer(bitPattern: 0x2a00_0000_0000 + (UInt(getpid() & 0xfff) << 24) + UInt(attempt) << 20)
-        let mapped = mmap(hint, size, protection, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0)
+        let address = 0x2a00_0000_0000 + (region << 36) + (UInt(getpid() & 0xfff) << 24) + UInt(attempt) << 20
+        let mapped = mmap(UnsafeMutableRawPointer(bitPattern: address), size, protection,
+                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0)
         if let mapped, mapped != MAP_FAILED { return mapped }
     }
     throw POSIXError(.EEXIST)
