@@ -128,12 +128,7 @@ struct ArgumentReader<Source: ValueSource> {
                            signed: type.kind == .signed)
         case .float:
             // The x87 format's 10 bytes (in a 12- or 16-byte slot), taken as they are.
-            guard raw.count >= 10 else { return .unavailable }
-            var value = Float80(0)
-            withUnsafeMutableBytes(of: &value) { out in
-                for (i, byte) in raw.prefix(10).enumerated() { out[i] = byte }
-            }
-            return .longDouble(value)
+            return X87Bits(raw).map { .longDouble($0) } ?? .unavailable
         default:
             return nil
         }

@@ -201,12 +201,10 @@ public struct ValueArena: @unchecked Sendable {
             byte(signed ? 1 : 0)
             put64(low)
             put64(high)
-        case .longDouble(let value):
+        case .longDouble(let bits):
             put(.longDouble)
-            var words: (UInt64, UInt64) = (0, 0)
-            Swift.withUnsafeMutableBytes(of: &words) { out in Swift.withUnsafeBytes(of: value) { out.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0.prefix(10))) } }
-            put64(words.0)
-            put64(words.1)
+            put64(bits.significand)
+            put64(UInt64(bits.signAndExponent))
         case .structure(let fields):
             put(.structure)
             appendList(fields.flatMap { [ArgumentValue.string(Array($0.name.utf8), truncated: false, address: 0), $0.value] })
@@ -253,7 +251,7 @@ public enum ValueView {
     case tuple(EncodedValues)
     case unavailable
     case int128(low: UInt64, high: UInt64, signed: Bool)
-    case longDouble(Float80)
+    case longDouble(X87Bits)
     /// A struct's fields: name (a `.string`) and value, one after the other.
     case structure(EncodedValues)
     /// An array's first elements and how many it has.
@@ -392,12 +390,8 @@ public struct EncodedValues: Sequence, IteratorProtocol {
             guard let signed = u8(), let low = u64(), let high = u64() else { return nil }
             return .int128(low: low, high: high, signed: signed != 0)
         case .longDouble:
-            guard let low = u64(), let high = u64() else { return nil }
-            var value = Float80(0)
-            Swift.withUnsafeMutableBytes(of: &value) { out in
-                Swift.withUnsafeBytes(of: (low.littleEndian, high.littleEndian)) { out.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0.prefix(10))) }
-            }
-            return .longDouble(value)
+            guard let significand = u64(), let high = u64() else { return nil }
+            return .longDouble(X87Bits(significand: significand, signAndExponent: UInt16(truncatingIfNeeded: high)))
         case .structure:
             return list().map { .structure($0) }
         case .array:

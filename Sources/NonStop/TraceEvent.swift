@@ -154,7 +154,7 @@ public enum ArgumentValue: Sendable, Equatable {
     /// `__int128` or `unsigned __int128`: its two words, low first.
     case int128(low: UInt64, high: UInt64, signed: Bool)
     /// An x87 `long double`: its 80 bits exactly.
-    case longDouble(Float80)
+    case longDouble(X87Bits)
     /// A struct or union (or `_Complex`) by its fields, in order; nested ones to a bound.
     case structure([Field])
     /// A C array: its first elements, and how many it has.
@@ -198,3 +198,37 @@ public func signalName(_ signal: Int32) -> String {
     if signal >= 34 && signal <= 64 { return "SIGRTMIN+\(signal - 34)" }
     return "signal \(signal)"
 }
+
+/// An x87 `long double`'s 80 bits, held as integers. Values carry these rather than a `Float80`: the
+/// compiler moves a `Float80` in an enum's payload with `fldt`/`fstpt`, whatever case the enum holds
+/// — exact on the CPU, but valgrind computes x87 in 64 bits, and under callgrind that garbled the
+/// other cases' payloads (a string's pointer). A `Float80` is made only where a number is printed.
+public struct X87Bits: Hashable, Sendable {
+    /// The significand, integer bit included.
+    public var significand: UInt64
+    /// The sign and the exponent.
+    public var signAndExponent: UInt16
+
+    public init(significand: UInt64, signAndExponent: UInt16) {
+        self.significand = significand
+        self.signAndExponent = signAndExponent
+    }
+
+    /// The first ten of `bytes`, little-endian, as the x87 stores them; nil if there are fewer.
+    public init?<Bytes: Collection>(_ bytes: Bytes) where Bytes.Element == UInt8 {
+        guard bytes.count >= 10 else { return nil }
+        significand = littleEndianWord(bytes.prefix(8))
+        signAndExponent = UInt16(truncatingIfNeeded: littleEndianWord(bytes.dropFirst(8).prefix(2)))
+    }
+
+    /// The number, bit for bit (pseudo-denormals and unnormals as they are).
+    public var value: Float80 {
+        var value = Float80(0)
+        withUnsafeMutableBytes(of: &value) { out in
+            out.storeBytes(of: significand.littleEndian, toByteOffset: 0, as: UInt64.self)
+            out.storeBytes(of: signAndExponent.littleEndian, toByteOffset: 8, as: UInt16.self)
+        }
+        return value
+    }
+}
+

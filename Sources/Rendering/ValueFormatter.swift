@@ -60,7 +60,7 @@ extension Output {
             byte(UInt8(ascii: ")"))
         case .unavailable: byte(UInt8(ascii: "?"))
         case .int128(let low, let high, let signed): append(Output.int128(low: low, high: high, signed: signed))
-        case .longDouble(let value): longDouble(value)
+        case .longDouble(let bits): longDouble(bits.value)
         case .structure(let pairs):
             byte(UInt8(ascii: "{"))
             var iterator = pairs, first = true
@@ -205,7 +205,8 @@ extension Output {
         case .tuple(let values): jsonArray(values)
         case .unavailable: append("null" as StaticString)
         case .int128(let low, let high, let signed): append(Output.int128(low: low, high: high, signed: signed))
-        case .longDouble(let value):
+        case .longDouble(let bits):
+            let value = bits.value
             // Past a double's range, as a string: common JSON readers (Foundation's among them) refuse
             // or round such a number.
             let near = Double(value)
