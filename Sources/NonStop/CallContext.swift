@@ -54,19 +54,17 @@ extension Engine {
             if process.goroutineStacks[goroutine]?.depth == 0 { process.goroutineStacks[goroutine] = nil }
             return result
         }
-        if let cached = cachedStackOwner, cached.process === process, cached.tid == tid { return body(&cachedStack) }
-        putCachedStackBack()
-        cachedStack = process.threadStacks.removeValue(forKey: tid) ?? ShadowStack()
-        cachedStackOwner = (process, tid)
-        return body(&cachedStack)
-    }
-
-    /// The thread shadow stack kept out of its process's table (records come in runs of one thread's:
-    /// no lookup per record) goes back, before anything reads the table.
-    func putCachedStackBack() {
-        guard let owner = cachedStackOwner else { return }
-        owner.process.threadStacks[owner.tid] = cachedStack
-        cachedStackOwner = nil
-        cachedStack = ShadowStack()
+        // Records come in runs of one thread's: no lookup per record. Stops of threads taking turns
+        // look the thread up once each, and its stack is changed where it is kept.
+        if let last = lastStack, last.tid == tid, last.process === process { return body(&last.box.stack) }
+        let box: ThreadShadowStack
+        if let known = process.threadStacks[tid] {
+            box = known
+        } else {
+            box = ThreadShadowStack()
+            process.threadStacks[tid] = box
+        }
+        lastStack = (process, tid, box)
+        return body(&box.stack)
     }
 }

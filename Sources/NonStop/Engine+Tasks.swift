@@ -42,7 +42,6 @@ extension Engine {
         // Its frames close, and its end is told, after the last records it wrote — which may be
         // behind a record another process sharing the ring is writing right now.
         let ended = { [unowned self] in
-            putCachedStackBack()
             for other in Array(process.threadStacks.keys) { unwindThread(process, other, at: end) }
             unwindGoroutines(process, reportedAs: tid, at: end)
             emit(process, tid, .exit(status))
@@ -113,9 +112,8 @@ extension Engine {
             // The child goes on with the frames its parent had open when it forked.
             // Read behind the parent's records, perhaps after the child's first ones: underneath them.
             afterRecords(of: process, tid: parent.tid) { [unowned self] in
-                putCachedStackBack()
-                guard let inherited = process.threadStacks[parent.tid] else { return }
-                childProcess.threadStacks[child, default: ShadowStack()].putUnderneath(inherited)
+                guard let inherited = process.threadStacks[parent.tid]?.stack else { return }
+                withShadowStack(childProcess, child, nil) { $0.putUnderneath(inherited) }
             }
         }
         if event == .vfork, let trace = process.space.inline {
@@ -165,7 +163,6 @@ extension Engine {
         // The old image's open calls never return: closed as unwound (after its last records, read
         // above) before the exec is told. What was learnt about the old image goes with it.
         let now = monotonicNow()
-        putCachedStackBack()
         for tid in Array(process.threadStacks.keys) { unwindThread(process, tid, at: now) }
         unwindGoroutines(process, reportedAs: leader.tid, at: now)
         process.goRuntime = nil

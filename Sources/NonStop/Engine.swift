@@ -123,9 +123,8 @@ public final class Engine {
     var functionsNumbered: Int32 = 0
     /// Losses not reported yet, by cause (the output fell behind, frames capped).
     var unreportedLosses: [String: LostEvents] = [:]
-    /// The last thread's shadow stack, out of its process's `threadStacks` (see `withShadowStack`).
-    var cachedStack = ShadowStack()
-    var cachedStackOwner: (process: TracedProcess, tid: pid_t)?
+    /// The last thread's shadow stack, as its process's `threadStacks` holds it (see `withShadowStack`).
+    var lastStack: (process: TracedProcess, tid: pid_t, box: ThreadShadowStack)?
     /// Frames closed by the shadow-stack operation under way (one array kept: no allocation per event).
     var closedFrames: [ShadowStack.Closed] = []
     /// The rings of the inline strategy, one per traced process (shared with followed children).

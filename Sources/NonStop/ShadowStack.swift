@@ -135,3 +135,11 @@ struct ShadowStack {
         return frames.enumerated().reversed().map { ($0.element, dropped &+ $0.offset) }
     }
 }
+
+/// A thread's shadow stack where its process keeps it: one lookup finds it and it is changed in
+/// place, where a stack held by value in the table would be taken out and put back at every stop of
+/// threads taking turns (two hashes and a table write each).
+final class ThreadShadowStack {
+    var stack = ShadowStack()
+}
+

@@ -31,7 +31,7 @@ final class TracedProcess {
     /// Open traced calls per goroutine (Go programs); C keeps them per thread. Kept by the process, not
     /// the thread: a thread's last records may be read after its end was reported.
     var goroutineStacks: [CallContext.Goroutine: ShadowStack] = [:]
-    var threadStacks: [pid_t: ShadowStack] = [:]
+    var threadStacks: [pid_t: ThreadShadowStack] = [:]
     /// Which mapping each stack pointer is in: frames on different stacks do not close each other.
     let stacks: StackMappings
     /// What `--follow-calls` has followed in this image.
