@@ -8,11 +8,12 @@ extension Engine {
     /// program's own, which is passed on (returns false).
     func breakpointHit(_ thread: TraceeThread) throws(TraceError) -> Bool {
         let space = thread.process.space
-        if let left = space.stopSlots?.take(thread.tid, known: { space.trap(at: $0) }) {
+        var slotRegisters = SlotRegisters(trap: 0, flags: 0, stackWord: 0)
+        if let left = space.stopSlots?.take(thread.tid, into: &slotRegisters, known: { space.trap(at: $0) }) {
             // A trap pad left the registers in the thread's slot: no GETREGS (nor GETFPREGS).
             statistics.registersFromSlots += 1
-            if try !slotTrapHit(left.trap, thread, left.registers) {
-                try trapHit(left.trap, thread, regs: left.registers.userRegs, stackWord: left.registers.stackWord, vectors: left.vectors)
+            if try !slotTrapHit(left.trap, thread, slotRegisters) {
+                try trapHit(left.trap, thread, regs: slotRegisters.userRegs, stackWord: slotRegisters.stackWord, vectors: left.vectors)
             }
             return true
         }

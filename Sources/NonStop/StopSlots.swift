@@ -52,22 +52,24 @@ final class StopSlots {
     /// once); the slot is freed. nil when the thread holds no slot, a spoiled one, one it has not
     /// finished writing (a SIGTRAP someone sent came first), or one naming no trap of nstrace's: that
     /// stop asks the kernel.
-    func take(_ tid: pid_t, known: (UInt64) -> TrapSite?) -> (trap: TrapSite, registers: SlotRegisters, vectors: FPRegisters?)? {
+    /// The registers go to `registers`, not into the result: an optional that held them (19 words)
+    /// was destroyed through its type's metadata, at every stop.
+    func take(_ tid: pid_t, into registers: inout SlotRegisters, known: (UInt64) -> TrapSite?) -> (trap: TrapSite, vectors: FPRegisters?)? {
         let s = slot(of: tid)
         guard word(s, StopSlotLayout.ownerOffset) == UInt64(UInt32(bitPattern: tid)),
               word(s, StopSlotLayout.spoiledOffset) == 0 else { return nil }
         // Written last: 0 while the pad is still writing.
         let address = word(s, StopSlotLayout.trapOffset)
         guard address != 0 else { return nil }
-        var registers = SlotRegisters(trap: address, flags: word(s, StopSlotLayout.flagsOffset),
-                                      stackWord: word(s, StopSlotLayout.stackWordOffset))
+        registers = SlotRegisters(trap: address, flags: word(s, StopSlotLayout.flagsOffset),
+                                  stackWord: word(s, StopSlotLayout.stackWordOffset))
         withUnsafeMutableBytes(of: &registers.gprs) { gprs in
             gprs.copyMemory(from: UnsafeRawBufferPointer(start: s + Int(StopSlotLayout.offset(of: .rax)), count: gprs.count))
         }
         let trap = known(address)
         let vectors = trap?.function.usesVectorRegisters == true ? Self.vectors(in: s) : nil
         free(s)
-        return trap.map { ($0, registers, vectors) }
+        return trap.map { ($0, vectors) }
     }
 
     /// xmm0–7 as the pad left them; the rest of the FXSAVE area is read from the kernel if asked for.
