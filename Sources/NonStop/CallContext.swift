@@ -56,15 +56,22 @@ extension Engine {
         }
         // Records come in runs of one thread's: no lookup per record. Stops of threads taking turns
         // look the thread up once each, and its stack is changed where it is kept.
-        if let last = lastStack, last.tid == tid, last.process === process { return body(&last.box.stack) }
-        let box: ThreadShadowStack
+        if lastStackOwner?.tid != tid || lastStackOwner?.process != ObjectIdentifier(process) { findStack(process, tid) }
+        return body(&lastStack.stack)
+    }
+
+    /// Makes the thread's shadow stack the last one (`lastStack`), found in its process's table or
+    /// put there. Apart, so that `withShadowStack` stays small enough to be inlined where it is used
+    /// (its callers' closures then capture nothing by copy).
+    @inline(never)
+    private func findStack(_ process: TracedProcess, _ tid: pid_t) {
         if let known = process.threadStacks[tid] {
-            box = known
+            lastStack = known
         } else {
-            box = ThreadShadowStack()
-            process.threadStacks[tid] = box
+            lastStack = ThreadShadowStack()
+            process.threadStacks[tid] = lastStack
         }
-        lastStack = (process, tid, box)
-        return body(&box.stack)
+        lastStackOwner = (ObjectIdentifier(process), tid)
+        lastStackProcess = process
     }
 }

@@ -253,7 +253,10 @@ extension Engine {
     /// Every open frame of a thread that ended (its goroutines' frames end with the process).
     func unwindThread(_ process: TracedProcess, _ tid: pid_t, at time: UInt64) {
         guard let box = process.threadStacks.removeValue(forKey: tid) else { return }
-        if lastStack?.box === box { lastStack = nil }
+        if box === lastStack {
+            lastStackOwner = nil
+            lastStackProcess = nil
+        }
         for (frame, depth) in box.stack.removeAll() {
             if frame.tailPending { process.space.inline?.ring.tailCallReturned(tid: tid) }
             emit(process, tid, .unwound(function: frame.function, depth: depth, duration: elapsed(from: frame.start, to: time)), at: time)

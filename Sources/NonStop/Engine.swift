@@ -123,8 +123,12 @@ public final class Engine {
     var functionsNumbered: Int32 = 0
     /// Losses not reported yet, by cause (the output fell behind, frames capped).
     var unreportedLosses: [String: LostEvents] = [:]
-    /// The last thread's shadow stack, as its process's `threadStacks` holds it (see `withShadowStack`).
-    var lastStack: (process: TracedProcess, tid: pid_t, box: ThreadShadowStack)?
+    /// The last thread's shadow stack, as its process's `threadStacks` holds it (see `withShadowStack`),
+    /// and whose it is: compared with no retain or release, as it is for every record.
+    var lastStack = ThreadShadowStack()
+    var lastStackOwner: (process: ObjectIdentifier, tid: pid_t)?
+    /// Held so that no other process can be made at the address `lastStackOwner` names.
+    var lastStackProcess: TracedProcess?
     /// Frames closed by the shadow-stack operation under way (one array kept: no allocation per event).
     var closedFrames: [ShadowStack.Closed] = []
     /// The rings of the inline strategy, one per traced process (shared with followed children).
