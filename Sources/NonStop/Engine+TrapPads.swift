@@ -162,9 +162,9 @@ extension Engine {
     /// made — the jump strategy's hot path, whose events are the same as `trapHit` makes. False, with
     /// nothing done, for any other stop.
     func slotTrapHit(_ trap: TrapSite, _ thread: TraceeThread, _ registers: SlotRegisters) throws(TraceError) -> Bool {
-        let process = thread.process
+        let process = thread.process, plan = slotValues(of: trap.function)
         guard thread.reexecution == nil, process.space.inline == nil, process.goRuntime == nil,
-              configuration.stackDepth == 0, configuration.callerModule == nil, slotValues(of: trap.function).inPlace else { return false }
+              configuration.stackDepth == 0, configuration.callerModule == nil, plan.inPlace else { return false }
         // The word at the stack pointer is an entry's return address only where the window's first
         // instruction has not pushed.
         if case .entry(let function, let stackAdjust) = trap.role, stackAdjust != 0, !function.returnsSeenAtExits { return false }
@@ -180,9 +180,8 @@ extension Engine {
             }
             let moment = ThreadMoment(process: process, tid: thread.tid, goroutine: nil,
                                       stackPointer: registers[.rsp] &+ UInt64(bitPattern: Int64(stackAdjust)), time: monotonicNow())
-            let arguments = slotValues(of: function).arguments
             openCall(function, moment, returnAddress: returnAddress, caller: nil) { arena in
-                SlotValuePlan.encode(arguments, from: registers, into: &arena)
+                SlotValuePlan.encode(plan.arguments, from: registers, into: &arena)
             }
         case .exit(let function):
             returned(function, ThreadMoment(process: process, tid: thread.tid, goroutine: nil, stackPointer: registers[.rsp], time: monotonicNow()),
